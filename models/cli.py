@@ -1,0 +1,95 @@
+"""Command-line interface: ``likeness <command>`` (also ``python -m models.cli``).
+
+Works without ComfyUI. Commands:
+
+* ``doctor``: which model files were found where, and how to get the missing ones.
+* ``smoke-models``: write random-weight files in the official formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import LikenessError
+
+__all__ = ["main", "default_models_dir"]
+
+logger = logging.getLogger("likeness")
+
+
+def default_models_dir() -> Path:
+    """``$COMFYUI_PATH/models`` when set, else ``./models_store``."""
+    comfy = os.environ.get("COMFYUI_PATH")
+    return Path(comfy) / "models" if comfy else Path("models_store")
+
+
+def _search_paths(models_dir: Path, comfyui: Path | None) -> dict[str, list[Path]]:
+    from .registry import folder_paths_under
+
+    paths = folder_paths_under(models_dir)
+    if comfyui is not None:
+        from .extra_paths import read_extra_model_paths
+
+        for key, extra in read_extra_model_paths(comfyui).items():
+            if key in paths:
+                paths[key] = paths[key] + [p for p in extra if p not in paths[key]]
+    return paths
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_report
+
+    comfyui = Path(args.comfyui) if args.comfyui else None
+    models_dir = Path(args.models_dir) if args.models_dir else (comfyui / "models" if comfyui else default_models_dir())
+    sys.stdout.write(format_report(_search_paths(models_dir, comfyui)) + "\n")
+    return 0
+
+
+def _cmd_smoke(args: argparse.Namespace) -> int:
+    from .smoke import write_smoke_models
+
+    written = write_smoke_models(Path(args.models_dir), full_unet=args.full_unet, overwrite=args.overwrite)
+    for path in written:
+        sys.stdout.write(f"wrote {path}\n")
+    sys.stdout.write(
+        "These are SMOKE models: random weights in the official file formats. Every Likeness "
+        "workflow runs on them end to end, and every image they produce is noise.\n"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description="Likeness face-identity tools (no ComfyUI needed).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="report which model files were found and how to get missing ones")
+    doctor.add_argument("--models-dir", help="models directory (default: $COMFYUI_PATH/models or ./models_store)")
+    doctor.add_argument("--comfyui", help="a ComfyUI folder: use its models/ and extra_model_paths.yaml")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    smoke = sub.add_parser("smoke-models", help="write random-weight model files in the official formats")
+    smoke.add_argument("--models-dir", required=True, help="models directory to write into (ComfyUI layout)")
+    smoke.add_argument("--full-unet", action="store_true", help="full-depth SD1.5 UNet (2 GB) instead of the reduced one")
+    smoke.add_argument("--overwrite", action="store_true", help="replace existing files")
+    smoke.set_defaults(func=_cmd_smoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except LikenessError as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
