@@ -1,0 +1,43 @@
+"""Register Likeness model folders with ComfyUI's ``folder_paths`` and read them back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import folder_paths
+
+from ..models.registry import FOLDERS
+
+__all__ = ["register_model_folders", "search_paths", "file_list"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_model_folders() -> None:
+    """Add ``models/<key>`` for every Likeness folder key.
+
+    Entries users already added in ``extra_model_paths.yaml`` (applied before
+    custom nodes load) are kept and stay first; the default folder is appended
+    if missing; the extension set is made explicit (a yaml-created key has an
+    empty set, which would accept every file).
+    """
+    for key, folder in FOLDERS.items():
+        default = os.path.join(folder_paths.models_dir, key)
+        paths, exts = folder_paths.folder_names_and_paths.get(key, ([], set()))
+        paths = list(paths)
+        if default not in paths:
+            paths.append(default)
+        folder_paths.folder_names_and_paths[key] = (paths, set(exts) | set(folder.extensions))
+        logger.debug("Likeness: model folder %r -> %s", key, paths)
+
+
+def search_paths() -> dict[str, list[Path]]:
+    """``{folder key: [paths]}`` as ComfyUI currently resolves them."""
+    return {key: [Path(p) for p in folder_paths.get_folder_paths(key)] for key in FOLDERS}
+
+
+def file_list(key: str) -> list[str]:
+    """File names ComfyUI lists for a folder key (for combo inputs)."""
+    return list(folder_paths.get_filename_list(key))
