@@ -57,7 +57,7 @@ FOLDERS: dict[str, ModelFolder] = {
     for f in (
         ModelFolder("e4e", "e4e encoder (+ StyleGAN2 decoder) checkpoints", CHECKPOINT_EXTENSIONS),
         ModelFolder("wplus", "W+ adapter weights for SD1.5", CHECKPOINT_EXTENSIONS),
-        ModelFolder("likeness_directions", "attribute directions in W+", CHECKPOINT_EXTENSIONS + (".npy", ".json", ".csv", ".tsv")),
+        ModelFolder("likeness_directions", "attribute directions in W+", CHECKPOINT_EXTENSIONS + (".npy", ".json", ".csv", ".tsv", ".txt")),
         ModelFolder("insightface", "insightface model packs (models/<name>/*.onnx)", (".onnx",)),
         ModelFolder("face_parsing", "face parsing networks for background whitening", CHECKPOINT_EXTENSIONS),
         ModelFolder("pstf", "PSTF-AttControl adapter weights for SDXL", CHECKPOINT_EXTENSIONS),
