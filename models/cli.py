@@ -4,6 +4,7 @@ Works without ComfyUI. Commands:
 
 * ``doctor``: which model files were found where, and how to get the missing ones.
 * ``smoke-models``: write random-weight files in the official formats.
+* ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_smoke(args: argparse.Namespace) -> int:
     from .smoke import write_smoke_models
 
-    written = write_smoke_models(Path(args.models_dir), full_unet=args.full_unet, overwrite=args.overwrite)
+    written = write_smoke_models(Path(args.models_dir), reduced_unet=args.reduced_unet, overwrite=args.overwrite)
     for path in written:
         sys.stdout.write(f"wrote {path}\n")
     sys.stdout.write(
@@ -61,6 +62,34 @@ def _cmd_smoke(args: argparse.Namespace) -> int:
         "workflow runs on them end to end, and every image they produce is noise.\n"
     )
     return 0
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    from .batch import BatchProgress, format_progress, run_batch
+
+    tty = sys.stdout.isatty()
+
+    def show(p: BatchProgress) -> None:
+        line = format_progress(p)
+        if tty:
+            sys.stdout.write("\r" + line[:160].ljust(160) + ("\n" if p.event == "finish" else ""))
+        elif p.event in ("start", "done", "failed", "server_down", "server_up"):
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        report = run_batch(
+            args.workflow, args.spec, args.server, args.out, retries=args.retries,
+            max_queue_per_server=args.max_queue, progress=show, poll_interval=args.poll,
+            server_timeout=args.server_timeout, point_timeout=args.point_timeout,
+            use_websocket=False if args.no_websocket else None, retry_failed=args.retry_failed,
+        )
+    except KeyboardInterrupt:
+        sys.stdout.write(f"\ninterrupted; prompts already queued keep running on the server(s). Run the same "
+                         f"command again to resume (state in {Path(args.out) / 'manifest.json'}).\n")
+        return 130
+    sys.stdout.write(report.summary() + "\n")
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,9 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     smoke = sub.add_parser("smoke-models", help="write random-weight model files in the official formats")
     smoke.add_argument("--models-dir", required=True, help="models directory to write into (ComfyUI layout)")
-    smoke.add_argument("--full-unet", action="store_true", help="full-depth SD1.5 UNet (2 GB) instead of the reduced one")
+    smoke.add_argument("--reduced-unet", action="store_true", help="a 0.6 GB reduced UNet instead of full SD1.5 (the W+ adapter cannot patch it)")
     smoke.add_argument("--overwrite", action="store_true", help="replace existing files")
     smoke.set_defaults(func=_cmd_smoke)
+
+    queue = sub.add_parser("queue", help="run a sweep of an API workflow on ComfyUI servers (resumable)")
+    queue.add_argument("workflow", help="API-format workflow JSON (ComfyUI: Workflow > Export (API))")
+    queue.add_argument("--spec", required=True, help="sweep spec JSON (faces, sweep, seeds, overrides)")
+    queue.add_argument("--server", action="append", required=True, help="ComfyUI URL; repeat for several servers")
+    queue.add_argument("--out", required=True, help="output folder: images, manifest.json, report.csv/json")
+    queue.add_argument("--retries", type=int, default=3, help="resubmissions of a prompt a server lost (default 3)")
+    queue.add_argument("--max-queue", type=int, default=2, help="our prompts per server, running + waiting (default 2)")
+    queue.add_argument("--poll", type=float, default=0.5, help="seconds between history polls (default 0.5)")
+    queue.add_argument("--server-timeout", type=float, default=120.0, help="seconds a server may stay unreachable")
+    queue.add_argument("--point-timeout", type=float, default=3600.0, help="seconds one prompt may take")
+    queue.add_argument("--no-websocket", action="store_true", help="poll only; do not follow /ws")
+    queue.add_argument("--retry-failed", action="store_true", help="on resume, run failed points again")
+    queue.set_defaults(func=_cmd_queue)
     return parser
 
 

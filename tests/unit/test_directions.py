@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from likeness.models.direction_types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_SLAB, LICENCE_UNKNOWN
 from likeness.models.directions import (
     Direction,
@@ -27,7 +29,6 @@ from likeness.models.directions import (
     sweep,
 )
 from likeness.models.errors import CheckpointError, LikenessError
-from safetensors.torch import save_file
 
 
 def _g(seed: int) -> torch.Generator:

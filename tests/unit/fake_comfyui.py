@@ -1,0 +1,329 @@
+"""A fake ComfyUI server for batch-client tests (http.server on 127.0.0.1 in threads; no ComfyUI).
+
+Implements what the batch client uses, with ComfyUI's answer shapes (comfyui.md §5.3): POST/GET /prompt,
+GET/POST /queue, GET /history/{id}, GET /view, POST /upload/image, POST /interrupt, GET /system_stats and a
+minimal /ws (server-to-client text frames). One worker runs prompts one at a time (``exec_time`` each).
+
+Test hooks:
+* ``kill()`` stops it (connections refused; queue and history lost, like a real restart); ``restart()``
+  listens again on the same port with an empty queue and history. Uploaded inputs and outputs persist.
+* ``kill_when_busy()`` kills while a prompt is running and every finished prompt's history was read.
+* ``paused`` holds the worker; ``fail_5xx`` / ``fail_view`` make the next N POST /prompt / GET /view
+  answer 500 / 503.
+* Counters survive restarts: ``submissions`` and ``completions`` per prompt id, ``max_depth``.
+Input values ``"__bad400__"`` / ``"__bad200__"`` fail validation (400 / 200 with node_errors),
+``"__crash__"`` makes execution fail. A node whose class contains IdentityScore reports
+``identity cosine: <seed/100>`` (seed of the KSampler).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+KNOWN = {"KSampler", "LoadImage", "SaveImage", "PreviewImage", "CheckpointLoaderSimple", "LikenessEdit",
+         "Likeness_IdentityScore", "EmptyLatentImage", "VAEDecode"}
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _ws_frame(text: str) -> bytes:
+    data = text.encode()
+    n = len(data)
+    head = bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + n.to_bytes(2, "big") if n < 65536 else \
+        bytes([0x81, 127]) + n.to_bytes(8, "big")
+    return head + data
+
+
+class FakeComfy:
+    def __init__(self, exec_time: float = 0.03, steps: int = 3):
+        self.exec_time, self.steps = exec_time, steps
+        self.lock = threading.RLock()
+        self.submissions: Counter[str] = Counter()
+        self.completions: Counter[str] = Counter()
+        self.max_depth = 0
+        self.fail_5xx = 0
+        self.fail_view = 0
+        self.paused = False
+        self.uploads: dict[str, bytes] = {"example.png": b"example"}
+        self.files: dict[tuple[str, str, str], bytes] = {}
+        self.port = 0
+        self.alive = False
+        self.incarnation = 0
+        self._start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- lifecycle ------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self.queue: list[tuple[int, str, dict, dict]] = []
+        self.running: tuple[int, str, dict, dict] | None = None
+        self.history: dict[str, dict] = {}
+        self.observed: set[str] = set()
+        self.number = 0
+        self.sockets: list[tuple[str, socket.socket]] = []
+        self.stop = threading.Event()
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.port = self.httpd.server_address[1]
+        self.incarnation += 1
+        self.alive = True
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        threading.Thread(target=self._work, args=(self.stop,), daemon=True).start()
+
+    def kill(self) -> None:
+        with self.lock:
+            self.stop.set()
+            self.alive = False
+            for _, sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def restart(self) -> None:
+        self._start()
+
+    def kill_when_busy(self, timeout: float = 10.0) -> str:
+        """Kill while a prompt runs and all finished ones were observed; returns the running prompt id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.running is not None and set(self.history) <= self.observed:
+                    running = self.running[1]
+                    self.kill()
+                    return running
+            time.sleep(0.002)
+        raise TimeoutError("the fake server never got busy")
+
+    def idle(self) -> bool:
+        with self.lock:
+            return self.running is None and not self.queue
+
+    # ---- worker -----------------------------------------------------------------------------------------
+    def _send(self, client_id: str, kind: str, data: dict) -> None:
+        text = json.dumps({"type": kind, "data": data})
+        for cid, sock in list(self.sockets):
+            if cid == client_id:
+                try:
+                    sock.sendall(_ws_frame(text))
+                except OSError:
+                    pass
+
+    def _work(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self.lock:
+                if self.running is None and self.queue and not self.paused:
+                    self.running = self.queue.pop(0)
+                item = self.running
+            if item is None:
+                stop.wait(0.005)
+                continue
+            number, pid, prompt, extra = item
+            cid = extra.get("client_id", "")
+            start = int(time.time() * 1000)
+            self._send(cid, "execution_start", {"prompt_id": pid, "timestamp": start})
+            for step in range(1, self.steps + 1):
+                if stop.wait(self.exec_time / self.steps):
+                    return  # killed mid-run: never completes
+                self._send(cid, "progress", {"value": step, "max": self.steps, "node": "3", "prompt_id": pid})
+            with self.lock:
+                if stop.is_set():
+                    return
+                self._complete(number, pid, prompt, start)
+                self.running = None
+            self._send(cid, "executing", {"node": None, "prompt_id": pid})
+
+    def _complete(self, number: int, pid: str, prompt: dict, start: int) -> None:
+        outputs: dict[str, dict] = {}
+        messages: list = [["execution_start", {"prompt_id": pid, "timestamp": start}]]
+        crash = next((nid for nid, n in prompt.items() if "__crash__" in n["inputs"].values()), None)
+        seed = next((n["inputs"].get("seed") for n in prompt.values() if n["class_type"] == "KSampler"), 0)
+        if crash is None:
+            for nid, node in prompt.items():
+                ct = node["class_type"]
+                if ct in ("SaveImage", "PreviewImage"):
+                    kind = "output" if ct == "SaveImage" else "temp"
+                    name = f"ComfyUI_{len(self.files):05d}_.png"
+                    self.files[("", name, kind)] = f"{pid}:{nid}".encode()
+                    outputs[nid] = {"images": [{"filename": name, "subfolder": "", "type": kind}]}
+                elif "IdentityScore" in ct:
+                    outputs[nid] = {"text": [f"identity cosine: {seed / 100:.4f}"]}
+            end = ["execution_success", {"prompt_id": pid, "timestamp": int(time.time() * 1000)}]
+            status = {"status_str": "success", "completed": True}
+        else:
+            end = ["execution_error", {"prompt_id": pid, "node_id": crash, "node_type": prompt[crash]["class_type"],
+                                       "exception_type": "RuntimeError", "exception_message": "boom",
+                                       "traceback": [], "executed": [], "timestamp": int(time.time() * 1000)}]
+            status = {"status_str": "error", "completed": False}
+        messages.append(end)
+        self.history[pid] = {"prompt": [number, pid, prompt, {}, list(outputs)], "outputs": outputs,
+                             "status": {**status, "messages": messages}, "meta": {}}
+        self.completions[pid] += 1
+
+    # ---- request handling (called by _Handler under self.lock) ----------------------------------------------
+    def post_prompt(self, body: dict) -> tuple[int, dict]:
+        pid = body.get("prompt_id")
+        if self.fail_5xx > 0:
+            self.fail_5xx -= 1
+            return 500, {"error": "internal"}
+        if not (isinstance(pid, str) and UUID.match(pid)):
+            return 400, {"error": {"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
+                                   "details": "", "extra_info": {}}, "node_errors": {}}
+        prompt = body["prompt"]
+        missing = sorted({n["class_type"] for n in prompt.values()} - KNOWN)
+        if missing:
+            return 400, {"error": {"type": "missing_node_type", "message": f"Node '{missing[0]}' not found",
+                                   "details": "", "extra_info": {}}, "node_errors": {}}
+        node_errors = {}
+        for nid, node in prompt.items():
+            for name, value in node["inputs"].items():
+                bad = value in ("__bad400__", "__bad200__") or (
+                    node["class_type"] == "LoadImage" and name == "image" and value not in self.uploads)
+                if bad:
+                    node_errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                                    "details": f"{name}: {value!r} not in list"}],
+                                        "dependent_outputs": [], "class_type": node["class_type"]}
+        if node_errors and "__bad200__" not in json.dumps(prompt):
+            return 400, {"error": {"type": "prompt_outputs_failed_validation",
+                                   "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+                         "node_errors": node_errors}
+        self.submissions[pid] += 1
+        self.number += 1
+        self.queue.append((self.number, pid, prompt, {"client_id": body.get("client_id", "")}))
+        self.max_depth = max(self.max_depth, len(self.queue) + (self.running is not None))
+        return 200, {"prompt_id": pid, "number": self.number, "node_errors": node_errors}
+
+    def queue_json(self) -> dict:
+        def row(item):
+            return [item[0], item[1], item[2], item[3], []]
+        return {"queue_running": [row(self.running)] if self.running else [],
+                "queue_pending": [row(i) for i in self.queue]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeComfy
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _json(self, code: int, data) -> None:
+        payload = json.dumps(data).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _dead(self) -> bool:
+        """A request accepted by a killed incarnation gets no answer (the client sees a reset)."""
+        if self.server is not self.fake.httpd or not self.fake.alive:
+            self.close_connection = True
+            return True
+        return False
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self) -> None:  # noqa: N802
+        fake = self.fake
+        if self._dead():
+            return None
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/ws":
+            return self._websocket(urllib.parse.parse_qs(url.query).get("clientId", [""])[0])
+        with fake.lock:
+            if url.path == "/prompt":
+                return self._json(200, {"exec_info": {"queue_remaining": len(fake.queue) + (fake.running is not None)}})
+            if url.path == "/queue":
+                return self._json(200, fake.queue_json())
+            if url.path == "/system_stats":
+                return self._json(200, {"system": {}, "devices": []})
+            if url.path.startswith("/history/"):
+                pid = url.path.split("/", 2)[2]
+                if pid in fake.history:
+                    fake.observed.add(pid)
+                    return self._json(200, {pid: fake.history[pid]})
+                return self._json(200, {})
+            if url.path == "/view" and fake.fail_view > 0:
+                fake.fail_view -= 1
+                return self._json(503, {})
+            if url.path == "/view":
+                q = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+                data = fake.files.get((q.get("subfolder", ""), q.get("filename", ""), q.get("type", "output")))
+                if data is None:
+                    return self._json(404, {})
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return None
+        return self._json(404, {})
+
+    def do_POST(self) -> None:  # noqa: N802
+        fake = self.fake
+        raw = self._body()
+        if self._dead():
+            return None
+        if self.path == "/upload/image":
+            msg = BytesParser(policy=default_policy).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+            form = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
+            sub = form["subfolder"].get_content().strip() if "subfolder" in form else ""
+            name = form["image"].get_filename()
+            with fake.lock:
+                fake.uploads[f"{sub}/{name}" if sub else name] = form["image"].get_payload(decode=True)
+            return self._json(200, {"name": name, "subfolder": sub, "type": "input"})
+        body = json.loads(raw or b"{}")
+        with fake.lock:
+            if self.path == "/prompt":
+                code, answer = fake.post_prompt(body)
+                return self._json(code, answer)
+            if self.path == "/queue":
+                ids = set(body.get("delete", []))
+                fake.queue = [i for i in fake.queue if i[1] not in ids]
+                return self._json(200, {})
+            if self.path == "/interrupt":
+                return self._json(200, {})
+        return self._json(404, {})
+
+    def _websocket(self, client_id: str) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        sock = self.connection
+        with self.fake.lock:
+            if not self.fake.alive:
+                return
+            self.fake.sockets.append((client_id, sock))
+        try:
+            while True:
+                data = sock.recv(1024)
+                if not data or data[0] & 0x0F == 0x8:  # EOF or close frame
+                    break
+        except OSError:
+            pass
+        with self.fake.lock:
+            self.fake.sockets = [s for s in self.fake.sockets if s[1] is not sock]
+        self.close_connection = True
