@@ -1,0 +1,93 @@
+"""Pure-PyTorch StyleGAN2 ops and a tiny Generator: FIR maths, batching, dtype handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from likeness.models.stylegan2 import Generator
+from likeness.models.stylegan2_ops import fused_leaky_relu, make_kernel, upfirdn2d
+
+
+def test_upfirdn2d_is_a_true_convolution():
+    kernel = torch.arange(1.0, 10.0).reshape(3, 3)  # asymmetric: catches a missing flip
+    x = torch.zeros(1, 2, 5, 5)
+    x[:, :, 2, 2] = 1.0
+    out = upfirdn2d(x, kernel, pad=(1, 1))
+    assert out.shape == (1, 2, 5, 5)
+    torch.testing.assert_close(out[0, 1, 1:4, 1:4], kernel)
+
+
+def test_upfirdn2d_upsampling_keeps_a_constant_image():
+    kernel = make_kernel([1, 3, 3, 1]) * 4
+    assert torch.equal(kernel * 16, torch.tensor([[1.0, 3, 3, 1], [3, 9, 9, 3], [3, 9, 9, 3], [1, 3, 3, 1]]))
+    out = upfirdn2d(torch.ones(1, 3, 6, 6), kernel, up=2, pad=(2, 1))
+    assert out.shape == (1, 3, 12, 12)
+    torch.testing.assert_close(out[:, :, 2:-2, 2:-2], torch.ones(1, 3, 8, 8))
+    down = upfirdn2d(torch.ones(1, 1, 8, 8), make_kernel([1, 3, 3, 1]), down=2, pad=(1, 1))
+    assert down.shape == (1, 1, 4, 4)
+
+
+def test_fused_leaky_relu_inference_path_equals_autograd_path():
+    x = torch.randn(2, 4, 3, 3)
+    b = torch.randn(4)
+    with torch.no_grad():
+        fast = fused_leaky_relu(x, b)
+    xg = x.clone().requires_grad_(True)
+    slow = fused_leaky_relu(xg, b)
+    assert torch.equal(fast, slow.detach())
+    slow.sum().backward()
+    assert torch.isfinite(xg.grad).all()
+    expected = torch.where(x + b.view(1, 4, 1, 1) > 0, 1.0, 0.2) * 2**0.5
+    torch.testing.assert_close(xg.grad, expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_gen():
+    torch.manual_seed(0)
+    return Generator(8, style_dim=512, n_mlp=2).eval().requires_grad_(False)
+
+
+def test_generator_names_and_shapes(tiny_gen):
+    sd = tiny_gen.state_dict()
+    assert tiny_gen.n_latent == 4 and tiny_gen.num_layers == 3
+    assert sd["convs.0.conv.blur.kernel"].shape == (4, 4)
+    assert sd["to_rgbs.0.upsample.kernel"].shape == (4, 4)
+    assert sd["noises.noise_2"].shape == (1, 1, 8, 8)
+    assert {"style.1.weight", "style.2.bias", "input.input", "conv1.activate.bias", "to_rgb1.bias"} <= set(sd)
+    assert not any(k.startswith("upsamples") for k in sd)
+
+
+def test_generator_batch_equals_single_and_is_deterministic(tiny_gen):
+    w = torch.randn(2, 4, 512, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        batch = tiny_gen(w)
+        single = tiny_gen(w[1:])
+        again = tiny_gen(w)
+        coarse = tiny_gen(w, max_resolution=4)
+        plain_w = tiny_gen(w[:, 0])
+        repeated = tiny_gen(w[:, :1].expand(-1, 4, -1))
+    assert batch.shape == (2, 3, 8, 8) and coarse.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(batch[1:], single, rtol=0, atol=1e-5)
+    assert torch.equal(batch, again)
+    assert torch.equal(plain_w, repeated)
+    assert (batch[0] - batch[1]).abs().max() > 1e-3
+
+
+def test_generator_rejects_bad_inputs(tiny_gen):
+    with pytest.raises(ValueError, match=r"\[B, 4, 512\], got \[1, 18, 512\]"):
+        tiny_gen(torch.zeros(1, 18, 512))
+    with pytest.raises(ValueError, match="max_resolution must be a power of two in 4..8, got 12"):
+        tiny_gen(torch.zeros(1, 4, 512), max_resolution=12)
+    with pytest.raises(ValueError, match="power of two between 8 and 1024, got 48"):
+        Generator(48)
+
+
+def test_generator_bf16_autocast_is_close(tiny_gen):
+    w = tiny_gen.mapping(torch.randn(2, 512, generator=torch.Generator().manual_seed(4)))
+    with torch.no_grad():
+        ref = tiny_gen(w)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny_gen(w)
+    assert torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max().item() <= 0.05 * max(1.0, ref.abs().max().item())
