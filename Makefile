@@ -4,7 +4,7 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 # The comfyui tier needs torchvision, which needs the torch it was built for.
 COMFY_VENV  ?= .venv-comfy
-COMFY_TORCH ?= torch==2.14.1 torchvision==0.29.1
+COMFY_TORCH ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast test-comfyui demo doctor bench lint

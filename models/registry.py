@@ -61,6 +61,7 @@ FOLDERS: dict[str, ModelFolder] = {
         ModelFolder("insightface", "insightface model packs (models/<name>/*.onnx)", (".onnx",)),
         ModelFolder("face_parsing", "face parsing networks for background whitening", CHECKPOINT_EXTENSIONS),
         ModelFolder("pstf", "PSTF-AttControl adapter weights for SDXL", CHECKPOINT_EXTENSIONS),
+        ModelFolder("likeness_wplus", "saved identities: W+ codes from Save W+", (".safetensors", ".pt", ".pth")),
     )
 }
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file as load_safetensors
+
 from likeness.models.checkpoints import load_file
 from likeness.models.direction_types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_PRECISECONTROL, LICENCE_SLAB
 from likeness.models.directions import (
@@ -19,7 +21,6 @@ from likeness.models.directions import (
     sweep,
 )
 from likeness.models.errors import CheckpointError
-from safetensors.torch import load_file as load_safetensors
 
 E4E = "directions/encoder4editing/editings"
 WPA = "directions/w-plus-adapter/w_direction"

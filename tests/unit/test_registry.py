@@ -40,6 +40,6 @@ def test_list_files_filters_extensions_and_recurses(tmp_path):
     d = tmp_path / "likeness_directions"
     (d / "sub").mkdir(parents=True)
     (d / "sub" / "age.pt").write_bytes(b"")
-    (d / "notes.txt").write_text("x")
+    (d / "notes.md").write_text("x")
     (d / "dirs.npy").write_bytes(b"")
     assert list_files("likeness_directions", {"likeness_directions": [d]}) == ["dirs.npy", "sub/age.pt"]
