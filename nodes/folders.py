@@ -29,6 +29,10 @@ def register_model_folders() -> None:
         paths = list(paths)
         if default not in paths:
             paths.append(default)
+        if key == "likeness_wplus":  # Save W+ writes into the output folder
+            saved = os.path.join(folder_paths.get_output_directory(), key)
+            if saved not in paths:
+                paths.append(saved)
         folder_paths.folder_names_and_paths[key] = (paths, set(exts) | set(folder.extensions))
         logger.debug("Likeness: model folder %r -> %s", key, paths)
 

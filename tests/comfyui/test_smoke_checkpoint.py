@@ -10,10 +10,7 @@ every documented attn2 site once per UNet call.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,37 +25,14 @@ from likeness.models.sd15_layout import (
     write_sd15_smoke_checkpoint,
 )
 
-# --------------------------------------------------------------------------------------------
-# Minimal in-process ComfyUI setup (comfyui.md §8). To be moved into tests/comfyui/conftest.py
-# as shared fixtures; nothing below this block depends on how ComfyUI was imported.
-# --------------------------------------------------------------------------------------------
-
 
 @pytest.fixture(scope="session")
-def comfy_modules():
-    """Import ComfyUI in-process on the CPU; skip when COMFYUI_PATH is unset or wrong."""
-    root = os.environ.get("COMFYUI_PATH")
-    if not root:
-        pytest.skip("COMFYUI_PATH is not set (point it at a ComfyUI checkout to run the comfyui tier)")
-    if not (Path(root) / "comfy" / "sd.py").is_file():
-        pytest.skip(f"COMFYUI_PATH={root} is not a ComfyUI checkout (no comfy/sd.py)")
-    if root not in sys.path:
-        sys.path.insert(0, root)  # ComfyUI's nodes.py must win over this repo's nodes/ package
-    import comfy.options
+def comfy_modules(comfy_env):
+    """ComfyUI imported in-process on the CPU (tests/comfyui/conftest.py)."""
+    import comfy
+    import comfy.supported_models  # noqa: F401
 
-    if hasattr(comfy.options, "enable_args_parsing"):
-        comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
-    import comfy.model_management  # noqa: F401
-    import comfy.sd  # noqa: F401
-    import comfy.supported_models
-    import folder_paths
-
-    import nodes
-
-    return {"comfy": comfy, "folder_paths": folder_paths, "nodes": nodes}
+    return {"comfy": comfy, "folder_paths": comfy_env.folder_paths, "nodes": comfy_env.nodes}
 
 
 class _Records(logging.Handler):
@@ -68,9 +42,6 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append((record.levelno, record.getMessage()))
-
-
-# --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

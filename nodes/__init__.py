@@ -1,0 +1,39 @@
+"""Thin ComfyUI V3 glue. Every node validates, calls ``models/``, and wraps the result.
+
+Imported only by ``comfy_entrypoint`` (the package root), never at pack import time.
+"""
+
+from __future__ import annotations
+
+try:
+    from comfy_api.latest import ComfyExtension, io
+except ImportError as exc:  # pragma: no cover - depends on the user's ComfyUI
+    raise ImportError(
+        "Likeness needs ComfyUI with the V3 node API (comfy_api.latest), ComfyUI 0.3.48 or newer. "
+        "Update ComfyUI and restart."
+    ) from exc
+
+from .doctor_node import DOCTOR_NODES
+from .editing_nodes import EDITING_NODES
+from .face_nodes import FACE_NODES
+from .inversion_nodes import INVERSION_NODES
+from .refine_node import REFINE_NODES
+from .wplus_nodes import WPLUS_NODES
+
+__all__ = ["LikenessExtension", "NODES"]
+
+NODES: list[type[io.ComfyNode]] = [
+    *FACE_NODES,
+    *INVERSION_NODES,
+    *EDITING_NODES,
+    *WPLUS_NODES,
+    *REFINE_NODES,
+    *DOCTOR_NODES,
+]
+
+
+class LikenessExtension(ComfyExtension):
+    """Registers every Likeness node with ComfyUI."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)

@@ -1,0 +1,53 @@
+"""Shared face-detection glue: the FACES wire value, batch detection, and common inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..models.face import SELECTION_MODES, Face, FaceAnalyzer, to_rgb_uint8
+
+__all__ = ["DetectedFaces", "detect_batch", "FACE_SELECTION_INPUTS", "NO_FACE_INPUT"]
+
+
+@dataclass(frozen=True)
+class DetectedFaces:
+    """The value on a FACES wire: per image of a batch, every face found, plus image sizes (h, w)."""
+
+    faces: list[list[Face]]
+    sizes: list[tuple[int, int]]
+    backend: str
+
+    @property
+    def batch(self) -> int:
+        return len(self.faces)
+
+
+def detect_batch(analyzer: FaceAnalyzer, image: torch.Tensor) -> DetectedFaces:
+    """Run the analyzer on every image of a ComfyUI IMAGE batch, with a progress bar and interruption."""
+    bar = comfy.utils.ProgressBar(image.shape[0])
+    found, sizes = [], []
+    for i in range(image.shape[0]):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        rgb = to_rgb_uint8(image[i])
+        found.append(list(analyzer.detect(rgb)))
+        sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
+        bar.update(1)
+    return DetectedFaces(found, sizes, getattr(analyzer, "name", type(analyzer).__name__))
+
+
+FACE_SELECTION_INPUTS = [
+    io.Combo.Input("selection", options=list(SELECTION_MODES), default="largest", optional=True,
+                   tooltip="Which face: the largest (default), by index counted left to right, by index in detector order, or all faces."),
+    io.Int.Input("face_index", default=0, min=0, max=63, optional=True, tooltip="Face index for the index modes (0 = first)."),
+]
+
+NO_FACE_INPUT = io.Combo.Input(
+    "on_no_face", options=["error", "skip", "pass-through"], default="error", optional=True,
+    tooltip="When an image has no face: 'error' stops with a message naming the image; 'skip' drops that image; "
+    "'pass-through' leaves it untouched downstream and reports it in the info/warning outputs.",
+)

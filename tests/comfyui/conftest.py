@@ -1,0 +1,165 @@
+"""Fixtures for the comfyui tier: real ComfyUI named by ``COMFYUI_PATH``.
+
+* ``smoke_models_dir``: smoke models written once per format version and reused.
+* ``comfy_server``: ComfyUI's own ``main.py --cpu`` on 127.0.0.1 with this pack
+  in a temporary ``custom_nodes`` folder and the smoke models on the model paths.
+* ``comfy_env``: ComfyUI imported in-process (CPU) with this pack's folders registered,
+  for tests that call nodes and patches directly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+
+
+def require_comfyui() -> Path:
+    path = Path(COMFYUI_PATH) if COMFYUI_PATH else None
+    if path is None or not (path / "main.py").is_file():
+        pytest.skip("comfyui tier: COMFYUI_PATH is not set to a ComfyUI checkout (see README, 'Tests')")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_models_dir() -> Path:
+    require_comfyui()
+    from likeness.models.smoke import SMOKE_FORMAT_VERSION, write_smoke_models
+
+    base = Path(os.environ.get("LIKENESS_SMOKE_DIR", ROOT / ".pytest_cache" / "likeness-smoke"))
+    target = base / f"v{SMOKE_FORMAT_VERSION}"
+    write_smoke_models(target)
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """A ComfyUI server process for one test session."""
+
+    def __init__(self, comfy: Path, base: Path, models: Path, port: int | None = None):
+        self.comfy, self.base, self.models = comfy, base, models
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "server.log"
+        self.proc: subprocess.Popen | None = None
+        for sub in ("input", "output", "temp", "user", "custom_nodes"):
+            (base / sub).mkdir(exist_ok=True)
+        link = base / "custom_nodes" / "comfyui-likeness"
+        if not link.exists():
+            link.symlink_to(ROOT, target_is_directory=True)
+        from likeness.models.registry import FOLDERS
+
+        keys = ["checkpoints", *FOLDERS]
+        (base / "extra_model_paths.yaml").write_text(
+            "likeness_tests:\n"
+            f"  base_path: {models}\n" + "".join(f"  {k}: {k}\n" for k in keys)
+            + f"  custom_nodes: {base / 'custom_nodes'}\n"
+        )
+
+    def start(self, timeout: float = 240.0) -> None:
+        args = [
+            sys.executable, str(self.comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            "--disable-api-nodes", "--disable-auto-launch",
+            "--extra-model-paths-config", str(self.base / "extra_model_paths.yaml"),
+            "--input-directory", str(self.base / "input"), "--output-directory", str(self.base / "output"),
+            "--temp-directory", str(self.base / "temp"), "--user-directory", str(self.base / "user"),
+        ]
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(args, cwd=self.comfy, stdout=log, stderr=subprocess.STDOUT)
+        from likeness.models.comfy_client import ComfyClient
+
+        client = ComfyClient(self.url, timeout=5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                client.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(1.0)
+        raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self, timeout: float = 30.0):
+        from likeness.models.comfy_client import ComfyClient
+
+        return ComfyClient(self.url, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, smoke_models_dir) -> ComfyServer:
+    comfy = require_comfyui()
+    server = ComfyServer(comfy, tmp_path_factory.mktemp("comfy_server"), smoke_models_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_env(smoke_models_dir) -> SimpleNamespace:
+    """ComfyUI imported in-process on the CPU, with Likeness folders pointing at the smoke models."""
+    path = str(require_comfyui())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management
+    import comfy.sd
+    import folder_paths
+
+    import nodes
+    from likeness.models.registry import FOLDERS
+    from likeness.nodes.folders import register_model_folders
+
+    register_model_folders()
+    for key in ["checkpoints", *FOLDERS]:
+        folder_paths.add_model_folder_path(key, str(smoke_models_dir / key), is_default=True)
+    return SimpleNamespace(path=Path(path), models=smoke_models_dir, nodes=nodes, folder_paths=folder_paths)
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint(comfy_env):
+    """(model, clip, vae) of the smoke SD1.5 checkpoint, loaded once per session."""
+    import comfy.sd
+
+    from likeness.models.smoke import SMOKE_CHECKPOINT
+
+    path = comfy_env.models / "checkpoints" / SMOKE_CHECKPOINT
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    return model, clip, vae

@@ -1,0 +1,67 @@
+"""Face Refine on a real photo with smoke models: only the masked face region changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def photo(reference_dir):
+    rgb = np.asarray(Image.open(reference_dir / "faces" / "astronaut.png").convert("RGB"))
+    return torch.from_numpy(rgb).float()[None] / 255.0
+
+
+def _conditioning(clip, text):
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def test_refine_redraws_inside_the_face_mask_only(sd15_checkpoint, photo):
+    from likeness.nodes.refine_node import LikenessFaceRefine
+
+    model, clip, vae = sd15_checkpoint
+    out = LikenessFaceRefine.execute(
+        photo, model, vae, _conditioning(clip, "a close-up photo of a face"), _conditioning(clip, "lowres"),
+        seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.6, mask_region="face",
+        mask_grow=4, crop_factor=1.5, guide_size=64, max_size=256, feather=3, noise_mask_feather=4, color_match="none",
+    )
+    refined, mask, before, after, segs, info = out.args
+    assert refined.shape == photo.shape and mask.shape == photo.shape[:3]
+    outside = mask[0] == 0
+    assert outside.float().mean() > 0.9  # the face is a small part of the photo
+    assert torch.equal(refined[0][outside], photo[0][outside])  # bit-identical outside the mask
+    inside = mask[0] > 0.5
+    assert (refined[0][inside] - photo[0][inside]).abs().mean() > 0.01  # the face was redrawn
+    assert len(before) == len(after) == 1 and before[0].shape == after[0].shape
+    (height, width), seg_list = segs
+    assert (height, width) == (512, 512) and len(seg_list) == 1 and seg_list[0].label == "face"
+    assert "redrawn" in info
+
+
+def test_no_face_pass_through_returns_the_image_untouched(sd15_checkpoint):
+    from likeness.nodes.refine_node import LikenessFaceRefine
+
+    model, clip, vae = sd15_checkpoint
+    blank = torch.full((1, 128, 128, 3), 0.5)
+    out = LikenessFaceRefine.execute(
+        blank, model, vae, _conditioning(clip, "face"), _conditioning(clip, ""), seed=0, steps=1, cfg=1.0,
+        sampler_name="euler", scheduler="normal", denoise=0.5, mask_region="face", mask_grow=0, crop_factor=3.0,
+        guide_size=64, max_size=128, feather=0, noise_mask_feather=0, color_match="none", on_no_face="pass-through",
+    )
+    assert torch.equal(out.args[0], blank)
+    assert "passed through" in out.args[5]
+
+
+def test_no_face_error_names_the_image(sd15_checkpoint):
+    from likeness.models.errors import NoFaceError
+    from likeness.nodes.refine_node import LikenessFaceRefine
+
+    model, clip, vae = sd15_checkpoint
+    with pytest.raises(NoFaceError, match="batch image 0 \\(128x128 px\\)"):
+        LikenessFaceRefine.execute(
+            torch.zeros(1, 128, 128, 3), model, vae, _conditioning(clip, "face"), _conditioning(clip, ""), seed=0,
+            steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.5, mask_region="face", mask_grow=0,
+            crop_factor=3.0, guide_size=64, max_size=128, feather=0, noise_mask_feather=0, color_match="none",
+        )
