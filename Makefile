@@ -45,7 +45,9 @@ doctor: setup
 	$(VENV)/bin/python -m models.cli doctor
 
 bench: setup
-	$(VENV)/bin/python -m bench.run_all
+	$(VENV)/bin/python -m bench.bench_inversion
+	$(VENV)/bin/python -m bench.bench_face
+	$(VENV)/bin/python -m bench.bench_wplus_adapter
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,107 @@
+"""W+ adapter patch overhead inside ComfyUI: per-step time of the patched vs unpatched SD1.5 UNet.
+
+ComfyUI's own UNet (the smoke SD1.5 checkpoint: full SD1.5 architecture, random
+weights, fp32 on the CPU), 64x64 latents (512x512 px), batch 2 as CFG makes it
+(one uncond + one cond chunk), default CPU attention. Unpatched, patched
+(weight 1) and patched (weight 0) calls are interleaved in one run; the table
+gives medians after a warm-up and the ratio to the unpatched call.
+
+Needs a ComfyUI checkout and the smoke models:
+    COMFYUI_PATH=/path/to/ComfyUI python -m bench.bench_comfy_patch --models-dir DIR [--steps 5]
+(``python -m models.cli smoke-models --models-dir DIR`` writes them.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
+    parser.add_argument("--steps", type=int, default=5, help="timed calls per variant (after one warm-up)")
+    args = parser.parse_args(argv)
+
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        parser.error("set COMFYUI_PATH to a ComfyUI checkout")
+    sys.path.insert(0, comfy_path)
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.sd
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("likeness", root / "__init__.py", submodule_search_locations=[str(root)])
+    sys.modules["likeness"] = importlib.util.module_from_spec(spec)
+    from likeness.models.smoke import SMOKE_CHECKPOINT
+    from likeness.models.wplus_adapter import load_wplus_adapter
+    from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
+
+    models = Path(args.models_dir)
+    model = comfy.sd.load_checkpoint_guess_config(str(models / "checkpoints" / SMOKE_CHECKPOINT), output_vae=False, output_clip=False)[0]
+    adapter_path = models / "wplus" / "wplus_adapter.bin"
+    loaded = LoadedWPlusAdapter.wrap(load_wplus_adapter(adapter_path), adapter_path.name)
+    wplus = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0))
+    variants = {
+        "unpatched": model,
+        "patched (weight 1)": apply_wplus_adapter(model, loaded, wplus, 1.0, 0.0, 1.0)[0],
+        "patched (weight 0)": apply_wplus_adapter(model, loaded, wplus, 0.0, 0.0, 1.0)[0],
+    }
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 64, 64, generator=g)
+    ctx = torch.randn(2, 77, 768, generator=g)
+    sigmas = torch.linspace(14.6, 0.03, 31)
+    sigma = sigmas[10].repeat(2)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for step in range(args.steps + 1):
+        for name, m in variants.items():
+            options = dict(m.model_options.get("transformer_options", {}))
+            options.update(cond_or_uncond=[1, 0], sigmas=sigma, sample_sigmas=sigmas)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                m.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=options)
+            if step > 0:
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["unpatched"])
+    adapter_bytes = sum(p.numel() * p.element_size() for p in loaded.adapter.parameters())
+    unet_bytes = sum(p.numel() * p.element_size() for p in model.model.diffusion_model.parameters())
+    lines = [
+        f"machine: {_machine()}",
+        f"ComfyUI SD1.5 UNet, 64x64 latents, batch 2 (CFG), fp32, {args.steps} timed calls per variant",
+        "",
+        f"{'variant':22s} {'median s/step':>14s} {'min s':>8s} {'ratio':>7s}",
+    ]
+    for name, values in times.items():
+        lines.append(f"{name:22s} {statistics.median(values):14.3f} {min(values):8.3f} {statistics.median(values) / base:7.3f}")
+    lines.append("")
+    lines.append(f"adapter weights: {adapter_bytes / 2**20:.1f} MiB ({adapter_bytes / unet_bytes:.1%} of the UNet's {unet_bytes / 2**20:.0f} MiB)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
