@@ -52,6 +52,7 @@ from .direction_types import (
     DirectionSet,
 )
 from .errors import LikenessError
+from .registry import walk_files
 
 __all__ = ["DirectionProblem", "DirectionCatalog", "discover_directions", "licence_for", "DIRECTION_EXTENSIONS"]
 
@@ -135,7 +136,7 @@ def _set_name(rel: Path, kind: str) -> str:
 
 
 def _files_under(base: Path) -> list[Path]:
-    return [p for p in sorted(base.rglob("*")) if p.is_file() and p.suffix.lower() in DIRECTION_EXTENSIONS]
+    return [p for p in walk_files(base) if p.suffix.lower() in DIRECTION_EXTENSIONS]
 
 
 def _add(catalog: DirectionCatalog, ds: DirectionSet) -> None:

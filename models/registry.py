@@ -7,13 +7,14 @@ they are ``<models dir>/<folder key>``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MissingModelError
 
-__all__ = ["ModelFolder", "ModelFile", "FOLDERS", "MODEL_FILES", "find_file", "list_files", "folder_paths_under"]
+__all__ = ["ModelFolder", "ModelFile", "FOLDERS", "MODEL_FILES", "find_file", "list_files", "folder_paths_under", "walk_files"]
 
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".sft")
 
@@ -169,6 +170,25 @@ def folder_paths_under(models_dir: str | Path) -> dict[str, list[Path]]:
     return {key: [root / key] for key in FOLDERS}
 
 
+def walk_files(base: Path) -> list[Path]:
+    """Every file below ``base``, sorted, following symlinked sub-folders (users link model folders in).
+
+    ``Path.rglob`` does not follow directory symlinks on Python < 3.13; a folder
+    reached twice through links is visited once.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(base, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found.extend(Path(root) / f for f in files)
+    return sorted(found)
+
+
 def list_files(folder: str, search_paths: Mapping[str, Sequence[Path]]) -> list[str]:
     """Relative names of files with the folder's extensions, across its search paths."""
     exts = FOLDERS[folder].extensions
@@ -177,9 +197,9 @@ def list_files(folder: str, search_paths: Mapping[str, Sequence[Path]]) -> list[
         base = Path(base)
         if not base.is_dir():
             continue
-        for p in sorted(base.rglob("*")):
+        for p in walk_files(base):
             rel = p.relative_to(base).as_posix()
-            if p.is_file() and p.suffix.lower() in exts and rel not in names:
+            if p.suffix.lower() in exts and rel not in names:
                 names.append(rel)
     return names
 

@@ -43,3 +43,14 @@ def test_list_files_filters_extensions_and_recurses(tmp_path):
     (d / "notes.md").write_text("x")
     (d / "dirs.npy").write_bytes(b"")
     assert list_files("likeness_directions", {"likeness_directions": [d]}) == ["dirs.npy", "sub/age.pt"]
+
+
+def test_symlinked_subfolders_are_followed(tmp_path):
+    real = tmp_path / "elsewhere" / "encoder4editing"
+    real.mkdir(parents=True)
+    (real / "age.pt").write_bytes(b"")
+    d = tmp_path / "likeness_directions"
+    d.mkdir()
+    (d / "linked").symlink_to(real, target_is_directory=True)
+    (d / "loop").symlink_to(d, target_is_directory=True)  # a cycle is visited once
+    assert list_files("likeness_directions", {"likeness_directions": [d]}) == ["linked/age.pt"]
