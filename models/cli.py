@@ -5,6 +5,7 @@ Works without ComfyUI. Commands:
 * ``doctor``: which model files were found where, and how to get the missing ones.
 * ``smoke-models``: write random-weight files in the official formats.
 * ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
+* ``demo``: detect, align, invert, edit and preview one photo (smoke models when real ones are absent).
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(
+        args.image, Path(args.models_dir) if args.models_dir else default_models_dir(), args.out,
+        attribute=args.attribute, strengths=args.strengths, recipe=args.recipe, whitening=args.whitening,
+        seed=args.seed, preview_size=args.preview_size, fast_preview=not args.full_previews,
+        sd15_diffusers=args.sd15_diffusers, prompt=args.prompt, sd15_steps=args.steps,
+    )  # fmt: skip
+    sys.stdout.write(report.summary() + "\n")
+    sys.stdout.write(f"report: {report.files['report']}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="likeness", description="Likeness face-identity tools (no ComfyUI needed).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -121,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--no-websocket", action="store_true", help="poll only; do not follow /ws")
     queue.add_argument("--retry-failed", action="store_true", help="on resume, run failed points again")
     queue.set_defaults(func=_cmd_queue)
+
+    demo = sub.add_parser("demo", help="detect, align, invert, edit and preview one photo (offline, CPU)")
+    demo.add_argument("--image", help="photo with a face (default: scikit-image's astronaut)")
+    demo.add_argument("--models-dir", help="models directory (default: $COMFYUI_PATH/models or ./models_store); "
+                      "missing e4e/directions are written there as SMOKE models (noise)")
+    demo.add_argument("--out", default="output/demo", help="output folder (default output/demo)")
+    demo.add_argument("--attribute", default="age", help="age, smile, pose, or a 'set:direction' key (default age)")
+    demo.add_argument("--strengths", default="-3:3:3", help="sweep strengths, start:stop:step or a list (default -3:3:3)")
+    demo.add_argument("--recipe", default="wplus_adapter", help="alignment recipe: wplus_adapter, e4e_official, pstf")
+    demo.add_argument("--whitening", default="auto", help="auto, parsenet, landmark_hull or none (default auto)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of smoke models written and of SD1.5 noise")
+    demo.add_argument("--preview-size", type=int, default=256, help="side of the decoded previews in px (default 256)")
+    demo.add_argument("--full-previews", action="store_true", help="render 1024 px and downscale (slower, sharper)")
+    demo.add_argument("--sd15-diffusers", help="local diffusers SD1.5 folder: also make SD1.5 images with the W+ adapter")
+    demo.add_argument("--prompt", help="SD1.5 prompt (with --sd15-diffusers)")
+    demo.add_argument("--steps", type=int, default=30, help="SD1.5 steps (with --sd15-diffusers, default 30)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
