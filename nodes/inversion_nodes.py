@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from comfy_api.latest import io, ui
 from ..models.align import RECIPES, align_face, e4e_input_tensor
 from ..models.errors import LikenessError
 from ..models.face import apply_policy, create_analyzer, select_batch, to_rgb_uint8
-from ..models.face_parsing import whiten_background, whitening_mask
+from ..models.face_parsing import PARSENET_FILE, load_parsenet, whiten_background, whitening_mask
 from ..models.inversion import E4EInverter, load_e4e
 from ..models.registry import find_file
 from ..models.wplus_codes import WPlusCodes, load_wplus, save_wplus
@@ -45,6 +46,19 @@ class LoadedE4E:
         if self.device == "cpu":
             return torch.device("cpu")
         return comfy.model_management.get_torch_device()
+
+    @contextmanager
+    def running(self):
+        """The inverter on its run device for the duration; back to the offload device after (frees VRAM)."""
+        device = self.run_device()
+        if device.type != "cpu":
+            comfy.model_management.free_memory(2 * 1024**3, device)
+        inverter = self.inverter.to(device, self.dtype)
+        try:
+            yield inverter
+        finally:
+            if device.type != "cpu":
+                inverter.to(comfy.model_management.unet_offload_device())
 
 
 def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
@@ -77,14 +91,15 @@ class LikenessLoadE4E(io.ComfyNode):
         return io.NodeOutput(LoadedE4E(load_e4e(path), e4e_name, device, DTYPES[dtype]))
 
 
-def _whiten(method: str, aligned, search: dict) -> tuple[torch.Tensor | None, str]:
-    """Background mask for the W+ adapter recipe; 'auto' = parsenet if its file exists, else landmark hull."""
-    if method == "none":
-        return None, "none"
+def _resolve_whitening(method: str, recipe: str, search: dict):
+    """(method, loaded ParseNet or None). Only the W+ adapter recipe whitens; 'auto' = ParseNet if its file is
+    in models/face_parsing, else the landmark hull. The method used is reported in the node's info output."""
+    if recipe != "wplus_adapter":
+        return "none", None
     if method == "auto":
-        method = "parsenet" if any((Path(p) / "parse_multi_iter_90000.pth").is_file() for p in search["face_parsing"]) else "landmark_hull"
-    mask, used = whitening_mask(method, aligned.image, landmarks=aligned.landmarks, search_paths=search)
-    return mask, used
+        method = "parsenet" if any((Path(p) / PARSENET_FILE).is_file() for p in search["face_parsing"]) else "landmark_hull"
+    net = load_parsenet(find_file("face_parsing", PARSENET_FILE, search)) if method == "parsenet" else None
+    return method, net
 
 
 class LikenessInvertFace(io.ComfyNode):
@@ -113,7 +128,7 @@ class LikenessInvertFace(io.ComfyNode):
             ],
             outputs=[
                 WPlus.Output("wplus", tooltip="Absolute W+ codes [B,18,512] (encoder output + latent_avg)."),
-                io.Image.Output("aligned", tooltip="The aligned (and whitened) crops fed to e4e, 256x256."),
+                io.Image.Output("aligned", tooltip="The aligned (and whitened) crops fed to e4e, 256x256 (the input images when no face was used)."),
                 io.Image.Output("reconstruction", tooltip="StyleGAN2 rendering of each W+ code (the aligned crops again if reconstruct is off)."),
                 io.String.Output("info", tooltip="Recipe, whitening and landmark kind used; images skipped or passed through."),
             ],
@@ -129,54 +144,55 @@ class LikenessInvertFace(io.ComfyNode):
         chosen, reasons = select_batch(faces.faces, selection, face_index)
         kept, report = apply_policy([c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons)
         search = search_paths()
-        inverter = e4e.inverter.to(e4e.run_device(), e4e.dtype)
         codes, crops, lines, hashes = [], [], [], []
         bar = comfy.utils.ProgressBar(max(1, len(kept)))
         labels = []
-        for i in kept:
-            for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1]):
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                rgb = to_rgb_uint8(image[i])
-                landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-                aligned = align_face(rgb, landmarks, RECIPES[recipe])
-                x = e4e_input_tensor(aligned, RECIPES[recipe])
-                mask, used = _whiten(whitening, aligned, search) if recipe == "wplus_adapter" else (None, "none (recipe)")
-                if mask is not None:
-                    x = whiten_background(x, mask)
-                with torch.inference_mode():
-                    codes.append(inverter.encode(x.to(inverter.device)).cpu())
-                crops.append(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
-                hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
-                labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
-                lines.append(f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
-                             f"landmarks {aligned.landmark_kind}, whitening {used}")
-            bar.update(1)
+        method, parsenet = _resolve_whitening(whitening, recipe, search)
+        with e4e.running() as inverter:
+            for i in kept:
+                for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1]):
+                    comfy.model_management.throw_exception_if_processing_interrupted()
+                    rgb = to_rgb_uint8(image[i])
+                    landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+                    aligned = align_face(rgb, landmarks, RECIPES[recipe])
+                    x = e4e_input_tensor(aligned, RECIPES[recipe])
+                    used = "none"
+                    if method != "none":
+                        mask, used = whitening_mask(method, aligned.image, landmarks=aligned.landmarks, parsenet=parsenet, search_paths=search)
+                        x = whiten_background(x, mask)
+                    with torch.inference_mode():
+                        codes.append(inverter.encode(x.to(inverter.device)).cpu())
+                    crops.append(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+                    hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
+                    labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
+                    lines.append(f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
+                                 f"landmarks {aligned.landmark_kind}, whitening {used}")
+                bar.update(1)
         info = "\n".join([report.summary(), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
-        if not kept:
-            empty = torch.zeros(1, 64, 64, 3)
-            return io.NodeOutput(WPlusCodes(torch.zeros(0, 18, 512), (), {"recipe": recipe}, warnings), empty, empty, info,
+        if not kept:  # every image passed through or skipped: the image outputs carry the input images
+            passed = image[..., :3]
+            return io.NodeOutput(WPlusCodes(torch.zeros(0, 18, 512), (), {"recipe": recipe}, warnings), passed, passed, info,
                                  ui=ui.PreviewText(info))
         wplus = WPlusCodes(torch.cat(codes), tuple(labels),
                            {"source_sha256": hashes, "recipe": recipe, "model": e4e.name, "whitening": whitening}, warnings)
         aligned_images = images_to_tensor(crops)
-        recon = preview_images(e4e, wplus.codes, 256) if reconstruct and inverter.has_decoder else aligned_images
+        recon = preview_images(e4e, wplus.codes, 256) if reconstruct and e4e.inverter.has_decoder else aligned_images
         return io.NodeOutput(wplus, aligned_images, recon, info, ui=ui.PreviewText(info))
 
 
 def preview_images(e4e: LoadedE4E, codes: torch.Tensor, size: int) -> torch.Tensor:
     """W+ [B,18,512] -> IMAGE [B,size,size,3] through the e4e StyleGAN2 decoder, one code at a time."""
-    inverter = e4e.inverter.to(e4e.run_device(), e4e.dtype)
-    if not inverter.has_decoder:
+    if not e4e.inverter.has_decoder:
         raise LikenessError(f"{e4e.name} has no StyleGAN2 decoder weights (decoder.*): previews need the full e4e_ffhq_encode.pt.")
     bar = comfy.utils.ProgressBar(codes.shape[0])
     out = []
-    for b in range(codes.shape[0]):
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        with torch.inference_mode():
+    with torch.inference_mode(), e4e.running() as inverter:
+        for b in range(codes.shape[0]):
+            comfy.model_management.throw_exception_if_processing_interrupted()
             img = inverter.decode(codes[b : b + 1].to(inverter.device), size=size, fast=size <= 256)
-        out.append(((img.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1))
-        bar.update(1)
+            out.append(((img.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1))
+            bar.update(1)
     return torch.cat(out)
 
 
