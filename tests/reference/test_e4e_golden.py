@@ -7,12 +7,8 @@ regenerated once per module (about 10 s for the 793 tensors). Tolerances
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file as load_safetensors
 
 from likeness.models.e4e import Encoder4Editing
 from likeness.models.inversion import default_e4e_opts, e4e_from_checkpoint, load_e4e
@@ -24,26 +20,14 @@ GOLDEN = "golden/e4e_encoder_synth.safetensors"
 
 
 @pytest.fixture(scope="module")
-def synth(reference_dir):
-    spec = importlib.util.spec_from_file_location("likeness_ref_synth", reference_dir / "synth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
 def full_sd(synth, reference_dir):
     """All 793 tensors of the official layout (encoder + decoder + latent_avg), seed 0."""
     return synth.synth_state_dict(synth.load_manifest(str(reference_dir / "manifests/e4e_ffhq_encode.json")), 0)
 
 
 @pytest.fixture(scope="module")
-def golden(reference_dir):
-    path = reference_dir / GOLDEN
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
-    # clone: tensors read from the file may be unaligned, which changes CPU rounding by an ulp
-    return {k: v.clone() for k, v in load_safetensors(str(path)).items()}, meta
+def golden(read_golden):
+    return read_golden(GOLDEN)
 
 
 @pytest.fixture(scope="module")

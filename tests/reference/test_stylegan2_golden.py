@@ -6,26 +6,14 @@ abs, fp32 CPU): images and tap.skip* 1e-4, w_from_z and tap.style.* 1e-5.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file as load_safetensors
 
 from likeness.models.checkpoints import load_file
 from likeness.models.stylegan2 import Generator
 
 GOLDEN = "golden/stylegan2_256_synth.safetensors"
 STYLE_LAYERS = ["conv1"] + [f"convs.{i}" for i in range(12)] + ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def synth(reference_dir):
-    spec = importlib.util.spec_from_file_location("likeness_ref_synth_sg2", reference_dir / "synth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _generator(synth, manifest_path, size: int) -> tuple[Generator, dict[str, torch.Tensor]]:
@@ -43,12 +31,8 @@ def g256(synth, reference_dir):
 
 
 @pytest.fixture(scope="module")
-def golden(reference_dir):
-    path = reference_dir / GOLDEN
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
-    # clone: unaligned tensors from the file change CPU rounding by an ulp (golden/README.md)
-    return {k: v.clone() for k, v in load_safetensors(str(path)).items()}, meta
+def golden(read_golden):
+    return read_golden(GOLDEN)
 
 
 def test_weights_fingerprint(synth, g256, golden):

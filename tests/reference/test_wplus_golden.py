@@ -5,7 +5,6 @@ Tolerances: golden outputs max |diff| <= 1e-5 (fp32 CPU; golden/README.md).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -26,13 +25,6 @@ TOL = 1e-5
 
 def _prefixed(data: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
-
-
-def _synth(reference_dir):
-    spec = importlib.util.spec_from_file_location("likeness_ref_synth", reference_dir / "synth.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _nest(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -94,8 +86,7 @@ def test_expected_shapes_match_manifest(reference_dir):
     assert sum(torch.Size(v).numel() for k, v in shapes.items() if k.startswith("wplus_adapter.")) == 31_559_680
 
 
-def test_synthetic_official_file_loads_strictly(reference_dir, tmp_path):
-    synth = _synth(reference_dir)
+def test_synthetic_official_file_loads_strictly(reference_dir, synth, tmp_path):
     flat = synth.synth_state_dict(synth.load_manifest(str(reference_dir / "manifests" / "wplus_adapter_sd15.json")), 0)
     path = tmp_path / "wplus_adapter.bin"
     torch.save(_nest(flat), path)
@@ -109,8 +100,7 @@ def test_synthetic_official_file_loads_strictly(reference_dir, tmp_path):
     assert torch.equal(adapter.uncond_tokens(3), flat["w_proj.norm.bias"].expand(3, 4, 768))
 
 
-def test_sdxl_width_variant_is_refused_naming_sdxl(reference_dir, tmp_path):
-    synth = _synth(reference_dir)
+def test_sdxl_width_variant_is_refused_naming_sdxl(reference_dir, synth, tmp_path):
     manifest = synth.load_manifest(str(reference_dir / "manifests" / "wplus_adapter_sd15.json"))
     sdxl = {}
     for key, shape in manifest.items():
@@ -126,8 +116,7 @@ def test_sdxl_width_variant_is_refused_naming_sdxl(reference_dir, tmp_path):
         load_wplus_adapter(path)
 
 
-def test_e4e_checkpoint_is_refused_and_identified(reference_dir, tmp_path):
-    synth = _synth(reference_dir)
+def test_e4e_checkpoint_is_refused_and_identified(reference_dir, synth, tmp_path):
     manifest = synth.load_manifest(str(reference_dir / "manifests" / "e4e_ffhq_encode.json"))
     small = {k: v for k, v in manifest.items() if k.startswith("state_dict.encoder.styles.0.")}
     path = tmp_path / "e4e_ffhq_encode.pt"
