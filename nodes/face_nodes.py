@@ -77,7 +77,7 @@ def draw_faces(image: torch.Tensor, faces: DetectedFaces) -> torch.Tensor:
             for points, colour, r in ((face.landmarks68, (255, 255, 0), width), (face.kps, (255, 0, 0), 2 * width)):
                 for x, y in [] if points is None else points:
                     draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-        out.append(torch.from_numpy(np.asarray(canvas)).float() / 255.0)
+        out.append(torch.from_numpy(np.array(canvas)).float() / 255.0)
     return torch.stack(out)
 
 
