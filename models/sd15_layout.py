@@ -44,6 +44,14 @@ Variants (``UNET_VARIANTS``):
 
 Both variants keep the full VAE and the full CLIP-L (ComfyUI requires them).
 
+Inpainting layout (``in_channels=9``, either variant): the only difference is
+the UNet's input conv ``model.diffusion_model.input_blocks.0.0.weight``
+[320, 9, 3, 3] (4 noisy-latent + 1 mask + 4 masked-image-latent channels, as
+``sd-v1-5-inpainting``). ComfyUI detects ``in_channels`` from that key, still
+as ``SD15``, and its ``inpaint_model()`` (``in_channels > 4``) makes the model
+concatenate ``("mask", "masked_image")`` (``model.model.concat_keys``). The
+default ``in_channels=4`` leaves every key, tensor and file byte unchanged.
+
 Initialisation (:func:`sd15_smoke_state_dict`): every tensor is drawn from its
 own ``torch.Generator`` seeded from ``(seed, key)``, so any subset can be
 regenerated bit-exactly. Weights with >= 2 dims ~ U(-a, a), a = sqrt(3/fan_in)
@@ -62,7 +70,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -72,6 +80,7 @@ __all__ = [
     "VAE_PREFIX",
     "CLIP_PREFIX",
     "SCHEDULE_KEYS",
+    "IN_CHANNELS",
     "UNetLayout",
     "UNET_VARIANTS",
     "sd15_checkpoint_shapes",
@@ -107,6 +116,7 @@ _NUM_TIMESTEPS = 1000
 _LINEAR_START, _LINEAR_END = 0.00085, 0.0120
 
 _BIAS_RANGE = 0.01
+IN_CHANNELS = (4, 9)  # latent only (txt2img), latent + mask + masked-image latent (inpainting)
 _SAFETENSORS_DTYPES = {
     torch.float16: "F16",
     torch.bfloat16: "BF16",
@@ -149,10 +159,12 @@ UNET_VARIANTS: dict[str, UNetLayout] = {
 Shapes = dict[str, tuple[int, ...]]
 
 
-def _layout(variant: str) -> UNetLayout:
+def _layout(variant: str, in_channels: int = 4) -> UNetLayout:
     if variant not in UNET_VARIANTS:
         raise ValueError(f"unknown SD1.5 smoke variant {variant!r}; choose one of {sorted(UNET_VARIANTS)}")
-    return UNET_VARIANTS[variant]
+    if in_channels not in IN_CHANNELS:
+        raise ValueError(f"in_channels must be 4 (SD1.5) or 9 (SD1.5 inpainting), got {in_channels!r}")
+    return replace(UNET_VARIANTS[variant], in_channels=in_channels)
 
 
 def _conv(s: Shapes, name: str, c_out: int, c_in: int, k: int) -> None:
@@ -322,12 +334,14 @@ def _clip_shapes() -> Shapes:
 # ----------------------------------------------------------------------------- public API
 
 
-def sd15_checkpoint_shapes(variant: str = "reduced") -> dict[str, tuple[int, ...]]:
+def sd15_checkpoint_shapes(variant: str = "reduced", in_channels: int = 4) -> dict[str, tuple[int, ...]]:
     """Every key and shape of an original-LDM SD1.5 single-file checkpoint.
 
     Args:
         variant: ``"full"`` (SD1.5) or ``"reduced"`` (small UNet, same VAE and CLIP);
             see the module docstring.
+        in_channels: UNet input channels, 4 (SD1.5) or 9 (SD1.5 inpainting: only
+            ``input_blocks.0.0.weight`` changes, to [320, 9, 3, 3]).
 
     Returns:
         ``{key: shape}`` in checkpoint order: UNet (``model.diffusion_model.``), VAE
@@ -335,7 +349,7 @@ def sd15_checkpoint_shapes(variant: str = "reduced") -> dict[str, tuple[int, ...
         incl. ``embeddings.position_ids``), then the 12 schedule buffers (shape [1000]).
     """
     unet: Shapes = {}
-    _walk_unet(_layout(variant), unet, None)
+    _walk_unet(_layout(variant, in_channels), unet, None)
     out: Shapes = {UNET_PREFIX + k: v for k, v in unet.items()}
     out.update({VAE_PREFIX + k: v for k, v in _vae_shapes().items()})
     out.update({CLIP_PREFIX + k: v for k, v in _clip_shapes().items()})
@@ -356,9 +370,17 @@ def sd15_attn2_sites(variant: str = "reduced") -> dict[tuple[str, int, int], int
     return sites
 
 
-def sd15_param_count(variant: str = "reduced", prefix: str = UNET_PREFIX) -> int:
+def sd15_param_count(variant: str = "reduced", prefix: str = UNET_PREFIX, in_channels: int = 4) -> int:
     """Number of elements over the keys starting with ``prefix`` (default: the UNet)."""
-    return sum(math.prod(shape) for key, shape in sd15_checkpoint_shapes(variant).items() if key.startswith(prefix))
+    shapes = sd15_checkpoint_shapes(variant, in_channels)
+    return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith(prefix))
+
+
+def _shapes(variant: str, in_channels: int) -> dict[str, tuple[int, ...]]:
+    """:func:`sd15_checkpoint_shapes`, called with ``variant`` alone for the default 4 channels."""
+    if in_channels == 4:
+        return sd15_checkpoint_shapes(variant)
+    return sd15_checkpoint_shapes(variant, in_channels)
 
 
 def _key_seed(seed: int, key: str) -> int:
@@ -436,6 +458,7 @@ def sd15_smoke_state_dict(
     seed: int = 0,
     dtype: torch.dtype = torch.float16,
     keys: Iterable[str] | None = None,
+    in_channels: int = 4,
 ) -> dict[str, torch.Tensor]:
     """The smoke checkpoint as a state dict (all keys, or only ``keys``), without writing a file.
 
@@ -444,32 +467,40 @@ def sd15_smoke_state_dict(
         seed: base seed; each tensor depends only on ``(seed, key)``.
         dtype: weight dtype (float16, bfloat16 or float32).
         keys: subset of keys to build (checkpoint order is kept for ``None``).
+        in_channels: 4 (SD1.5) or 9 (SD1.5 inpainting); see :func:`sd15_checkpoint_shapes`.
 
     Returns:
         ``{key: CPU tensor}``.
     """
     if dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
-    shapes = sd15_checkpoint_shapes(variant)
+    shapes = _shapes(variant, in_channels)
     wanted = list(shapes) if keys is None else list(keys)
     return {k: sd15_smoke_tensor(k, shapes, seed, dtype) for k in wanted}
 
 
 def write_sd15_smoke_checkpoint(
-    path: str | Path, variant: str = "reduced", seed: int = 0, dtype: torch.dtype = torch.float16
+    path: str | Path,
+    variant: str = "reduced",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
+    in_channels: int = 4,
 ) -> Path:
     """Write a random-weight SD1.5 checkpoint (``.safetensors``) that ComfyUI loads as SD15.
 
     Tensors are generated and streamed to disk one at a time (peak memory = the
     largest tensor, the 49408x768 token embedding), into ``<path>.tmp`` then
     renamed, so a killed run leaves no half-written checkpoint. The file's
-    ``__metadata__`` records variant, seed and that the weights are random.
+    ``__metadata__`` records variant, seed, that the weights are random and,
+    for an inpainting layout only, ``in_channels``.
 
     Args:
         path: output file (parent folders are created).
         variant: ``"full"`` (2.13 GB in fp16) or ``"reduced"`` (0.63 GB in fp16).
         seed: base seed; same seed -> byte-identical file.
         dtype: weight dtype (float16, bfloat16 or float32).
+        in_channels: 4 (SD1.5) or 9 (SD1.5 inpainting, detected by ComfyUI as an
+            inpainting SD15 model); the default writes the same bytes as before.
 
     Returns:
         The written path.
@@ -480,7 +511,7 @@ def write_sd15_smoke_checkpoint(
         raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    shapes = sd15_checkpoint_shapes(variant)
+    shapes = _shapes(variant, in_channels)
     header: dict[str, object] = {}
     offset = 0
     for key, shape in shapes.items():
@@ -488,10 +519,10 @@ def write_sd15_smoke_checkpoint(
         nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
         header[key] = {"dtype": _SAFETENSORS_DTYPES[dt], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-    header["__metadata__"] = {
-        "format": "pt",
-        "likeness.smoke": json.dumps({"model": "sd15", "variant": variant, "seed": seed, "random_weights": True}),
-    }
+    smoke: dict[str, object] = {"model": "sd15", "variant": variant, "seed": seed, "random_weights": True}
+    if in_channels != 4:
+        smoke["in_channels"] = in_channels
+    header["__metadata__"] = {"format": "pt", "likeness.smoke": json.dumps(smoke)}
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
     tmp = path.with_name(path.name + ".tmp")
@@ -506,7 +537,7 @@ def write_sd15_smoke_checkpoint(
             fh.write(t.reshape(-1).view(torch.uint8).numpy().data)
     os.replace(tmp, path)
     logger.info(
-        "wrote SD1.5 smoke checkpoint %s (variant %s, seed %d, %s, %.2f GB) in %.1f s",
-        path, variant, seed, dtype, path.stat().st_size / 1e9, time.perf_counter() - start,
+        "wrote SD1.5 smoke checkpoint %s (variant %s, in_channels %d, seed %d, %s, %.2f GB) in %.1f s",
+        path, variant, in_channels, seed, dtype, path.stat().st_size / 1e9, time.perf_counter() - start,
     )
     return path

@@ -83,7 +83,7 @@ class LikenessFaceRefine(io.ComfyNode):
                 io.Int.Input("guide_size", default=512, min=64, max=2048, step=8, tooltip="The crop's shorter side is upscaled to this working size (multiple of 8)."),
                 io.Int.Input("max_size", default=1024, min=64, max=4096, step=8, tooltip="Upper bound of the working size."),
                 io.Int.Input("feather", default=5, min=0, max=100, tooltip="Paste-back feather in pixels (inside the mask only)."),
-                io.Int.Input("noise_mask_feather", default=20, min=0, max=100, tooltip="Soft edge of the latent noise mask, in working pixels."),
+                io.Int.Input("noise_mask_feather", default=20, min=0, max=100, tooltip="Soft edge of the latent noise mask, in working pixels (inpainting models use the mask as it is)."),
                 io.Combo.Input("color_match", options=["none", "reinhard"], default="none", tooltip="Match the redrawn face's colours to its surroundings (Lab mean/std)."),
                 *FACE_SELECTION_INPUTS,
                 NO_FACE_INPUT,

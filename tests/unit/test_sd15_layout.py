@@ -215,3 +215,48 @@ def test_writer_is_byte_deterministic(tmp_path, small_layout):
     c = write_sd15_smoke_checkpoint(tmp_path / "c.safetensors", seed=8)
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
+
+
+INPUT_CONV = UNET_PREFIX + "input_blocks.0.0.weight"
+
+
+@pytest.mark.parametrize("variant", ["full", "reduced"])
+def test_inpainting_layout_widens_only_the_input_conv(variant):
+    plain = sd15_checkpoint_shapes(variant)
+    inpaint = sd15_checkpoint_shapes(variant, in_channels=9)
+    assert inpaint[INPUT_CONV] == (320, 9, 3, 3)
+    assert plain[INPUT_CONV] == (320, 4, 3, 3)
+    assert list(inpaint) == list(plain)  # same keys, same order
+    assert [k for k in plain if plain[k] != inpaint[k]] == [INPUT_CONV]
+    assert inpaint[UNET_PREFIX + "out.2.weight"] == (4, 320, 3, 3)  # still predicts 4 latent channels
+    assert sd15_param_count(variant, in_channels=9) - sd15_param_count(variant) == 320 * 5 * 9
+    assert sd15_attn2_sites(variant) == _sites_from_keys(inpaint)
+
+
+def test_inpainting_tensors_and_refused_in_channels(tmp_path):
+    sd = sd15_smoke_state_dict("reduced", seed=2, keys=[INPUT_CONV, ATTN2_K], in_channels=9)
+    assert sd[INPUT_CONV].shape == (320, 9, 3, 3) and sd[INPUT_CONV].dtype == torch.float16
+    assert sd[INPUT_CONV].float().abs().max().item() <= math.sqrt(3 / 81) * 1.001  # fan_in 9 * 3 * 3
+    assert torch.equal(sd[ATTN2_K], sd15_smoke_state_dict("reduced", seed=2, keys=[ATTN2_K])[ATTN2_K])
+    with pytest.raises(ValueError, match=r"in_channels must be 4 \(SD1.5\) or 9 \(SD1.5 inpainting\), got 8"):
+        sd15_checkpoint_shapes("reduced", in_channels=8)
+    with pytest.raises(ValueError, match="got 5"):
+        write_sd15_smoke_checkpoint(tmp_path / "x.safetensors", in_channels=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_records_the_inpainting_layout(tmp_path, monkeypatch):
+    real = sd15_layout.sd15_checkpoint_shapes
+    keys = [INPUT_CONV, ATTN2_K, "betas"]
+    monkeypatch.setattr(
+        sd15_layout, "sd15_checkpoint_shapes",
+        lambda variant="reduced", in_channels=4: {k: v for k, v in real(variant, in_channels).items() if k in keys},
+    )
+    path = write_sd15_smoke_checkpoint(tmp_path / "inpaint.safetensors", seed=4, in_channels=9)
+    expected = sd15_smoke_state_dict("reduced", seed=4, keys=keys, in_channels=9)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["likeness.smoke"])
+        assert meta == {"model": "sd15", "variant": "reduced", "seed": 4, "random_weights": True, "in_channels": 9}
+        assert f.get_slice(INPUT_CONV).get_shape() == [320, 9, 3, 3]
+        for key in keys:
+            assert torch.equal(f.get_tensor(key), expected[key]), key
