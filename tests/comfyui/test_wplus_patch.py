@@ -158,3 +158,31 @@ def test_sdxl_sized_context_is_refused_with_a_clear_message(loaded_adapter):
 
     with pytest.raises(LikenessError, match="SDXL"):
         loaded_adapter.adapter.check_context_dim(2048)
+
+
+def test_clones_share_the_patch_and_its_weights(sd15, loaded_adapter):
+    from likeness.nodes.patching import apply_wplus_adapter
+
+    patched, patch = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
+    clone = patched.clone()
+    key = ("output", 11, 0)
+    ours = patched.model_options["transformer_options"]["patches_replace"]["attn2"][key]
+    theirs = clone.model_options["transformer_options"]["patches_replace"]["attn2"][key]
+    assert theirs is ours  # ComfyUI shares patch objects between clones; nothing is copied
+    layer = loaded_adapter.adapter.layer(ours.site)
+    assert ours.patch.adapter.layer(ours.site).to_q_wplus.weight.data_ptr() == layer.to_q_wplus.weight.data_ptr()
+    assert patch.models() == [loaded_adapter.patcher]  # ComfyUI's model management moves the adapter weights
+
+
+def test_replace_follows_the_dtype_and_device_of_the_unet_activations(sd15, loaded_adapter):
+    from likeness.nodes.patching import apply_wplus_adapter
+
+    patched, _ = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
+    replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("middle", 0, 0)]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 1280, generator=g).bfloat16() for _ in range(3))
+    options = {"n_heads": 8, "cond_or_uncond": [1, 0], "sigmas": SIGMAS[5].repeat(2), "sample_sigmas": SIGMAS,
+               "activations_shape": [2, 1280, 2, 2], "attn_precision": None}
+    out = replace(q[:, :, :], k[:, :1].expand(2, 77, 1280).contiguous(), v[:, :1].expand(2, 77, 1280).contiguous(), options)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 4, 1280) and torch.isfinite(out.float()).all()
+    assert loaded_adapter.adapter.dtype == torch.float32  # the stored weights are not converted in place
