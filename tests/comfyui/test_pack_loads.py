@@ -42,3 +42,12 @@ def test_web_extension_is_served(comfy_server):
     client = comfy_server.client()
     listed = client.get("/extensions")
     assert any("likeness" in path.lower() for path in listed), json.dumps(listed)[:500]
+
+
+def test_workflows_are_listed_as_templates_of_the_pack(comfy_server):
+    client = comfy_server.client()
+    templates = client.get("/workflow_templates")
+    ours = [names for pack, names in templates.items() if "likeness" in pack.lower()]
+    assert ours, templates
+    expected = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert sorted(ours[0]) == expected
