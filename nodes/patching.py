@@ -123,12 +123,26 @@ class WPlusPatch:
     hits: Counter = field(default_factory=Counter)
     _tokens: dict = field(default_factory=dict)
     _warned_no_schedule: bool = False
+    _last_sigmas: torch.Tensor | None = None
+    _last_active: bool = False
 
     @property
     def adapter(self) -> WPlusAdapter:
         return self.loaded.adapter
 
     def active(self, extra_options: dict) -> bool:
+        """Whether W+ acts at this call's step; decided once per UNet call, not once per site.
+
+        Every site of one UNet call receives the same ``sigmas`` tensor, so the
+        decision (and its device-to-host read of the sigma) is reused by identity.
+        """
+        sigmas = extra_options["sigmas"]
+        if sigmas is not self._last_sigmas:
+            self._last_active = self._decide(extra_options)
+            self._last_sigmas = sigmas
+        return self._last_active
+
+    def _decide(self, extra_options: dict) -> bool:
         sigma = float(extra_options["sigmas"].detach().flatten()[0])
         schedule = extra_options.get("sample_sigmas")
         if schedule is None or len(schedule) < 2:
