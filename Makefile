@@ -17,13 +17,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed
 
-# Every tier: unit + reference here; the comfyui tier too when COMFYUI_PATH names a ComfyUI checkout.
-test: setup
+# Lint and formatting first (CI fails on them), then every tier: unit + reference here;
+# the comfyui tier too when COMFYUI_PATH names a ComfyUI checkout.
+test: setup lint
 	$(VENV)/bin/python -m pytest -m "unit or reference" $(PYTEST_ARGS)
 	@if [ -n "$$COMFYUI_PATH" ]; then $(MAKE) --no-print-directory test-comfyui; \
 	else echo "comfyui tier skipped: COMFYUI_PATH is not set (point it at a ComfyUI checkout to run it)"; fi
 
-test-fast: setup
+test-fast: setup lint
 	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
 $(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt
@@ -50,4 +51,5 @@ bench: setup
 	$(VENV)/bin/python -m bench.bench_wplus_adapter
 
 lint: setup
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,8 @@ def _machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.python_version()}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     import comfy.sd
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("likeness", root / "__init__.py", submodule_search_locations=[str(root)])
+    spec = importlib.util.spec_from_file_location(
+        "likeness", root / "__init__.py", submodule_search_locations=[str(root)]
+    )
     sys.modules["likeness"] = importlib.util.module_from_spec(spec)
-    from likeness.models.smoke import SMOKE_CHECKPOINT
-    from likeness.models.wplus_adapter import load_wplus_adapter
+    from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
+    from likeness.tools.smoke.writers import SMOKE_CHECKPOINT
 
     models = Path(args.models_dir)
-    model = comfy.sd.load_checkpoint_guess_config(str(models / "checkpoints" / SMOKE_CHECKPOINT), output_vae=False, output_clip=False)[0]
+    model = comfy.sd.load_checkpoint_guess_config(
+        str(models / "checkpoints" / SMOKE_CHECKPOINT), output_vae=False, output_clip=False
+    )[0]
     adapter_path = models / "wplus" / "wplus_adapter.bin"
     loaded = LoadedWPlusAdapter.wrap(load_wplus_adapter(adapter_path), adapter_path.name)
     wplus = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0))
@@ -96,9 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'variant':22s} {'median s/step':>14s} {'min s':>8s} {'ratio':>7s}",
     ]
     for name, values in times.items():
-        lines.append(f"{name:22s} {statistics.median(values):14.3f} {min(values):8.3f} {statistics.median(values) / base:7.3f}")
+        lines.append(
+            f"{name:22s} {statistics.median(values):14.3f} {min(values):8.3f} {statistics.median(values) / base:7.3f}"
+        )
     lines.append("")
-    lines.append(f"adapter weights: {adapter_bytes / 2**20:.1f} MiB ({adapter_bytes / unet_bytes:.1%} of the UNet's {unet_bytes / 2**20:.0f} MiB)")
+    lines.append(
+        f"adapter weights: {adapter_bytes / 2**20:.1f} MiB ({adapter_bytes / unet_bytes:.1%} of the UNet's "
+        f"{unet_bytes / 2**20:.0f} MiB)"
+    )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

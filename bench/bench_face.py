@@ -51,7 +51,9 @@ def _ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _row(name: str, det: float | None, lm: float | None, emb: float | None, total: float | None, base: float | None) -> str:
+def _row(
+    name: str, det: float | None, lm: float | None, emb: float | None, total: float | None, base: float | None
+) -> str:
     f = lambda v: f"{v:9.1f}" if v is not None else f"{'-':>9}"  # noqa: E731
     ratio = f"{total / base:6.2f}x" if total is not None and base else f"{'-':>7}"
     return f"{name:<34}{f(det)}{f(lm)}{f(emb)}{f(total)} {ratio}"
@@ -66,8 +68,14 @@ def main() -> None:
     img, what = _image()
     import torch
 
-    _out(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch threads {torch.get_num_threads()}")
-    _out(f"image: {what}; median of {args.repeats} runs after a warm-up; ms per image (1 face); load average {os.getloadavg()[0]:.1f}")
+    _out(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, torch threads {torch.get_num_threads()}"
+    )
+    _out(
+        f"image: {what}; median of {args.repeats} runs after a warm-up; ms per image (1 face); load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     _out()
     _out(f"{'backend':<34}{'detect':>9}{'lm68':>9}{'embed':>9}{'total':>9}  vs base")
     base = None
@@ -89,11 +97,18 @@ def main() -> None:
     try:
         ins = create_analyzer("insightface", models_root=args.insightface_root, pack=args.pack)
     except LikenessError as exc:
-        _out(_row(f"insightface {args.pack}", None, None, None, None, None) + "  real pack not available here: " + str(exc).splitlines()[0])
+        _out(
+            _row(f"insightface {args.pack}", None, None, None, None, None)
+            + "  real pack not available here: "
+            + str(exc).splitlines()[0]
+        )
         return
     total = _ms(lambda: ins.detect(img), args.repeats)
     _out(_row(f"insightface {args.pack} (CPU)", None, None, None, total, base))
-    _out(f"(embed on an existing face costs {_ms(lambda: ins.embed(img, ins.detect(img)[0]), args.repeats):.1f} ms incl. a detect)")
+    _out(
+        f"(embed on an existing face costs {_ms(lambda: ins.embed(img, ins.detect(img)[0]), args.repeats):.1f} ms "
+        f"incl. a detect)"
+    )
 
 
 if __name__ == "__main__":

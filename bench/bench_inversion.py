@@ -32,7 +32,7 @@ if not __package__:  # run as `python bench/bench_inversion.py`: make `models` i
 import torch  # noqa: E402
 
 from models.e4e import Encoder4Editing  # noqa: E402
-from models.inversion import E4EInverter  # noqa: E402
+from models.inversion.e4e_model import E4EInverter  # noqa: E402
 from models.stylegan2 import Generator  # noqa: E402
 
 
@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    _out(f"# e4e inversion bench — CPU: {_cpu_name()}; torch {torch.__version__}; threads {torch.get_num_threads()} "
-         f"(os.cpu_count {os.cpu_count()}); device {device}; python {platform.python_version()}")
+    _out(
+        f"# e4e inversion bench — CPU: {_cpu_name()}; torch {torch.__version__}; threads {torch.get_num_threads()} "
+        f"(os.cpu_count {os.cpu_count()}); device {device}; python {platform.python_version()}"
+    )
     _out(f"# load average (1 min) at start: {_load()}")
 
     encoder = Encoder4Editing().eval().requires_grad_(False)
@@ -112,11 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     for batch, amp in configs:
         med = statistics.median(times[(batch, amp)])
         prec = "bf16 autocast" if amp else "fp32"
-        _out(f"| e4e encode 256² | {batch} | {prec} | {med:.3f} | {min(times[(batch, amp)]):.3f} | "
-             f"{batch / med:.2f} | {(med / batch) / base:.2f} |")
+        _out(
+            f"| e4e encode 256² | {batch} | {prec} | {med:.3f} | {min(times[(batch, amp)]):.3f} | "
+            f"{batch / med:.2f} | {(med / batch) / base:.2f} |"
+        )
     _out(f"\nbf16 autocast vs fp32 W+ (random-init weights): max abs diff {bf16_err:.3g}")
-    _out(f"requirement: one 256x256 inversion < 2 s on {args.threads} threads — fp32 b1 median {base:.3f} s: "
-         f"{'PASS' if base < 2.0 else 'FAIL'}")
+    _out(
+        f"requirement: one 256x256 inversion < 2 s on {args.threads} threads — fp32 b1 median {base:.3f} s: "
+        f"{'PASS' if base < 2.0 else 'FAIL'}"
+    )
 
     if not args.no_preview:
         g = Generator(1024).eval().requires_grad_(False).to(device)

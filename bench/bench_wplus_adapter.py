@@ -63,8 +63,8 @@ def _loadavg() -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     from diffusers import UNet2DConditionModel
 
-    from models.wplus_adapter import build_wplus_adapter_checkpoint, load_wplus_adapter
-    from models.wplus_diffusers import apply_wplus_adapter_to_unet, encode_context, set_wplus_scale
+    from models.wplus_adapter.diffusers_unet import apply_wplus_adapter_to_unet, encode_context, set_wplus_scale
+    from models.wplus_adapter.model import build_wplus_adapter_checkpoint, load_wplus_adapter
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant (after 1 warm-up)")
@@ -126,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             cpu[v].append(proc)
 
     flops: dict[str, float] = {v: float("nan") for v in variants}
-    for v, ctx, procs, lam in () if args.no_flops else (
-        ("unpatched", text, stock, 0.0),
-        ("patched λ=1", context, patched, 1.0),
-        ("patched λ=0", context, patched, 0.0),
+    for v, ctx, procs, lam in (
+        ()
+        if args.no_flops
+        else (
+            ("unpatched", text, stock, 0.0),
+            ("patched λ=1", context, patched, 1.0),
+            ("patched λ=0", context, patched, 0.0),
+        )
     ):
         unet.set_attn_processor(dict(procs))
         set_wplus_scale(unet, lam)
@@ -154,20 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     _out()
     _out(f"load average (1/5/15 min) at the end: {' '.join(f'{x:.2f}' for x in _loadavg())}")
     _out()
-    _out(f"| {'variant':<12} | {'median s/step':>13} | {'min':>7} | {'max':>7} | {'ratio':>6} "
-         f"| {'CPU s/step':>10} | {'CPU ratio':>9} | {'GFLOP/step':>10} |")
+    _out(
+        f"| {'variant':<12} | {'median s/step':>13} | {'min':>7} | {'max':>7} | {'ratio':>6} "
+        f"| {'CPU s/step':>10} | {'CPU ratio':>9} | {'GFLOP/step':>10} |"
+    )
     _out(f"|{'-' * 14}|{'-' * 15}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 12}|{'-' * 11}|{'-' * 12}|")
     base = statistics.median(times["unpatched"])
     cpu_base = statistics.median(cpu["unpatched"])
     for v in variants:
         med, cmed = statistics.median(times[v]), statistics.median(cpu[v])
-        _out(f"| {v:<12} | {med:>13.3f} | {min(times[v]):>7.3f} | {max(times[v]):>7.3f} | {med / base:>6.3f} "
-             f"| {cmed:>10.3f} | {cmed / cpu_base:>9.3f} | {flops[v] / 1e9:>10.1f} |")
+        _out(
+            f"| {v:<12} | {med:>13.3f} | {min(times[v]):>7.3f} | {max(times[v]):>7.3f} | {med / base:>6.3f} "
+            f"| {cmed:>10.3f} | {cmed / cpu_base:>9.3f} | {flops[v] / 1e9:>10.1f} |"
+        )
     _out()
     _out(f"matmul FLOP ratio patched/unpatched: {flops['patched λ=1'] / flops['unpatched']:.4f}")
-    _out(f"adapter weights ({adapter.dtype}): per-site layers {site_bytes / 2**20:.1f} MiB, "
-         f"with w_proj {total_bytes / 2**20:.1f} MiB ({total_bytes:,} bytes); UNet {unet_bytes / 2**20:.0f} MiB "
-         f"(+{100 * total_bytes / unet_bytes:.1f} %); fp16 halves these")
+    _out(
+        f"adapter weights ({adapter.dtype}): per-site layers {site_bytes / 2**20:.1f} MiB, "
+        f"with w_proj {total_bytes / 2**20:.1f} MiB ({total_bytes:,} bytes); UNet {unet_bytes / 2**20:.0f} MiB "
+        f"(+{100 * total_bytes / unet_bytes:.1f} %); fp16 halves these"
+    )
     return 0
 
 

@@ -36,7 +36,9 @@ __all__ = [
 _SQRT2 = math.sqrt(2.0)
 
 
-def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, scale: float = _SQRT2) -> torch.Tensor:
+def fused_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2, scale: float = _SQRT2
+) -> torch.Tensor:
     """``leaky_relu(x + bias, slope) * scale`` with ``bias`` [C] broadcast over dim 1.
 
     Args:
@@ -84,7 +86,7 @@ def upfirdn2d(
     x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2], x.shape[3]
-        x = x[:, :, max(-p0, 0): hh - max(-p1, 0), max(-p0, 0): ww - max(-p1, 0)]
+        x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     kh, kw = kernel.shape
     weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
     x = F.conv2d(x, weight, groups=c)
@@ -283,7 +285,9 @@ class StyledConv(nn.Module):
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
     ) -> None:
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel)
+        self.conv = ModulatedConv2d(
+            in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
@@ -294,7 +298,9 @@ class StyledConv(nn.Module):
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation) + ``bias`` [1,3,1,1] + upsampled skip."""
 
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
+    def __init__(
+        self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1)
+    ) -> None:
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..models.doctor import format_report
+from ..models.files.doctor import format_report
 from .folders import search_paths
 
 

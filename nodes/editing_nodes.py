@@ -6,10 +6,10 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..models.direction_discovery import discover_directions
 from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse_strengths, rows_to_str, sweep
+from ..models.directions.discovery import discover_directions
 from ..models.errors import LikenessError
-from ..models.wplus_codes import WPlusCodes
+from ..models.inversion.codes import WPlusCodes
 from .folders import search_paths
 from .sockets import Directions, WPlus
 
@@ -60,11 +60,19 @@ class LikenessLoadDirections(io.ComfyNode):
                 "configs are S-Lab NON-COMMERCIAL and seeprettyface latent_directions are Nvidia NON-COMMERCIAL."
             ),
             inputs=[
-                io.Combo.Input("direction_set", options=_set_names(), tooltip="A direction set found in models/likeness_directions (subfolders allowed)."),
+                io.Combo.Input(
+                    "direction_set",
+                    options=_set_names(),
+                    tooltip="A direction set found in models/likeness_directions (subfolders allowed).",
+                ),
             ],
             outputs=[
-                Directions.Output("directions", tooltip="The named directions, for Edit Attributes and Attribute Sweep."),
-                io.String.Output("info", tooltip="Each direction with its recommended strength range, rows and the set's licence."),
+                Directions.Output(
+                    "directions", tooltip="The named directions, for Edit Attributes and Attribute Sweep."
+                ),
+                io.String.Output(
+                    "info", tooltip="Each direction with its recommended strength range, rows and the set's licence."
+                ),
             ],
         )
 
@@ -79,15 +87,29 @@ class LikenessLoadDirections(io.ComfyNode):
         ds = catalog.sets[direction_set]
         info = describe_set(ds)
         if catalog.problems:
-            info += "\n\nUnusable files in the folder:\n" + "\n".join(f"  {p.path}: {p.reason}" for p in catalog.problems)
+            info += "\n\nUnusable files in the folder:\n" + "\n".join(
+                f"  {p.path}: {p.reason}" for p in catalog.problems
+            )
         return io.NodeOutput(ds, info, ui=ui.PreviewText(info))
 
 
 def _slot_inputs(i: int) -> list:
     return [
-        io.String.Input(f"attribute_{i}", default="", optional=True, tooltip=f"Edit {i}: a direction name of the set (empty = unused). See the loader's info output."),
-        io.Float.Input(f"strength_{i}", default=0.0, min=STRENGTH_MIN, max=STRENGTH_MAX, step=0.1, optional=True,
-                       tooltip=f"Edit {i}: strength (0 = no change). Recommended ranges are listed in the loader's info output."),
+        io.String.Input(
+            f"attribute_{i}",
+            default="",
+            optional=True,
+            tooltip=f"Edit {i}: a direction name of the set (empty = unused). See the loader's info output.",
+        ),
+        io.Float.Input(
+            f"strength_{i}",
+            default=0.0,
+            min=STRENGTH_MIN,
+            max=STRENGTH_MAX,
+            step=0.1,
+            optional=True,
+            tooltip=f"Edit {i}: strength (0 = no change). Recommended ranges are listed in the loader's info output.",
+        ),
         io.String.Input(f"rows_{i}", default="default", optional=True, tooltip=ROWS_TOOLTIP),
     ]
 
@@ -103,7 +125,9 @@ def parse_extra_edits(text: str) -> list[tuple[str, float, str]]:
         try:
             edits.append((parts[0], float(parts[1]), parts[2] if len(parts) > 2 else "default"))
         except (IndexError, ValueError):
-            raise LikenessError(f"extra_edits line {n} {raw!r}: write 'name strength [rows]', e.g. 'smile -1 0-7'.") from None
+            raise LikenessError(
+                f"extra_edits line {n} {raw!r}: write 'name strength [rows]', e.g. 'smile -1 0-7'."
+            ) from None
     return edits
 
 
@@ -129,9 +153,20 @@ class LikenessEditAttributes(io.ComfyNode):
                 WPlus.Input("wplus", tooltip="The identity's W+ code(s), from Invert Face or Load W+."),
                 Directions.Input("directions", tooltip="A direction set from Load Directions."),
                 *slots,
-                io.String.Input("extra_edits", default="", multiline=True, optional=True,
-                                tooltip="More edits, one per line: 'name strength [rows]', e.g. 'smile -1 0-7'."),
-                io.Combo.Input("ganspace_mode", options=["offset", "set"], default="offset", optional=True, tooltip=GANSPACE_TOOLTIP),
+                io.String.Input(
+                    "extra_edits",
+                    default="",
+                    multiline=True,
+                    optional=True,
+                    tooltip="More edits, one per line: 'name strength [rows]', e.g. 'smile -1 0-7'.",
+                ),
+                io.Combo.Input(
+                    "ganspace_mode",
+                    options=["offset", "set"],
+                    default="offset",
+                    optional=True,
+                    tooltip=GANSPACE_TOOLTIP,
+                ),
             ],
             outputs=[
                 WPlus.Output("wplus", tooltip="The edited W+ code(s), same batch as the input."),
@@ -140,7 +175,9 @@ class LikenessEditAttributes(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, wplus: WPlusCodes, directions: DirectionSet, extra_edits: str = "", ganspace_mode: str = "offset", **slots) -> io.NodeOutput:
+    def execute(
+        cls, wplus: WPlusCodes, directions: DirectionSet, extra_edits: str = "", ganspace_mode: str = "offset", **slots
+    ) -> io.NodeOutput:
         requested = []
         for i in range(1, EDIT_SLOTS + 1):
             name = (slots.get(f"attribute_{i}") or "").strip()
@@ -170,27 +207,63 @@ class LikenessAttributeSweep(io.ComfyNode):
                 WPlus.Input("wplus", tooltip="The identity's W+ code (a batch sweeps every code)."),
                 Directions.Input("directions", tooltip="A direction set from Load Directions."),
                 io.String.Input("attribute", default="age", tooltip="Direction to sweep (name in the set)."),
-                io.String.Input("strengths", default="-4:4:2", tooltip="'start:stop:step' (stop included) or a list '-2,0,2'."),
+                io.String.Input(
+                    "strengths", default="-4:4:2", tooltip="'start:stop:step' (stop included) or a list '-2,0,2'."
+                ),
                 io.String.Input("rows", default="default", tooltip=ROWS_TOOLTIP),
-                io.String.Input("attribute_b", default="", optional=True, tooltip="Optional second direction: makes a grid (empty = a strip)."),
-                io.String.Input("strengths_b", default="-1,0,1", optional=True, tooltip="Strengths of the second direction."),
+                io.String.Input(
+                    "attribute_b",
+                    default="",
+                    optional=True,
+                    tooltip="Optional second direction: makes a grid (empty = a strip).",
+                ),
+                io.String.Input(
+                    "strengths_b", default="-1,0,1", optional=True, tooltip="Strengths of the second direction."
+                ),
                 io.String.Input("rows_b", default="default", optional=True, tooltip=ROWS_TOOLTIP),
-                io.Combo.Input("ganspace_mode", options=["offset", "set"], default="offset", optional=True, tooltip=GANSPACE_TOOLTIP),
+                io.Combo.Input(
+                    "ganspace_mode",
+                    options=["offset", "set"],
+                    default="offset",
+                    optional=True,
+                    tooltip=GANSPACE_TOOLTIP,
+                ),
             ],
             outputs=[
-                WPlus.Output("wplus", tooltip="W+ batch, one code per sweep point (use an Empty Latent Image of this batch size)."),
+                WPlus.Output(
+                    "wplus",
+                    tooltip="W+ batch, one code per sweep point (use an Empty Latent Image of this batch size).",
+                ),
                 io.String.Output("labels", tooltip="One label per batch item, e.g. 'age=+2.0', in batch order."),
                 io.Int.Output("batch_size", tooltip="Number of sweep points: set the latent batch to this."),
             ],
         )
 
     @classmethod
-    def execute(cls, wplus: WPlusCodes, directions: DirectionSet, attribute: str, strengths: str, rows: str,
-                attribute_b: str = "", strengths_b: str = "-1,0,1", rows_b: str = "default", ganspace_mode: str = "offset") -> io.NodeOutput:
+    def execute(
+        cls,
+        wplus: WPlusCodes,
+        directions: DirectionSet,
+        attribute: str,
+        strengths: str,
+        rows: str,
+        attribute_b: str = "",
+        strengths_b: str = "-1,0,1",
+        rows_b: str = "default",
+        ganspace_mode: str = "offset",
+    ) -> io.NodeOutput:
         dir_a = directions[attribute.strip()]
         if attribute_b and attribute_b.strip():
-            result = grid_sweep(wplus.codes, dir_a, parse_strengths(strengths), directions[attribute_b.strip()],
-                                parse_strengths(strengths_b), _rows(rows), _rows(rows_b), ganspace_mode=ganspace_mode)
+            result = grid_sweep(
+                wplus.codes,
+                dir_a,
+                parse_strengths(strengths),
+                directions[attribute_b.strip()],
+                parse_strengths(strengths_b),
+                _rows(rows),
+                _rows(rows_b),
+                ganspace_mode=ganspace_mode,
+            )
         else:
             result = sweep(wplus.codes, dir_a, parse_strengths(strengths), _rows(rows), ganspace_mode=ganspace_mode)
         out = wplus.with_codes(result.wplus, tuple(result.labels), sweep=attribute)
@@ -212,7 +285,14 @@ class LikenessMixIdentities(io.ComfyNode):
             inputs=[
                 WPlus.Input("wplus_a", tooltip="Identity A (kept on the rows not mixed)."),
                 WPlus.Input("wplus_b", tooltip="Identity B (a single code, or one per code of A)."),
-                io.Float.Input("alpha", default=1.0, min=-1.0, max=2.0, step=0.05, tooltip="0 = A, 1 = B on the chosen rows; outside 0..1 extrapolates."),
+                io.Float.Input(
+                    "alpha",
+                    default=1.0,
+                    min=-1.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="0 = A, 1 = B on the chosen rows; outside 0..1 extrapolates.",
+                ),
                 io.String.Input("rows", default="middle", tooltip=ROWS_TOOLTIP),
             ],
             outputs=[WPlus.Output("wplus", tooltip="The mixed W+ code(s).")],
@@ -221,7 +301,9 @@ class LikenessMixIdentities(io.ComfyNode):
     @classmethod
     def execute(cls, wplus_a: WPlusCodes, wplus_b: WPlusCodes, alpha: float, rows: str) -> io.NodeOutput:
         codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=_rows(rows) or "all")
-        return io.NodeOutput(wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows))
+        return io.NodeOutput(
+            wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
+        )
 
 
 EDITING_NODES = [LikenessLoadDirections, LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]

@@ -41,13 +41,24 @@ def detect_batch(analyzer: FaceAnalyzer, image: torch.Tensor) -> DetectedFaces:
 
 
 FACE_SELECTION_INPUTS = [
-    io.Combo.Input("selection", options=list(SELECTION_MODES), default="largest", optional=True,
-                   tooltip="Which face: the largest (default), by index counted left to right, by index in detector order, or all faces."),
-    io.Int.Input("face_index", default=0, min=0, max=63, optional=True, tooltip="Face index for the index modes (0 = first)."),
+    io.Combo.Input(
+        "selection",
+        options=list(SELECTION_MODES),
+        default="largest",
+        optional=True,
+        tooltip="Which face: the largest (default), by index counted left to right, by index in detector order, or "
+        "all faces.",
+    ),
+    io.Int.Input(
+        "face_index", default=0, min=0, max=63, optional=True, tooltip="Face index for the index modes (0 = first)."
+    ),
 ]
 
 NO_FACE_INPUT = io.Combo.Input(
-    "on_no_face", options=["error", "skip", "pass-through"], default="error", optional=True,
+    "on_no_face",
+    options=["error", "skip", "pass-through"],
+    default="error",
+    optional=True,
     tooltip="When an image has no face: 'error' stops with a message naming the image; 'skip' drops that image; "
     "'pass-through' leaves it untouched downstream and reports it in the info/warning outputs.",
 )

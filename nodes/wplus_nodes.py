@@ -7,9 +7,9 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..models.registry import find_file
-from ..models.wplus_adapter import load_wplus_adapter
-from ..models.wplus_codes import WPlusCodes
+from ..models.files.registry import find_file
+from ..models.inversion.codes import WPlusCodes
+from ..models.wplus_adapter.model import load_wplus_adapter
 from .folders import file_list, search_paths
 from .patching import LoadedWPlusAdapter, apply_wplus_adapter
 from .sockets import WPlus, WPlusAdapterType
@@ -27,12 +27,16 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
             display_name="Likeness Load W+ Adapter",
             category="likeness/adapter",
             description=(
-                "Loads the official W+ adapter (csxmli2016/w-plus-adapter: wplus_adapter.bin = stage 2, the main model; "
+                "Loads the official W+ adapter (csxmli2016/w-plus-adapter: wplus_adapter.bin = stage 2, the main "
+                "model; "
                 f"wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
             ),
             inputs=[
-                io.Combo.Input("adapter_name", options=file_list("wplus") or ["wplus_adapter.bin"],
-                               tooltip=f"File in models/wplus. {LICENCE_NOTE}"),
+                io.Combo.Input(
+                    "adapter_name",
+                    options=file_list("wplus") or ["wplus_adapter.bin"],
+                    tooltip=f"File in models/wplus. {LICENCE_NOTE}",
+                ),
             ],
             outputs=[WPlusAdapterType.Output("adapter", tooltip="The loaded adapter, for Apply W+ Adapter.")],
         )
@@ -54,29 +58,70 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
             category="likeness/adapter",
             description=(
                 "Conditions an SD1.5 MODEL on an identity's W+ code: every cross-attention gets the adapter's residual "
-                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. A W+ "
+                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. A "
+                "W+ "
                 "batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="An SD1.5 MODEL (or SD1.5 fine-tune). SDXL is refused: no W+ adapter exists for it."),
+                io.Model.Input(
+                    "model",
+                    tooltip="An SD1.5 MODEL (or SD1.5 fine-tune). SDXL is refused: no W+ adapter exists for it.",
+                ),
                 WPlusAdapterType.Input("adapter", tooltip="From Load W+ Adapter."),
                 WPlus.Input("wplus", tooltip="W+ code(s): one for the whole batch, or one per latent of the batch."),
-                io.Float.Input("weight", default=1.0, min=-1.0, max=3.0, step=0.05,
-                               tooltip="λ (residual_att_scale). Higher = more identity, lower = more text alignment. Official: 1.0 (stage 2), 0.8 (stage 1)."),
-                io.Float.Input("start_at", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="Fraction of the steps run text-only first. 0.2 reproduces the official 20% delay (steps 0-6 of 30)."),
-                io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of the steps after which W+ stops acting."),
-                io.Mask.Input("attn_mask", optional=True, tooltip="Optional: W+ acts only where the mask is 1 (resized to each block)."),
+                io.Float.Input(
+                    "weight",
+                    default=1.0,
+                    min=-1.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip="λ (residual_att_scale). Higher = more identity, lower = more text alignment. Official: "
+                    "1.0 (stage 2), 0.8 (stage 1).",
+                ),
+                io.Float.Input(
+                    "start_at",
+                    default=0.2,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Fraction of the steps run text-only first. 0.2 reproduces the official 20% delay (steps "
+                    "0-6 of 30).",
+                ),
+                io.Float.Input(
+                    "end_at",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Fraction of the steps after which W+ stops acting.",
+                ),
+                io.Mask.Input(
+                    "attn_mask",
+                    optional=True,
+                    tooltip="Optional: W+ acts only where the mask is 1 (resized to each block).",
+                ),
             ],
             outputs=[
                 io.Model.Output("model", tooltip="The patched MODEL clone."),
-                io.String.Output("warning", tooltip="Empty, or why the MODEL was passed through unpatched (e.g. no face under the pass-through policy)."),
+                io.String.Output(
+                    "warning",
+                    tooltip="Empty, or why the MODEL was passed through unpatched (e.g. no face under the "
+                    "pass-through policy).",
+                ),
             ],
         )
 
     @classmethod
-    def execute(cls, model, adapter: LoadedWPlusAdapter, wplus: WPlusCodes, weight: float, start_at: float,
-                end_at: float, attn_mask: torch.Tensor | None = None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        adapter: LoadedWPlusAdapter,
+        wplus: WPlusCodes,
+        weight: float,
+        start_at: float,
+        end_at: float,
+        attn_mask: torch.Tensor | None = None,
+    ) -> io.NodeOutput:
         if wplus.batch == 0:
             warning = "W+ adapter NOT applied: no W+ code (no face was found). " + " ".join(wplus.warnings)
             logger.warning("Likeness: %s", warning)

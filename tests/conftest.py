@@ -25,9 +25,7 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 def _register_alias(alias: str = "likeness") -> None:
     if alias in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location(
-        alias, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
+    spec = importlib.util.spec_from_file_location(alias, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[alias] = module
 

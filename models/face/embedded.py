@@ -128,7 +128,9 @@ class EmbeddedAnalyzer(FaceAnalyzer):
         retry: bool = True,
         pad_retry: bool = True,
     ) -> None:
-        super().__init__(det_size=min(det_size, _YUFACE_MAX_SIDE), det_thresh=det_thresh, retry=retry, pad_retry=pad_retry)
+        super().__init__(
+            det_size=min(det_size, _YUFACE_MAX_SIDE), det_thresh=det_thresh, retry=retry, pad_retry=pad_retry
+        )
         if importlib.util.find_spec("yuface") is None:
             raise LikenessError("The embedded face backend needs the 'yuface' package: pip install yuface")
         self.use_landmarks68 = landmarks68
@@ -139,7 +141,9 @@ class EmbeddedAnalyzer(FaceAnalyzer):
         self.num_threads = num_threads
         self._omp: Any = _yuface_openmp() if num_threads else None
         if num_threads and self._omp is None:
-            logger.info("embedded face backend: cannot set yuface's OpenMP thread count on this platform; using its default")
+            logger.info(
+                "embedded face backend: cannot set yuface's OpenMP thread count on this platform; using its default"
+            )
         self.has_dlib = _has_dlib_module() and (
             self._models_dir is not None or dlib_models_dir(required=False) is not None
         )
@@ -163,7 +167,9 @@ class EmbeddedAnalyzer(FaceAnalyzer):
         wanted = ["sp68" if self.use_landmarks68 else "sp5", "rec"]
         for key in wanted:
             if not (folder / _FILES[key]).is_file():
-                raise MissingModelError(f"dlib model file {folder / _FILES[key]} is missing; reinstall it: {DLIB_INSTALL_HINT}")
+                raise MissingModelError(
+                    f"dlib model file {folder / _FILES[key]} is missing; reinstall it: {DLIB_INSTALL_HINT}"
+                )
         key = "sp68" if self.use_landmarks68 else "sp5"
         self._dlib = {
             "dlib": dlib,
@@ -232,7 +238,9 @@ class EmbeddedAnalyzer(FaceAnalyzer):
     def landmarks(self, image: Any, face: Face) -> np.ndarray:
         """iBUG 68 points ``[68, 2]`` float32 for ``face`` (requires dlib and ``landmarks68=True``)."""
         if not self.use_landmarks68:
-            raise LikenessError("68-point landmarks are disabled (landmarks68=False); create the analyzer with landmarks68=True.")
+            raise LikenessError(
+                "68-point landmarks are disabled (landmarks68=False); create the analyzer with landmarks68=True."
+            )
         shape = self._shape(to_rgb_uint8(image), face)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 

@@ -71,7 +71,10 @@ class VerdictThresholds:
 THRESHOLDS: dict[str, VerdictThresholds] = {
     "dlib": VerdictThresholds("l2", 0.6, 0.7, "dlib docs (same < 0.6); different >= 0.7 is Likeness calibration"),
     "arcface": VerdictThresholds(
-        "cosine", 0.40, 0.25, "Likeness calibration between deepface's ArcFace (0.32) and Buffalo_L (0.45) similarity thresholds"
+        "cosine",
+        0.40,
+        0.25,
+        "Likeness calibration between deepface's ArcFace (0.32) and Buffalo_L (0.45) similarity thresholds",
     ),
 }
 
@@ -96,7 +99,9 @@ def cosine_similarity(a: np.ndarray | Face, b: np.ndarray | Face) -> float:
     """Cosine similarity of two embeddings (or faces) in [-1, 1]."""
     va, vb = _vec(a), _vec(b)
     if va.shape != vb.shape:
-        raise LikenessError(f"Cannot compare embeddings of different sizes {va.shape} and {vb.shape} (different recognisers).")
+        raise LikenessError(
+            f"Cannot compare embeddings of different sizes {va.shape} and {vb.shape} (different recognisers)."
+        )
     denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
     return float(va @ vb / denom) if denom > 0 else 0.0
 
@@ -105,7 +110,9 @@ def l2_distance(a: np.ndarray | Face, b: np.ndarray | Face) -> float:
     """Euclidean distance of the raw (not normalised) embeddings."""
     va, vb = _vec(a), _vec(b)
     if va.shape != vb.shape:
-        raise LikenessError(f"Cannot compare embeddings of different sizes {va.shape} and {vb.shape} (different recognisers).")
+        raise LikenessError(
+            f"Cannot compare embeddings of different sizes {va.shape} and {vb.shape} (different recognisers)."
+        )
     return float(np.linalg.norm(va - vb))
 
 
@@ -166,10 +173,16 @@ def identity_scores(
     return out
 
 
-def identity_table(scores: Sequence[IdentityScore], embedding_model: str = "", thresholds: VerdictThresholds | None = None) -> str:
+def identity_table(
+    scores: Sequence[IdentityScore], embedding_model: str = "", thresholds: VerdictThresholds | None = None
+) -> str:
     """Readable fixed-width table of :func:`identity_scores` results, with the rule used."""
     th = thresholds or thresholds_for(embedding_model or DLIB_EMBEDDING_MODEL)
-    rule = f"L2 < {th.same:g} same, >= {th.different:g} different" if th.metric == "l2" else f"cosine >= {th.same:.2f} same, < {th.different:.2f} different"
+    rule = (
+        f"L2 < {th.same:g} same, >= {th.different:g} different"
+        if th.metric == "l2"
+        else f"cosine >= {th.same:.2f} same, < {th.different:.2f} different"
+    )
     lines = [
         f"identity vs reference ({embedding_model or 'unknown recogniser'}; {rule})",
         f"{'image':>5}  {'face':>4}  {'cosine':>7}  {'L2':>6}  verdict",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError, LikenessError, MissingModelError
-from ..registry import MODEL_FILES
+from ..files.registry import MODEL_FILES
 from .types import Face, FaceAnalyzer, to_rgb_uint8
 
 __all__ = ["InsightFaceAnalyzer", "find_insightface_pack", "resolve_providers", "INSIGHTFACE_INSTALL_HINT"]
@@ -69,13 +69,18 @@ def find_insightface_pack(name: str, models_root: str | Path | Sequence[str | Pa
         elif pack.is_dir():
             notes.append(f"{pack} exists but holds no .onnx files")
         if _onnx_files(root / name):
-            notes.append(f"{root / name} holds the .onnx files, but the pack must sit in {pack} (add the 'models' folder)")
+            notes.append(
+                f"{root / name} holds the .onnx files, but the pack must sit in {pack} (add the 'models' folder)"
+            )
     known = [m for m in MODEL_FILES if m.folder == "insightface" and m.filename == f"models/{name}"]
     src = f"\nGet it from: {known[0].source}\nLicence: {known[0].licence}" if known else ""
-    expected = "\n".join(f"  - {r / 'models' / name}{'' if r.is_dir() else '   (root folder does not exist)'}" for r in roots)
+    expected = "\n".join(
+        f"  - {r / 'models' / name}{'' if r.is_dir() else '   (root folder does not exist)'}" for r in roots
+    )
     found = ("\nFound instead:\n" + "\n".join(f"  - {n}" for n in notes)) if notes else ""
     raise MissingModelError(
-        f"insightface model pack '{name}' not found. Expected its .onnx files directly in one of:\n{expected}{found}{src}\n"
+        f"insightface model pack '{name}' not found. Expected its .onnx files directly in one "
+        f"of:\n{expected}{found}{src}\n"
         "Likeness never downloads it. Unzip the pack so that <insightface folder>/models/"
         f"{name}/*.onnx exists (no extra nested folder), or use the 'embedded' backend, which needs no download."
     )
@@ -93,7 +98,12 @@ def resolve_providers(providers: str | Sequence[str] | None = None) -> list[str]
     if providers is None or providers == "cpu":
         return ["CPUExecutionProvider"]
     if providers == "auto":
-        for pref in ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider"):
+        for pref in (
+            "CUDAExecutionProvider",
+            "ROCMExecutionProvider",
+            "CoreMLExecutionProvider",
+            "DmlExecutionProvider",
+        ):
             if pref in available:
                 return [pref, "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
@@ -155,14 +165,22 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         except AssertionError as exc:  # insightface asserts 'detection' in self.models
             raise CheckpointError(
                 f"insightface pack {self.pack_dir} has no usable face detector among {files}. "
-                "Expected an SCRFD/RetinaFace .onnx (e.g. scrfd_10g_bnkps.onnx or det_10g.onnx); the pack may be incomplete."
+                "Expected an SCRFD/RetinaFace .onnx (e.g. scrfd_10g_bnkps.onnx or det_10g.onnx); the pack may be "
+                "incomplete."
             ) from exc
         rec = self.app.models.get("recognition")
         self.embedding_model = f"{pack}/{Path(rec.model_file).name}" if rec is not None else None
         if rec is None:
-            logger.warning("insightface pack %s has no recognition model among %s: faces get no embedding", self.pack_dir, files)
+            logger.warning(
+                "insightface pack %s has no recognition model among %s: faces get no embedding", self.pack_dir, files
+            )
         self._prepared_size: int | None = None
-        logger.info("insightface backend: pack %s, providers %s, modules %s", self.pack_dir, self.providers, sorted(self.app.models))
+        logger.info(
+            "insightface backend: pack %s, providers %s, modules %s",
+            self.pack_dir,
+            self.providers,
+            sorted(self.app.models),
+        )
 
     def _prepare(self, det_size: int) -> None:
         if self._prepared_size != det_size:
@@ -192,7 +210,10 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         """ArcFace embedding ``[512]`` float32 (not normalised) of ``face``, aligned on its 5 points."""
         rec = self.app.models.get("recognition")
         if rec is None:
-            raise LikenessError(f"insightface pack {self.pack_dir} has no recognition model: add the ArcFace .onnx (e.g. glintr100.onnx).")
+            raise LikenessError(
+                f"insightface pack {self.pack_dir} has no recognition model: add the ArcFace .onnx (e.g. "
+                f"glintr100.onnx)."
+            )
         from insightface.app.common import Face as InsightFace
 
         self._prepare(self._prepared_size or self.det_size)

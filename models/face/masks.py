@@ -80,7 +80,9 @@ def _convex_hull(points: np.ndarray) -> np.ndarray:
     return np.array(lower[:-1] + upper[:-1])
 
 
-def polygon_mask(points: np.ndarray | Sequence, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+def polygon_mask(
+    points: np.ndarray | Sequence, height: int, width: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Binary float mask ``[H, W]`` of the convex hull of ``points`` ``[N, 2]`` (N >= 3)."""
     hull = _convex_hull(np.asarray(points, dtype=np.float64).reshape(-1, 2))
     mask = torch.zeros(height, width, dtype=torch.float32, device=device)
@@ -96,7 +98,12 @@ def polygon_mask(points: np.ndarray | Sequence, height: int, width: int, device:
 
 
 def ellipse_mask(
-    center: Sequence[float], axes: Sequence[float], angle: float, height: int, width: int, device: torch.device | str | None = None
+    center: Sequence[float],
+    axes: Sequence[float],
+    angle: float,
+    height: int,
+    width: int,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Binary float mask ``[H, W]`` of an ellipse.
 
@@ -159,7 +166,14 @@ def _parts_from_kps(face: Face, name: str, height: int, width: int, device: torc
         half_len = 0.5 * float(np.linalg.norm(k[2] - eye_mid)) + 0.1 * iod
         return ellipse_mask(c, (0.22 * iod, half_len), ang, height, width, device)
     d = k[4] - k[3]
-    return ellipse_mask((k[3] + k[4]) / 2, (0.5 * float(np.linalg.norm(d)) + 0.12 * iod, 0.22 * iod), math.atan2(d[1], d[0]), height, width, device)
+    return ellipse_mask(
+        (k[3] + k[4]) / 2,
+        (0.5 * float(np.linalg.norm(d)) + 0.12 * iod, 0.22 * iod),
+        math.atan2(d[1], d[0]),
+        height,
+        width,
+        device,
+    )
 
 
 def part_masks(

@@ -70,7 +70,9 @@ def _check_mode(mode: str, index: int) -> None:
         raise LikenessError(f"Face index must be >= 0; got {index}.")
 
 
-def select_faces(faces: Sequence[Face], mode: str = "largest", index: int = 0, min_size: float = 0, min_score: float = 0) -> list[Face]:
+def select_faces(
+    faces: Sequence[Face], mode: str = "largest", index: int = 0, min_size: float = 0, min_score: float = 0
+) -> list[Face]:
     """Select faces from one image's detections (see the module docstring for the modes).
 
     Returns:
@@ -103,7 +105,11 @@ def _reason(faces: Sequence[Face], mode: str, index: int, min_size: float, min_s
 
 
 def select_batch(
-    batch_faces: Sequence[Sequence[Face]], mode: str = "largest", index: int = 0, min_size: float = 0, min_score: float = 0
+    batch_faces: Sequence[Sequence[Face]],
+    mode: str = "largest",
+    index: int = 0,
+    min_size: float = 0,
+    min_score: float = 0,
 ) -> tuple[list[list[Face]], dict[int, str]]:
     """:func:`select_faces` for every image; returns the selections and ``{batch index: why empty}``."""
     _check_mode(mode, index)

@@ -147,7 +147,9 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         hint = ""
         if arr.shape[0] in (1, 3, 4):
             hint = " It looks channel-first ([C,H,W]); pass image.transpose(1, 2, 0)."
-        raise LikenessError(f"Face analysis needs an image shaped [H,W] or [H,W,C] with C in 1..4; got {tuple(arr.shape)}.{hint}")
+        raise LikenessError(
+            f"Face analysis needs an image shaped [H,W] or [H,W,C] with C in 1..4; got {tuple(arr.shape)}.{hint}"
+        )
     if arr.ndim not in (2, 3):
         raise LikenessError(
             f"Face analysis takes one image shaped [H,W] or [H,W,C]; got shape {tuple(arr.shape)}. "
@@ -189,7 +191,8 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
             raise LikenessError(
-                f"Integer image of dtype {arr.dtype} has values {lo}..{hi}; only 0..255 (8-bit) or uint16 are understood."
+                f"Integer image of dtype {arr.dtype} has values {lo}..{hi}; only 0..255 (8-bit) or uint16 are "
+                f"understood."
             )
         return arr.astype(np.uint8)
     raise LikenessError(f"Face analysis cannot read images of dtype {arr.dtype}.")
@@ -213,7 +216,9 @@ class FaceAnalyzer(ABC):
     name: str = "base"
     embedding_model: str | None = None
 
-    def __init__(self, det_size: int = 640, det_thresh: float = 0.5, retry: bool = True, pad_retry: bool = True) -> None:
+    def __init__(
+        self, det_size: int = 640, det_thresh: float = 0.5, retry: bool = True, pad_retry: bool = True
+    ) -> None:
         if not 0.0 <= det_thresh <= 1.0:
             raise LikenessError(f"det_thresh must be in [0, 1]; got {det_thresh}")
         if det_size < 64:
@@ -250,14 +255,23 @@ class FaceAnalyzer(ABC):
             faces = self._detect_once(rgb, size)
             if faces:
                 if i:
-                    logger.info("face analysis (%s): found %d face(s) at det_size %d after retry", self.name, len(faces), size)
+                    logger.info(
+                        "face analysis (%s): found %d face(s) at det_size %d after retry", self.name, len(faces), size
+                    )
                 return faces
         if self.pad_retry:
             pad = max(h, w) // 4
             padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="constant")
             faces = [f.shifted(-pad, -pad) for f in self._detect_once(padded, self.det_size)]
             if faces:
-                logger.info("face analysis (%s): found %d face(s) after padding the %dx%d image by %d px", self.name, len(faces), w, h, pad)
+                logger.info(
+                    "face analysis (%s): found %d face(s) after padding the %dx%d image by %d px",
+                    self.name,
+                    len(faces),
+                    w,
+                    h,
+                    pad,
+                )
             return faces
         return []
 
@@ -266,4 +280,7 @@ class FaceAnalyzer(ABC):
         return [self.detect(images[i]) for i in range(len(images))]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(det_size={self.det_size}, det_thresh={self.det_thresh}, embedding_model={self.embedding_model!r})"
+        return (
+            f"{type(self).__name__}(det_size={self.det_size}, det_thresh={self.det_thresh}, "
+            f"embedding_model={self.embedding_model!r})"
+        )

@@ -34,7 +34,7 @@ def require_comfyui() -> Path:
 @pytest.fixture(scope="session")
 def smoke_models_dir() -> Path:
     require_comfyui()
-    from likeness.models.smoke import SMOKE_FORMAT_VERSION, write_smoke_models
+    from likeness.tools.smoke.writers import SMOKE_FORMAT_VERSION, write_smoke_models
 
     base = Path(os.environ.get("LIKENESS_SMOKE_DIR", ROOT / ".pytest_cache" / "likeness-smoke"))
     target = base / f"v{SMOKE_FORMAT_VERSION}"
@@ -62,26 +62,41 @@ class ComfyServer:
         link = base / "custom_nodes" / "comfyui-likeness"
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        from likeness.models.registry import FOLDERS
+        from likeness.models.files.registry import FOLDERS
 
         keys = ["checkpoints", *FOLDERS]
         (base / "extra_model_paths.yaml").write_text(
             "likeness_tests:\n"
-            f"  base_path: {models}\n" + "".join(f"  {k}: {k}\n" for k in keys)
+            f"  base_path: {models}\n"
+            + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
         )
 
     def start(self, timeout: float = 240.0) -> None:
         args = [
-            sys.executable, str(self.comfy / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-            "--disable-api-nodes", "--disable-auto-launch",
-            "--extra-model-paths-config", str(self.base / "extra_model_paths.yaml"),
-            "--input-directory", str(self.base / "input"), "--output-directory", str(self.base / "output"),
-            "--temp-directory", str(self.base / "temp"), "--user-directory", str(self.base / "user"),
+            sys.executable,
+            str(self.comfy / "main.py"),
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-api-nodes",
+            "--disable-auto-launch",
+            "--extra-model-paths-config",
+            str(self.base / "extra_model_paths.yaml"),
+            "--input-directory",
+            str(self.base / "input"),
+            "--output-directory",
+            str(self.base / "output"),
+            "--temp-directory",
+            str(self.base / "temp"),
+            "--user-directory",
+            str(self.base / "user"),
         ]
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(args, cwd=self.comfy, stdout=log, stderr=subprocess.STDOUT)
-        from likeness.models.comfy_client import ComfyClient
+        from likeness.tools.batch.client import ComfyClient
 
         client = ComfyClient(self.url, timeout=5)
         deadline = time.monotonic() + timeout
@@ -113,7 +128,7 @@ class ComfyServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def client(self, timeout: float = 30.0):
-        from likeness.models.comfy_client import ComfyClient
+        from likeness.tools.batch.client import ComfyClient
 
         return ComfyClient(self.url, timeout=timeout)
 
@@ -144,7 +159,7 @@ def comfy_env(smoke_models_dir) -> SimpleNamespace:
     import folder_paths
 
     import nodes
-    from likeness.models.registry import FOLDERS
+    from likeness.models.files.registry import FOLDERS
     from likeness.nodes.folders import register_model_folders
 
     register_model_folders()
@@ -158,7 +173,7 @@ def sd15_checkpoint(comfy_env):
     """(model, clip, vae) of the smoke SD1.5 checkpoint, loaded once per session."""
     import comfy.sd
 
-    from likeness.models.smoke import SMOKE_CHECKPOINT
+    from likeness.tools.smoke.writers import SMOKE_CHECKPOINT
 
     path = comfy_env.models / "checkpoints" / SMOKE_CHECKPOINT
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_twelve_prompt_sweep_with_a_server_restart_loses_and_duplicates_nothing(comfy_server, reference_dir, tmp_path):
-    from likeness.models.batch import run_batch
+    from likeness.tools.batch.runner import run_batch
 
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
     workflow = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
@@ -37,11 +37,24 @@ def test_twelve_prompt_sweep_with_a_server_restart_loses_and_duplicates_nothing(
 
     def on_progress(p):
         events.append(p.event)
-        if p.event == "done" and p.done == 4 and not restarted.is_set() and not any(t.name == "restart" for t in threading.enumerate()):
+        if (
+            p.event == "done"
+            and p.done == 4
+            and not restarted.is_set()
+            and not any(t.name == "restart" for t in threading.enumerate())
+        ):
             threading.Thread(target=restart_server, name="restart", daemon=True).start()
 
-    report = run_batch(workflow, spec, [comfy_server.url], tmp_path / "out", progress=on_progress, poll_interval=0.3,
-                       server_timeout=300, use_websocket=False)
+    report = run_batch(
+        workflow,
+        spec,
+        [comfy_server.url],
+        tmp_path / "out",
+        progress=on_progress,
+        poll_interval=0.3,
+        server_timeout=300,
+        use_websocket=False,
+    )
     assert restarted.is_set(), "the server was not restarted during the batch"
     assert report.ok, report.summary()
     assert len(report.points) == 12 and len({p.label for p in report.points}) == 12

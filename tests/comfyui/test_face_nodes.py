@@ -36,7 +36,7 @@ def test_detect_faces_boxes_landmarks_preview_and_count(analyzer, reference_dir)
     assert face.kps.shape == (5, 2) and face.landmarks68.shape == (68, 2) and face.embedding.shape == (128,)
     assert preview.shape == image.shape
     changed = (preview[0] - image[0]).abs().sum(-1) > 0
-    assert changed[int(y1):int(y2) + 1, int(x1):int(x2) + 1].any()  # boxes and points drawn on the face
+    assert changed[int(y1) : int(y2) + 1, int(x1) : int(x2) + 1].any()  # boxes and points drawn on the face
     assert not changed[:40, :40].any()  # and nothing far away from it
     assert torch.equal(preview[1], image[1])
 

@@ -1,4 +1,4 @@
-"""Inversion and editing nodes called directly in-process: photo -> W+ -> edit -> preview, save/load, no-face policies."""
+"""Inversion and editing nodes called in-process: photo -> W+ -> edit -> preview, save/load, no-face policies."""
 
 from __future__ import annotations
 
@@ -27,7 +27,14 @@ def e4e(comfy_env):
 def _invert(e4e, image, **kw):
     from likeness.nodes.inversion_nodes import LikenessInvertFace
 
-    options = dict(recipe="e4e_official", whitening="none", selection="largest", face_index=0, on_no_face="error", reconstruct=False)
+    options = dict(
+        recipe="e4e_official",
+        whitening="none",
+        selection="largest",
+        face_index=0,
+        on_no_face="error",
+        reconstruct=False,
+    )
     options.update(kw)
     return LikenessInvertFace.execute(e4e, image, **options).args
 
@@ -46,14 +53,25 @@ def test_photo_to_wplus_edit_and_preview(e4e, photos, tmp_path):
 
     directions = LikenessLoadDirections.execute("encoder4editing/interfacegan").args[0]
     edited, summary = LikenessEditAttributes.execute(
-        wplus, directions, attribute_1="age", strength_1=3.0, rows_1="default",
-        attribute_2="smile", strength_2=-1.0, rows_2="0-7", extra_edits="", ganspace_mode="offset").args[:2]
+        wplus,
+        directions,
+        attribute_1="age",
+        strength_1=3.0,
+        rows_1="default",
+        attribute_2="smile",
+        strength_2=-1.0,
+        rows_2="0-7",
+        extra_edits="",
+        ganspace_mode="offset",
+    ).args[:2]
     age, smile = directions["age"].vector, directions["smile"].vector
     expected = wplus.codes + 3.0 * age
     expected[:, :8] += -1.0 * smile[:8]
     torch.testing.assert_close(edited.codes, expected, rtol=0, atol=1e-5)
     assert "age +3 (rows default)" in summary and "smile -1 (rows 0-7)" in summary
-    zero = LikenessEditAttributes.execute(wplus, directions, attribute_1="age", strength_1=0.0, rows_1="default").args[0]
+    zero = LikenessEditAttributes.execute(wplus, directions, attribute_1="age", strength_1=0.0, rows_1="default").args[
+        0
+    ]
     assert torch.equal(zero.codes, wplus.codes)
 
     preview = LikenessPreviewWPlus.execute(e4e, edited, 64).args[0]
@@ -66,7 +84,9 @@ def test_unknown_attribute_lists_the_available_ones(e4e, photos):
 
     wplus = _invert(e4e, photos[1])[0]
     directions = LikenessLoadDirections.execute("encoder4editing/interfacegan").args[0]
-    with pytest.raises(LikenessError, match=r"'glasses' is not in the set 'encoder4editing/interfacegan'; it has: .*age"):
+    with pytest.raises(
+        LikenessError, match=r"'glasses' is not in the set 'encoder4editing/interfacegan'; it has: .*age"
+    ):
         LikenessEditAttributes.execute(wplus, directions, attribute_1="glasses", strength_1=1.0, rows_1="default")
 
 

@@ -23,7 +23,9 @@ def test_every_node_is_registered_with_category_tooltips_and_description(comfy_s
         assert spec["category"].startswith("likeness/"), name
         assert spec["description"], f"{name} has no description"
         for section in ("required", "optional"):
-            for input_name, (_, options) in ((k, (v[0], v[1] if len(v) > 1 else {})) for k, v in spec["input"].get(section, {}).items()):
+            for input_name, (_, options) in (
+                (k, (v[0], v[1] if len(v) > 1 else {})) for k, v in spec["input"].get(section, {}).items()
+            ):
                 assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
         tooltips = spec.get("output_tooltips") or []
         assert len(tooltips) == len(spec["output"]) and all(tooltips), f"{name} outputs need tooltips"

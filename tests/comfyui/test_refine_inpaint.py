@@ -25,10 +25,11 @@ def inpaint_checkpoint(comfy_env, tmp_path_factory):
     """(model, clip, vae) of a reduced random-weight SD1.5 inpainting checkpoint."""
     import comfy.sd
 
-    from likeness.models.sd15_layout import write_sd15_smoke_checkpoint
+    from likeness.tools.smoke.sd15_layout import write_sd15_smoke_checkpoint
 
-    path = write_sd15_smoke_checkpoint(tmp_path_factory.mktemp("inpaint") / "sd15_inpaint.safetensors",
-                                       variant="reduced", in_channels=9)
+    path = write_sd15_smoke_checkpoint(
+        tmp_path_factory.mktemp("inpaint") / "sd15_inpaint.safetensors", variant="reduced", in_channels=9
+    )
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
     path.unlink()  # weights are in memory; do not keep 0.6 GB in the temp folder
     return model, clip, vae
@@ -50,8 +51,9 @@ def test_comfyui_detects_the_9_channel_checkpoint_as_sd15_inpainting(inpaint_che
     assert _is_inpaint_model(model)
 
 
-def test_refine_with_an_inpainting_model_uses_inpaint_conditioning(inpaint_checkpoint, sd15_checkpoint, photo,
-                                                                   comfy_env, monkeypatch):
+def test_refine_with_an_inpainting_model_uses_inpaint_conditioning(
+    inpaint_checkpoint, sd15_checkpoint, photo, comfy_env, monkeypatch
+):
     from likeness.nodes.refine_node import LikenessFaceRefine, _is_inpaint_model
 
     nodes = comfy_env.nodes
@@ -72,9 +74,25 @@ def test_refine_with_an_inpainting_model_uses_inpaint_conditioning(inpaint_check
 
     model, clip, vae = inpaint_checkpoint
     out = LikenessFaceRefine.execute(
-        photo, model, vae, _conditioning(clip, "a close-up photo of a face"), _conditioning(clip, "lowres"),
-        seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.6, mask_region="face",
-        mask_grow=4, crop_factor=1.5, guide_size=64, max_size=256, feather=3, noise_mask_feather=4, color_match="none",
+        photo,
+        model,
+        vae,
+        _conditioning(clip, "a close-up photo of a face"),
+        _conditioning(clip, "lowres"),
+        seed=1,
+        steps=1,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=0.6,
+        mask_region="face",
+        mask_grow=4,
+        crop_factor=1.5,
+        guide_size=64,
+        max_size=256,
+        feather=3,
+        noise_mask_feather=4,
+        color_match="none",
     )
     refined, mask, before, after, _, info = out.args
 

@@ -23,9 +23,25 @@ def test_refine_redraws_inside_the_face_mask_only(sd15_checkpoint, photo):
 
     model, clip, vae = sd15_checkpoint
     out = LikenessFaceRefine.execute(
-        photo, model, vae, _conditioning(clip, "a close-up photo of a face"), _conditioning(clip, "lowres"),
-        seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.6, mask_region="face",
-        mask_grow=4, crop_factor=1.5, guide_size=64, max_size=256, feather=3, noise_mask_feather=4, color_match="none",
+        photo,
+        model,
+        vae,
+        _conditioning(clip, "a close-up photo of a face"),
+        _conditioning(clip, "lowres"),
+        seed=1,
+        steps=1,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=0.6,
+        mask_region="face",
+        mask_grow=4,
+        crop_factor=1.5,
+        guide_size=64,
+        max_size=256,
+        feather=3,
+        noise_mask_feather=4,
+        color_match="none",
     )
     refined, mask, before, after, segs, info = out.args
     assert refined.shape == photo.shape and mask.shape == photo.shape[:3]
@@ -46,9 +62,26 @@ def test_no_face_pass_through_returns_the_image_untouched(sd15_checkpoint):
     model, clip, vae = sd15_checkpoint
     blank = torch.full((1, 128, 128, 3), 0.5)
     out = LikenessFaceRefine.execute(
-        blank, model, vae, _conditioning(clip, "face"), _conditioning(clip, ""), seed=0, steps=1, cfg=1.0,
-        sampler_name="euler", scheduler="normal", denoise=0.5, mask_region="face", mask_grow=0, crop_factor=3.0,
-        guide_size=64, max_size=128, feather=0, noise_mask_feather=0, color_match="none", on_no_face="pass-through",
+        blank,
+        model,
+        vae,
+        _conditioning(clip, "face"),
+        _conditioning(clip, ""),
+        seed=0,
+        steps=1,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="normal",
+        denoise=0.5,
+        mask_region="face",
+        mask_grow=0,
+        crop_factor=3.0,
+        guide_size=64,
+        max_size=128,
+        feather=0,
+        noise_mask_feather=0,
+        color_match="none",
+        on_no_face="pass-through",
     )
     assert torch.equal(out.args[0], blank)
     assert "passed through" in out.args[5]
@@ -61,7 +94,23 @@ def test_no_face_error_names_the_image(sd15_checkpoint):
     model, clip, vae = sd15_checkpoint
     with pytest.raises(NoFaceError, match="batch image 0 \\(128x128 px\\)"):
         LikenessFaceRefine.execute(
-            torch.zeros(1, 128, 128, 3), model, vae, _conditioning(clip, "face"), _conditioning(clip, ""), seed=0,
-            steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.5, mask_region="face", mask_grow=0,
-            crop_factor=3.0, guide_size=64, max_size=128, feather=0, noise_mask_feather=0, color_match="none",
+            torch.zeros(1, 128, 128, 3),
+            model,
+            vae,
+            _conditioning(clip, "face"),
+            _conditioning(clip, ""),
+            seed=0,
+            steps=1,
+            cfg=1.0,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=0.5,
+            mask_region="face",
+            mask_grow=0,
+            crop_factor=3.0,
+            guide_size=64,
+            max_size=128,
+            feather=0,
+            noise_mask_feather=0,
+            color_match="none",
         )

@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from likeness.models.sd15_layout import (
+from likeness.tools.smoke.sd15_layout import (
     CLIP_PREFIX,
     SCHEDULE_KEYS,
     UNET_PREFIX,
@@ -56,8 +56,8 @@ def smoke(comfy_modules, tmp_path_factory):
     root.setLevel(logging.DEBUG)
     root.addHandler(records)
     try:
-        model, clip, vae = comfy_modules["nodes"].CheckpointLoaderSimple().load_checkpoint(
-            "likeness_smoke_sd15.safetensors"
+        model, clip, vae = (
+            comfy_modules["nodes"].CheckpointLoaderSimple().load_checkpoint("likeness_smoke_sd15.safetensors")
         )
     finally:
         root.removeHandler(records)
@@ -83,8 +83,11 @@ def test_detected_as_sd15_without_missing_or_unexpected_keys(comfy_modules, smok
         "clip_l.transformer.text_projection.weight",
         "clip_l.transformer.text_model.embeddings.position_ids",
     }, key_logs
-    left_over = {name for _, msg in smoke["log"] if msg.startswith("left over keys") for name in re.findall(r"'([^']+)'", msg)}
+    left_over = {
+        name for _, msg in smoke["log"] if msg.startswith("left over keys") for name in re.findall(r"'([^']+)'", msg)
+    }
     assert left_over == set(SCHEDULE_KEYS)
+
 
 def test_key_shapes_equal_comfyui_modules(smoke):
     ours = sd15_checkpoint_shapes("reduced")

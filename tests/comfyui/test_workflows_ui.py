@@ -30,7 +30,7 @@ def live(comfy_server, reference_dir):
 
 
 def test_snapshot_equals_live_object_info(live):
-    from likeness.models.workflow_format import snapshot_entries
+    from likeness.tools.workflows.convert import snapshot_entries
 
     _, object_info = live
     snapshot = json.loads(SNAPSHOT_PATH.read_text())
@@ -38,14 +38,14 @@ def test_snapshot_equals_live_object_info(live):
     changed = sorted(c for c in snapshot if current[c] != snapshot[c])
     assert not changed, (
         f"node schemas changed since the snapshot: {changed}. Check the workflows still load, then run "
-        "'python -m models.workflow_format regenerate --server URL' and commit the result."
+        "'python -m tools.workflows.convert regenerate --server URL' and commit the result."
     )
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
 def test_ui_workflow_converts_to_api_twin_and_runs(live, path):
-    from likeness.models.comfy_client import PromptFailed, PromptRejected
-    from likeness.models.workflow_format import ui_to_api
+    from likeness.tools.batch.client import PromptFailed, PromptRejected
+    from likeness.tools.workflows.convert import ui_to_api
 
     client, object_info = live
     prompt = ui_to_api(json.loads(path.read_text()), object_info)

@@ -6,8 +6,8 @@ fp32 on both sides) are run
 * by ComfyUI's own UNet, patched by :func:`nodes.patching.apply_wplus_adapter`
   (attn2 replaces; W+ tokens injected by the patch, context = 77 text tokens), and
 * by diffusers' ``UNet2DConditionModel`` (weights converted with diffusers' own
-  ``convert_ldm_unet_checkpoint``) with :func:`models.wplus_diffusers.apply_wplus_adapter_to_unet`
-  (context = [77 text tokens | 4 W+ tokens] from :func:`models.wplus_diffusers.encode_context`),
+  ``convert_ldm_unet_checkpoint``) with :func:`models.wplus_adapter.diffusers_unet.apply_wplus_adapter_to_unet`
+  (context = [77 text tokens | 4 W+ tokens] from :func:`models.wplus_adapter.diffusers_unet.encode_context`),
 
 with the same adapter file and the same W+ code. Both are called on the raw
 UNet input (no sigma scaling), so the noise predictions must agree to fp32
@@ -102,10 +102,14 @@ def _diffusers_unet(checkpoint_path):
 @pytest.fixture(scope="module")
 def outputs(comfy_env, sd15_checkpoint):
     """Every noise prediction the tests compare, computed once; the diffusers UNet is freed afterwards."""
-    from likeness.models.smoke import SMOKE_CHECKPOINT
-    from likeness.models.wplus_adapter import load_wplus_adapter
-    from likeness.models.wplus_diffusers import apply_wplus_adapter_to_unet, encode_context, set_wplus_scale
+    from likeness.models.wplus_adapter.diffusers_unet import (
+        apply_wplus_adapter_to_unet,
+        encode_context,
+        set_wplus_scale,
+    )
+    from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
+    from likeness.tools.smoke.writers import SMOKE_CHECKPOINT
 
     model = sd15_checkpoint[0]
     path = comfy_env.models / "wplus" / "wplus_adapter.bin"

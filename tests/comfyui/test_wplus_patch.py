@@ -17,7 +17,7 @@ def sd15(sd15_checkpoint):
 
 @pytest.fixture(scope="module")
 def loaded_adapter(comfy_env):
-    from likeness.models.wplus_adapter import load_wplus_adapter
+    from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter
 
     path = comfy_env.models / "wplus" / "wplus_adapter.bin"
@@ -115,9 +115,19 @@ def test_mask_confines_the_residual_to_masked_tokens(sd15, loaded_adapter):
     patched, patch = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0, mask=mask)
     replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 64, 320, generator=g), torch.randn(2, 77, 320, generator=g), torch.randn(2, 77, 320, generator=g))
-    options = {"n_heads": 8, "cond_or_uncond": [0], "sigmas": SIGMAS[5].repeat(2), "sample_sigmas": SIGMAS,
-               "activations_shape": [2, 320, 8, 8], "attn_precision": None}
+    q, k, v = (
+        torch.randn(2, 64, 320, generator=g),
+        torch.randn(2, 77, 320, generator=g),
+        torch.randn(2, 77, 320, generator=g),
+    )
+    options = {
+        "n_heads": 8,
+        "cond_or_uncond": [0],
+        "sigmas": SIGMAS[5].repeat(2),
+        "sample_sigmas": SIGMAS,
+        "activations_shape": [2, 320, 8, 8],
+        "attn_precision": None,
+    }
     from comfy.ldm.modules.attention import optimized_attention
 
     plain = optimized_attention(q, k, v, 8)
@@ -181,8 +191,16 @@ def test_replace_follows_the_dtype_and_device_of_the_unet_activations(sd15, load
     replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("middle", 0, 0)]
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 1280, generator=g).bfloat16() for _ in range(3))
-    options = {"n_heads": 8, "cond_or_uncond": [1, 0], "sigmas": SIGMAS[5].repeat(2), "sample_sigmas": SIGMAS,
-               "activations_shape": [2, 1280, 2, 2], "attn_precision": None}
-    out = replace(q[:, :, :], k[:, :1].expand(2, 77, 1280).contiguous(), v[:, :1].expand(2, 77, 1280).contiguous(), options)
+    options = {
+        "n_heads": 8,
+        "cond_or_uncond": [1, 0],
+        "sigmas": SIGMAS[5].repeat(2),
+        "sample_sigmas": SIGMAS,
+        "activations_shape": [2, 1280, 2, 2],
+        "attn_precision": None,
+    }
+    out = replace(
+        q[:, :, :], k[:, :1].expand(2, 77, 1280).contiguous(), v[:, :1].expand(2, 77, 1280).contiguous(), options
+    )
     assert out.dtype == torch.bfloat16 and out.shape == (2, 4, 1280) and torch.isfinite(out.float()).all()
     assert loaded_adapter.adapter.dtype == torch.float32  # the stored weights are not converted in place

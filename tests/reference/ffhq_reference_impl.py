@@ -55,8 +55,9 @@ def gaussian_filter_np(img: np.ndarray, sigma: float, truncate: float = 4.0) -> 
     return out
 
 
-def align_reference(img: Image.Image, quad: np.ndarray, qsize: float, output_size: int, transform_size: int,
-                    enable_padding: bool) -> Image.Image:
+def align_reference(
+    img: Image.Image, quad: np.ndarray, qsize: float, output_size: int, transform_size: int, enable_padding: bool
+) -> Image.Image:
     """The official image steps for an RGB PIL image and a precomputed quad."""
     quad = np.array(quad, dtype=np.float64)
     img = img.convert("RGB")
@@ -71,26 +72,44 @@ def align_reference(img: Image.Image, quad: np.ndarray, qsize: float, output_siz
 
     # Crop.
     border = max(int(np.rint(qsize * 0.1)), 3)
-    crop = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
-            int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
-    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0),
-            min(crop[2] + border, img.size[0]), min(crop[3] + border, img.size[1]))
+    crop = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    crop = (
+        max(crop[0] - border, 0),
+        max(crop[1] - border, 0),
+        min(crop[2] + border, img.size[0]),
+        min(crop[3] + border, img.size[1]),
+    )
     if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
         img = img.crop(crop)
         quad -= crop[0:2]
 
     # Pad.
-    pad = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
-           int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
-    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0),
-           max(pad[2] - img.size[0] + border, 0), max(pad[3] - img.size[1] + border, 0))
+    pad = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    pad = (
+        max(-pad[0] + border, 0),
+        max(-pad[1] + border, 0),
+        max(pad[2] - img.size[0] + border, 0),
+        max(pad[3] - img.size[1] + border, 0),
+    )
     if enable_padding and max(pad) > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
         img = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
         h, w, _ = img.shape
         y, x, _ = np.ogrid[:h, :w, :1]
-        mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                          1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+        mask = np.maximum(
+            1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+            1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]),
+        )
         blur = qsize * 0.02
         img += (gaussian_filter_np(img, blur) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
         img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
@@ -98,8 +117,9 @@ def align_reference(img: Image.Image, quad: np.ndarray, qsize: float, output_siz
         quad += pad[:2]
 
     # Transform.
-    img = img.transform((transform_size, transform_size), Image.Transform.QUAD, (quad + 0.5).flatten(),
-                        Image.Resampling.BILINEAR)
+    img = img.transform(
+        (transform_size, transform_size), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.Resampling.BILINEAR
+    )
     if output_size < transform_size:
         img = img.resize((output_size, output_size), Image.Resampling.LANCZOS)
     return img

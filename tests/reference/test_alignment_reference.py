@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from likeness.models.align import (
+from likeness.models.inversion.align import (
     E4E_OFFICIAL,
     PSTF,
     WPLUS_ADAPTER,
@@ -26,7 +26,9 @@ from likeness.models.align import (
     to_rgb_uint8,
 )
 
-_spec = importlib.util.spec_from_file_location("ffhq_reference_impl", Path(__file__).with_name("ffhq_reference_impl.py"))
+_spec = importlib.util.spec_from_file_location(
+    "ffhq_reference_impl", Path(__file__).with_name("ffhq_reference_impl.py")
+)
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
@@ -52,8 +54,16 @@ def test_direct_recipes_match_reference(faces, name, kind, recipe):
     lm = _landmarks(det, kind)
     face = align_face(img, lm, recipe)
     quad, qsize = (ffhq_quad if kind == "lm68" else ffhq_quad_from_5)(lm)
-    expected = np.asarray(ref.align_reference(Image.fromarray(to_rgb_uint8(img)), quad, qsize, recipe.output_size,
-                                              recipe.transform_size, recipe.enable_padding)).astype(int)
+    expected = np.asarray(
+        ref.align_reference(
+            Image.fromarray(to_rgb_uint8(img)),
+            quad,
+            qsize,
+            recipe.output_size,
+            recipe.transform_size,
+            recipe.enable_padding,
+        )
+    ).astype(int)
     diff = np.abs(expected - face.image.astype(int))
     assert face.image.shape == (recipe.output_size, recipe.output_size, 3)
     assert diff.mean() <= 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
@@ -85,8 +95,9 @@ def test_padding_path_matches_reference(faces, recipe):
         lm_cut = lm_cut - [30, 20]
         quad, qsize = ffhq_quad(lm_cut)
     face = align_face(cut, lm_cut, recipe)
-    expected = np.asarray(ref.align_reference(cut, quad, qsize, recipe.output_size, recipe.transform_size,
-                                              recipe.enable_padding)).astype(int)
+    expected = np.asarray(
+        ref.align_reference(cut, quad, qsize, recipe.output_size, recipe.transform_size, recipe.enable_padding)
+    ).astype(int)
     diff = np.abs(expected - face.image.astype(int))
     assert diff.mean() <= 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
     if recipe is WPLUS_ADAPTER:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from likeness.models.demo import LABEL_BAND, run_demo
-from likeness.models.wplus_codes import load_wplus
+from likeness.models.inversion.codes import load_wplus
+from likeness.tools.demo.run import LABEL_BAND, run_demo
 
 pytest.importorskip("yuface")
 

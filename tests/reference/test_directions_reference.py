@@ -10,8 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file as load_safetensors
 
-from likeness.models.checkpoints import load_file
-from likeness.models.direction_types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_PRECISECONTROL, LICENCE_SLAB
 from likeness.models.directions import (
     discover_directions,
     edit,
@@ -20,7 +18,9 @@ from likeness.models.directions import (
     load_ganspace_configs,
     sweep,
 )
+from likeness.models.directions.types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_PRECISECONTROL, LICENCE_SLAB
 from likeness.models.errors import CheckpointError
+from likeness.models.files.checkpoints import load_file
 
 E4E = "directions/encoder4editing/editings"
 WPA = "directions/w-plus-adapter/w_direction"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from likeness.models.e4e import Encoder4Editing
-from likeness.models.inversion import default_e4e_opts, e4e_from_checkpoint, load_e4e
+from likeness.models.inversion.e4e_model import default_e4e_opts, e4e_from_checkpoint, load_e4e
 from likeness.models.stylegan2 import Generator
 
 ENC = "state_dict.encoder."
@@ -34,7 +34,7 @@ def golden(read_golden):
 def encoder(full_sd):
     with torch.device("meta"):
         enc = Encoder4Editing()
-    enc.load_state_dict({k[len(ENC):]: v for k, v in full_sd.items() if k.startswith(ENC)}, strict=True, assign=True)
+    enc.load_state_dict({k[len(ENC) :]: v for k, v in full_sd.items() if k.startswith(ENC)}, strict=True, assign=True)
     return enc.eval().requires_grad_(False)
 
 
@@ -92,7 +92,7 @@ def test_encoder_bf16_autocast_is_close(encoder, golden):
 def official_file(full_sd, tmp_path_factory):
     """A synthetic e4e_ffhq_encode.pt in the official layout, written with torch.save."""
     ckpt = {
-        "state_dict": {k[len("state_dict."):]: v for k, v in full_sd.items() if k.startswith("state_dict.")},
+        "state_dict": {k[len("state_dict.") :]: v for k, v in full_sd.items() if k.startswith("state_dict.")},
         "latent_avg": full_sd["latent_avg"],
         "opts": default_e4e_opts(),
     }
@@ -115,7 +115,7 @@ def test_official_layout_file_loads_and_inverts(official_file, full_sd, golden):
     # the decoder part is a rosinality Generator(1024), loaded strictly on first use
     gen = inv.decoder()
     assert isinstance(gen, Generator) and gen.n_latent == 18 and inv.decoder_loaded
-    dec = {k[len(DEC):]: v for k, v in full_sd.items() if k.startswith(DEC)}
+    dec = {k[len(DEC) :]: v for k, v in full_sd.items() if k.startswith(DEC)}
     got = gen.state_dict()
     assert set(got) == set(dec) and len(dec) == 171
     for key in ("style.1.weight", "convs.15.conv.weight", "to_rgbs.7.upsample.kernel", "noises.noise_16"):
@@ -127,7 +127,7 @@ def test_latent_avg_shapes_accepted(full_sd, shape):
     row = full_sd["latent_avg"][3]
     latent = row if shape == (512,) else full_sd["latent_avg"].reshape(shape)
     ckpt = {
-        "state_dict": {k[len("state_dict."):]: v for k, v in full_sd.items() if k.startswith("state_dict.")},
+        "state_dict": {k[len("state_dict.") :]: v for k, v in full_sd.items() if k.startswith("state_dict.")},
         "latent_avg": latent,
         "opts": default_e4e_opts(),
     }

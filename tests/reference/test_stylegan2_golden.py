@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from likeness.models.checkpoints import load_file
+from likeness.models.files.checkpoints import load_file
 from likeness.models.stylegan2 import Generator
 
 GOLDEN = "golden/stylegan2_256_synth.safetensors"
@@ -18,7 +18,7 @@ STYLE_LAYERS = ["conv1"] + [f"convs.{i}" for i in range(12)] + ["to_rgb1"] + [f"
 
 def _generator(synth, manifest_path, size: int) -> tuple[Generator, dict[str, torch.Tensor]]:
     raw = synth.synth_state_dict(synth.load_manifest(str(manifest_path)), 0)
-    sd = {k[len("g_ema."):]: v for k, v in raw.items()}
+    sd = {k[len("g_ema.") :]: v for k, v in raw.items()}
     with torch.device("meta"):
         g = Generator(size)
     g.load_state_dict(sd, strict=True, assign=True)

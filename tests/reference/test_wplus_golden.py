@@ -12,19 +12,14 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 
 from likeness.models.errors import CheckpointError
-from likeness.models.wplus_adapter import (
-    WPlusAttnProcessor,
-    WProjModel,
-    load_wplus_adapter,
-    wplus_adapter_shapes,
-)
-from likeness.models.wplus_sites import SD15_WPLUS_SITES
+from likeness.models.wplus_adapter.model import WPlusAttnProcessor, WProjModel, load_wplus_adapter, wplus_adapter_shapes
+from likeness.models.wplus_adapter.sites import SD15_WPLUS_SITES
 
 TOL = 1e-5
 
 
 def _prefixed(data: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
 
 
 def _nest(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

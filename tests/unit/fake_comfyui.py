@@ -31,8 +31,17 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-KNOWN = {"KSampler", "LoadImage", "SaveImage", "PreviewImage", "CheckpointLoaderSimple", "LikenessEdit",
-         "Likeness_IdentityScore", "EmptyLatentImage", "VAEDecode"}
+KNOWN = {
+    "KSampler",
+    "LoadImage",
+    "SaveImage",
+    "PreviewImage",
+    "CheckpointLoaderSimple",
+    "LikenessEdit",
+    "Likeness_IdentityScore",
+    "EmptyLatentImage",
+    "VAEDecode",
+}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -40,8 +49,13 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def _ws_frame(text: str) -> bytes:
     data = text.encode()
     n = len(data)
-    head = bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + n.to_bytes(2, "big") if n < 65536 else \
-        bytes([0x81, 127]) + n.to_bytes(8, "big")
+    head = (
+        bytes([0x81, n])
+        if n < 126
+        else bytes([0x81, 126]) + n.to_bytes(2, "big")
+        if n < 65536
+        else bytes([0x81, 127]) + n.to_bytes(8, "big")
+    )
     return head + data
 
 
@@ -167,13 +181,27 @@ class FakeComfy:
             end = ["execution_success", {"prompt_id": pid, "timestamp": int(time.time() * 1000)}]
             status = {"status_str": "success", "completed": True}
         else:
-            end = ["execution_error", {"prompt_id": pid, "node_id": crash, "node_type": prompt[crash]["class_type"],
-                                       "exception_type": "RuntimeError", "exception_message": "boom",
-                                       "traceback": [], "executed": [], "timestamp": int(time.time() * 1000)}]
+            end = [
+                "execution_error",
+                {
+                    "prompt_id": pid,
+                    "node_id": crash,
+                    "node_type": prompt[crash]["class_type"],
+                    "exception_type": "RuntimeError",
+                    "exception_message": "boom",
+                    "traceback": [],
+                    "executed": [],
+                    "timestamp": int(time.time() * 1000),
+                },
+            ]
             status = {"status_str": "error", "completed": False}
         messages.append(end)
-        self.history[pid] = {"prompt": [number, pid, prompt, {}, list(outputs)], "outputs": outputs,
-                             "status": {**status, "messages": messages}, "meta": {}}
+        self.history[pid] = {
+            "prompt": [number, pid, prompt, {}, list(outputs)],
+            "outputs": outputs,
+            "status": {**status, "messages": messages},
+            "meta": {},
+        }
         self.completions[pid] += 1
 
     # ---- request handling (called by _Handler under self.lock) ----------------------------------------------
@@ -183,26 +211,55 @@ class FakeComfy:
             self.fail_5xx -= 1
             return 500, {"error": "internal"}
         if not (isinstance(pid, str) and UUID.match(pid)):
-            return 400, {"error": {"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
-                                   "details": "", "extra_info": {}}, "node_errors": {}}
+            return 400, {
+                "error": {
+                    "type": "invalid_prompt_id",
+                    "message": "prompt_id must be a valid UUID",
+                    "details": "",
+                    "extra_info": {},
+                },
+                "node_errors": {},
+            }
         prompt = body["prompt"]
         missing = sorted({n["class_type"] for n in prompt.values()} - KNOWN)
         if missing:
-            return 400, {"error": {"type": "missing_node_type", "message": f"Node '{missing[0]}' not found",
-                                   "details": "", "extra_info": {}}, "node_errors": {}}
+            return 400, {
+                "error": {
+                    "type": "missing_node_type",
+                    "message": f"Node '{missing[0]}' not found",
+                    "details": "",
+                    "extra_info": {},
+                },
+                "node_errors": {},
+            }
         node_errors = {}
         for nid, node in prompt.items():
             for name, value in node["inputs"].items():
                 bad = value in ("__bad400__", "__bad200__") or (
-                    node["class_type"] == "LoadImage" and name == "image" and value not in self.uploads)
+                    node["class_type"] == "LoadImage" and name == "image" and value not in self.uploads
+                )
                 if bad:
-                    node_errors[nid] = {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
-                                                    "details": f"{name}: {value!r} not in list"}],
-                                        "dependent_outputs": [], "class_type": node["class_type"]}
+                    node_errors[nid] = {
+                        "errors": [
+                            {
+                                "type": "value_not_in_list",
+                                "message": "Value not in list",
+                                "details": f"{name}: {value!r} not in list",
+                            }
+                        ],
+                        "dependent_outputs": [],
+                        "class_type": node["class_type"],
+                    }
         if node_errors and "__bad200__" not in json.dumps(prompt):
-            return 400, {"error": {"type": "prompt_outputs_failed_validation",
-                                   "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
-                         "node_errors": node_errors}
+            return 400, {
+                "error": {
+                    "type": "prompt_outputs_failed_validation",
+                    "message": "Prompt outputs failed validation",
+                    "details": "",
+                    "extra_info": {},
+                },
+                "node_errors": node_errors,
+            }
         self.submissions[pid] += 1
         self.number += 1
         self.queue.append((self.number, pid, prompt, {"client_id": body.get("client_id", "")}))
@@ -212,8 +269,11 @@ class FakeComfy:
     def queue_json(self) -> dict:
         def row(item):
             return [item[0], item[1], item[2], item[3], []]
-        return {"queue_running": [row(self.running)] if self.running else [],
-                "queue_pending": [row(i) for i in self.queue]}
+
+        return {
+            "queue_running": [row(self.running)] if self.running else [],
+            "queue_pending": [row(i) for i in self.queue],
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -283,7 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if self.path == "/upload/image":
             msg = BytesParser(policy=default_policy).parsebytes(
-                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+            )
             form = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
             sub = form["subfolder"].get_content().strip() if "subfolder" in form else ""
             name = form["image"].get_filename()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from likeness.models.align import (
+from likeness.models.errors import LikenessError
+from likeness.models.inversion.align import (
     E4E_OFFICIAL,
     PSTF,
     WPLUS_ADAPTER,
@@ -21,9 +22,8 @@ from likeness.models.align import (
     ffhq_quad_from_5,
     to_rgb_uint8,
 )
-from likeness.models.align_warp import gaussian_blur_scipy, quad_warp, reflect_indices
-from likeness.models.errors import LikenessError
-from likeness.models.pil_resample import pil_resize
+from likeness.models.inversion.align_warp import gaussian_blur_scipy, quad_warp, reflect_indices
+from likeness.models.inversion.pil_resample import pil_resize
 
 _spec = importlib.util.spec_from_file_location(
     "ffhq_reference_impl", Path(__file__).resolve().parents[1] / "reference" / "ffhq_reference_impl.py"
@@ -128,14 +128,15 @@ def test_transform_round_trip_and_marker_position():
 
 
 def test_padding_path_matches_reference_impl(caplog):
-    caplog.set_level("DEBUG", logger="likeness.models.align")
+    caplog.set_level("DEBUG", logger="likeness.models.inversion.align")
     img = smooth_image(160, 170, seed=3)
     lm = synthetic_lm68(40, 45, 30)  # face in the top-left corner: quad leaves the image
     quad, qsize = ffhq_quad(lm)
     for recipe in (E4E_OFFICIAL, AlignRecipe("small_pad", 64, 64, True)):
         face = align_face(img, lm, recipe)
-        expected = np.asarray(ref.align_reference(Image.fromarray(img), quad, qsize, recipe.output_size,
-                                                  recipe.transform_size, True)).astype(int)
+        expected = np.asarray(
+            ref.align_reference(Image.fromarray(img), quad, qsize, recipe.output_size, recipe.transform_size, True)
+        ).astype(int)
         diff = np.abs(expected - face.image.astype(int))
         assert diff.mean() <= 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
     assert caplog.text.count("align_face: padding") == 2
@@ -159,7 +160,9 @@ def test_banded_supersampled_warp_matches_pil():
     quad = np.array([[10.3, 12.1], [4.0, 80.2], [72.2, 86.5], [78.5, 18.4]])
     quad[2] = quad[1] + quad[3] - quad[0]
     out = quad_warp(torch.from_numpy(img).permute(2, 0, 1).float(), quad, 256, 32, band_rows=7)
-    pil = Image.fromarray(img).transform((256, 256), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.Resampling.BILINEAR)
+    pil = Image.fromarray(img).transform(
+        (256, 256), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.Resampling.BILINEAR
+    )
     expected = np.asarray(pil.resize((32, 32), Image.Resampling.LANCZOS)).astype(int)
     diff = np.abs(expected - out.permute(1, 2, 0).numpy().astype(int))
     assert diff.max() <= 1 and diff.mean() < 0.02
@@ -211,11 +214,14 @@ def test_gaussian_blur_matches_numpy_reference_and_scipy():
     np.testing.assert_allclose(expected, ndimage.gaussian_filter(img, [2.3, 2.3, 0]), atol=1e-3)
 
 
-@pytest.mark.parametrize("size,filt,pil_filter", [
-    ((37, 23), "lanczos", Image.Resampling.LANCZOS),
-    ((32, 32), "bicubic", Image.Resampling.BICUBIC),
-    ((160, 130), "lanczos", Image.Resampling.LANCZOS),
-])
+@pytest.mark.parametrize(
+    "size,filt,pil_filter",
+    [
+        ((37, 23), "lanczos", Image.Resampling.LANCZOS),
+        ((32, 32), "bicubic", Image.Resampling.BICUBIC),
+        ((160, 130), "lanczos", Image.Resampling.LANCZOS),
+    ],
+)
 def test_pil_resize_matches_pillow(size, filt, pil_filter):
     img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     out = pil_resize(torch.from_numpy(img).permute(2, 0, 1).float(), size, filt).permute(1, 2, 0).numpy()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from likeness.models.batch import format_progress, run_batch
-from likeness.models.batch_manifest import Manifest
+from likeness.tools.batch.manifest import Manifest
+from likeness.tools.batch.runner import format_progress, run_batch
 
 _spec = importlib.util.spec_from_file_location("fake_comfyui", Path(__file__).with_name("fake_comfyui.py"))
 fake_comfyui = importlib.util.module_from_spec(_spec)
@@ -24,10 +24,16 @@ FakeComfy = fake_comfyui.FakeComfy
 WORKFLOW = {
     "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
     "12": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load face"}},
-    "10": {"class_type": "LikenessEdit", "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
-           "_meta": {"title": "Likeness edit"}},
-    "3": {"class_type": "KSampler", "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
-          "_meta": {"title": "KSampler"}},
+    "10": {
+        "class_type": "LikenessEdit",
+        "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
+        "_meta": {"title": "Likeness edit"},
+    },
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
+        "_meta": {"title": "KSampler"},
+    },
     "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}},
     "20": {"class_type": "Likeness_IdentityScore", "inputs": {"image": ["3", 0]}},
 }
@@ -74,8 +80,9 @@ def seeds(n, extra=None):
 def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path, face_dir):
     (fake,) = servers()
     events = []
-    report = run_batch(WORKFLOW, sweep12(face_dir), [fake.url], tmp_path / "out", progress=events.append,
-                       use_websocket=True, **FAST)
+    report = run_batch(
+        WORKFLOW, sweep12(face_dir), [fake.url], tmp_path / "out", progress=events.append, use_websocket=True, **FAST
+    )
     assert report.ok and len(report.done) == 12
     assert sorted(fake.completions.values()) == [1] * 12 and sorted(fake.submissions.values()) == [1] * 12
     rec = report.by_label()["face=bob_age=+2_seed=2"]
@@ -90,7 +97,9 @@ def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path,
     assert rec.started_at <= rec.finished_at and 0 <= rec.seconds < 5
     rows = list(csv.DictReader(report.csv_path.open()))
     assert [r["label"] for r in rows] == [p.label for p in report.points]
-    assert rows[11]["status"] == "done" and rows[11]["score"] == "0.02" and rows[11]["outputs"] == rec.outputs[0]["file"]
+    assert (
+        rows[11]["status"] == "done" and rows[11]["score"] == "0.02" and rows[11]["outputs"] == rec.outputs[0]["file"]
+    )
     assert rows[11]["finished_at"].endswith("Z")
     data = json.loads(report.json_path.read_text())
     assert data["summary"] == {"total": 12, "pending": 0, "queued": 0, "done": 12, "failed": 0}
@@ -102,15 +111,17 @@ def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path,
 
 def test_two_servers_share_the_work_with_short_queues(servers, tmp_path):
     a, b = servers(2, exec_time=0.04)
-    report = run_batch(WORKFLOW, seeds(12), [a.url, b.url], tmp_path / "out", max_queue_per_server=2,
-                       use_websocket=False, **FAST)
+    report = run_batch(
+        WORKFLOW, seeds(12), [a.url, b.url], tmp_path / "out", max_queue_per_server=2, use_websocket=False, **FAST
+    )
     assert report.ok
     assert a.max_depth <= 2 and b.max_depth <= 2
     assert sum(a.completions.values()) >= 4 and sum(b.completions.values()) >= 4
     assert sum(a.completions.values()) + sum(b.completions.values()) == 12
     assert set(a.completions) | set(b.completions) == {p.prompt_id for p in report.points}
-    one = run_batch(WORKFLOW, seeds(12), [a.url], tmp_path / "out1", max_queue_per_server=1,
-                    use_websocket=False, **FAST)
+    one = run_batch(
+        WORKFLOW, seeds(12), [a.url], tmp_path / "out1", max_queue_per_server=1, use_websocket=False, **FAST
+    )
     assert one.ok and a.max_depth <= 2  # depth 1 = nothing waiting behind the running prompt
 
 
@@ -128,8 +139,15 @@ def test_kill_and_restart_mid_batch_loses_and_duplicates_nothing(servers, tmp_pa
     thread = threading.Thread(target=chaos)
     thread.start()
     events = []
-    report = run_batch(WORKFLOW, sweep12(face_dir), [a.url, b.url], tmp_path / "out", progress=events.append,
-                       use_websocket=True, **FAST)
+    report = run_batch(
+        WORKFLOW,
+        sweep12(face_dir),
+        [a.url, b.url],
+        tmp_path / "out",
+        progress=events.append,
+        use_websocket=True,
+        **FAST,
+    )
     thread.join(5)
     assert report.ok and len(report.done) == 12
     completions = a.completions + b.completions
@@ -142,12 +160,20 @@ def test_kill_and_restart_mid_batch_loses_and_duplicates_nothing(servers, tmp_pa
 
 def test_rejections_and_execution_errors_fail_points_but_not_the_batch(servers, tmp_path):
     (fake,) = servers()
-    spec = {"sweep": [{"node": "Likeness edit", "input": "strength_1", "values": [1, "__bad400__", "__bad200__",
-                                                                               "__crash__", 2]}]}
+    spec = {
+        "sweep": [
+            {"node": "Likeness edit", "input": "strength_1", "values": [1, "__bad400__", "__bad200__", "__crash__", 2]}
+        ]
+    }
     report = run_batch(WORKFLOW, spec, [fake.url], tmp_path / "out", use_websocket=False, **FAST)
     status = {p.label: p.status for p in report.points}
-    assert status == {"strength_1=+1": "done", "strength_1=bad400": "failed", "strength_1=bad200": "failed",
-                      "strength_1=crash": "failed", "strength_1=+2": "done"}
+    assert status == {
+        "strength_1=+1": "done",
+        "strength_1=bad400": "failed",
+        "strength_1=bad200": "failed",
+        "strength_1=crash": "failed",
+        "strength_1=+2": "done",
+    }
     bad400, bad200, crash = report.points[1:4]
     assert "node 10 (LikenessEdit): Value not in list" in bad400.error
     assert bad400.error_details["node_errors"]["10"]["class_type"] == "LikenessEdit"
@@ -181,8 +207,9 @@ def test_finished_prompt_is_not_rerun_when_its_download_is_interrupted(servers, 
                 fake.files.clear()
             fake.restart()
 
-    report = run_batch(WORKFLOW, seeds(2), [fake.url], tmp_path / "out", progress=restart_on_down,
-                       use_websocket=False, **FAST)
+    report = run_batch(
+        WORKFLOW, seeds(2), [fake.url], tmp_path / "out", progress=restart_on_down, use_websocket=False, **FAST
+    )
     assert report.ok and all(p.outputs for p in report.points)
     first = report.points[0].prompt_id
     assert fake.completions[first] == (1 if files_survive else 2)  # rerun only when the files are gone
@@ -192,8 +219,9 @@ def test_finished_prompt_is_not_rerun_when_its_download_is_interrupted(servers, 
 def test_unreachable_servers_fail_the_remaining_points(servers, tmp_path):
     (fake,) = servers()
     fake.kill()
-    report = run_batch(WORKFLOW, seeds(2), [fake.url], tmp_path / "out", server_timeout=0.2,
-                       use_websocket=False, **FAST)
+    report = run_batch(
+        WORKFLOW, seeds(2), [fake.url], tmp_path / "out", server_timeout=0.2, use_websocket=False, **FAST
+    )
     assert [p.status for p in report.points] == ["failed", "failed"]
     assert "no server reachable for over 0 s" in report.points[0].error
 
@@ -210,6 +238,7 @@ def _crash_after(n_queued):
             seen.append(event)
             if len(seen) == n_queued:
                 raise _Crash()
+
     return progress
 
 
@@ -261,14 +290,25 @@ def test_retry_failed_reruns_failed_points_with_a_new_prompt_id(servers, tmp_pat
 
 
 def test_cli_queue_prints_progress_and_summary(servers, tmp_path, capsys):
-    from likeness.models.cli import main
+    from likeness.tools.cli import main
 
     (fake,) = servers()
     wf_path, spec_path = tmp_path / "wf.json", tmp_path / "spec.json"
     wf_path.write_text(json.dumps(WORKFLOW))
     spec_path.write_text(json.dumps(seeds(2)))
-    args = ["queue", str(wf_path), "--spec", str(spec_path), "--server", fake.url, "--out", str(tmp_path / "o"),
-            "--poll", "0.01", "--no-websocket"]
+    args = [
+        "queue",
+        str(wf_path),
+        "--spec",
+        str(spec_path),
+        "--server",
+        fake.url,
+        "--out",
+        str(tmp_path / "o"),
+        "--poll",
+        "0.01",
+        "--no-websocket",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "2/2 points done, 0 failed" in text and "[" in text

@@ -7,18 +7,30 @@ import json
 
 import pytest
 
-from likeness.models.batch_spec import SpecError, expand_spec, find_node, load_spec
+from likeness.tools.batch.spec import SpecError, expand_spec, find_node, load_spec
 
 WORKFLOW = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"},
-          "_meta": {"title": "Load Checkpoint"}},
+    "4": {
+        "class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "x.safetensors"},
+        "_meta": {"title": "Load Checkpoint"},
+    },
     "12": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load face"}},
-    "10": {"class_type": "LikenessEdit", "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
-           "_meta": {"title": "Likeness edit"}},
-    "3": {"class_type": "KSampler", "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
-          "_meta": {"title": "KSampler"}},
-    "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"},
-          "_meta": {"title": "Save Image"}},
+    "10": {
+        "class_type": "LikenessEdit",
+        "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
+        "_meta": {"title": "Likeness edit"},
+    },
+    "3": {
+        "class_type": "KSampler",
+        "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
+        "_meta": {"title": "KSampler"},
+    },
+    "9": {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["3", 0], "filename_prefix": "x"},
+        "_meta": {"title": "Save Image"},
+    },
 }
 
 
@@ -50,8 +62,12 @@ def test_cartesian_order_labels_and_substitution(faces):
     assert len(points) == 12
     assert [p.index for p in points] == list(range(12))
     assert [p.label for p in points[:7]] == [
-        "face=alice_age=-2_seed=1", "face=alice_age=-2_seed=2", "face=alice_age=+0_seed=1",
-        "face=alice_age=+0_seed=2", "face=alice_age=+2_seed=1", "face=alice_age=+2_seed=2",
+        "face=alice_age=-2_seed=1",
+        "face=alice_age=-2_seed=2",
+        "face=alice_age=+0_seed=1",
+        "face=alice_age=+0_seed=2",
+        "face=alice_age=+2_seed=1",
+        "face=alice_age=+2_seed=2",
         "face=bob_age=-2_seed=1",
     ]
     p = points[4]
@@ -78,10 +94,11 @@ def test_point_ids_are_stable_when_values_are_added():
 
 def test_no_sweep_is_one_point_and_seeds_list_and_strings():
     assert [p.label for p in expand_spec(WORKFLOW, {})] == ["point"]
-    spec = {"seeds": [{"node": "3", "input": "seed", "values": [7]}],
-            "sweep": [{"node": "4", "input": "ckpt_name", "values": ["a b.safetensors", "c"]}]}
-    assert [p.label for p in expand_spec(WORKFLOW, spec)] == ["ckpt_name=a-b.safetensors_seed=7",
-                                                              "ckpt_name=c_seed=7"]
+    spec = {
+        "seeds": [{"node": "3", "input": "seed", "values": [7]}],
+        "sweep": [{"node": "4", "input": "ckpt_name", "values": ["a b.safetensors", "c"]}],
+    }
+    assert [p.label for p in expand_spec(WORKFLOW, spec)] == ["ckpt_name=a-b.safetensors_seed=7", "ckpt_name=c_seed=7"]
 
 
 def test_addressing_by_id_title_and_class():
@@ -104,16 +121,21 @@ def test_bad_input_names_and_values_are_clear_errors(faces):
     spec = {"sweep": [{"node": "KSampler", "input": "sead", "values": [1]}]}
     with pytest.raises(SpecError, match=r"sweep\[0\]: node 3 \(KSampler\) has no input 'sead'.*'seed'"):
         expand_spec(WORKFLOW, spec)
-    with pytest.raises(SpecError, match="non-empty \"values\""):
+    with pytest.raises(SpecError, match='non-empty "values"'):
         expand_spec(WORKFLOW, {"sweep": [{"node": "3", "input": "seed", "values": []}]})
     with pytest.raises(SpecError, match=r"repeats values \['1'\]"):
         expand_spec(WORKFLOW, {"seeds": {"node": "3", "input": "seed", "values": [1, 2, 1]}})
     with pytest.raises(SpecError, match=r"\['3.seed'\] are swept more than once"):
-        expand_spec(WORKFLOW, {"sweep": [{"node": "3", "input": "seed", "values": [1]}],
-                               "seeds": {"node": "3", "input": "seed", "values": [2]}})
+        expand_spec(
+            WORKFLOW,
+            {
+                "sweep": [{"node": "3", "input": "seed", "values": [1]}],
+                "seeds": {"node": "3", "input": "seed", "values": [2]},
+            },
+        )
     with pytest.raises(SpecError, match=r"unknown sweep spec keys \['sweeps'\]"):
         expand_spec(WORKFLOW, {"sweeps": []})
-    with pytest.raises(SpecError, match="overrides\\[0\\] needs a \"value\""):
+    with pytest.raises(SpecError, match='overrides\\[0\\] needs a "value"'):
         expand_spec(WORKFLOW, {"overrides": [{"node": "3", "input": "seed"}]})
     empty = faces.parent / "empty"
     empty.mkdir()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from likeness.models.checkpoints import flatten, identify, load_file, validate_shapes
 from likeness.models.errors import CheckpointError, LikenessError, MissingModelError
+from likeness.models.files.checkpoints import flatten, identify, load_file, validate_shapes
 
 _CANARY = []
 
@@ -106,7 +106,10 @@ def test_flatten_nested_dicts_and_lists():
 
 def test_validate_shapes_names_first_mismatches_and_file_identity():
     expected = {"w_proj.proj_0.weight": (768, 2048), "wplus_adapter.1.to_k_wplus.weight": (320, 768)}
-    sdxl_like = {"w_proj.proj_0.weight": torch.zeros(2048, 2048), "wplus_adapter.1.to_k_wplus.weight": torch.zeros(640, 2048)}
+    sdxl_like = {
+        "w_proj.proj_0.weight": torch.zeros(2048, 2048),
+        "wplus_adapter.1.to_k_wplus.weight": torch.zeros(640, 2048),
+    }
     with pytest.raises(CheckpointError) as err:
         validate_shapes(sdxl_like, expected, what="W+ adapter for SD1.5", source="x.bin")
     msg = str(err.value)

@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from likeness.models import demo as demo_mod
-from likeness.models.cli import build_parser
-from likeness.models.demo import (
+from likeness.models.errors import LikenessError
+from likeness.models.inversion.e4e_model import default_e4e_opts
+from likeness.tools.cli import build_parser
+from likeness.tools.demo import run as demo_mod
+from likeness.tools.demo.run import (
     LABEL_BAND,
     is_smoke_direction,
     is_smoke_e4e,
@@ -24,10 +26,8 @@ from likeness.models.demo import (
     run_demo,
     sweep_strip,
 )
-from likeness.models.demo_sd15 import check_sd15_diffusers_dir, require_sd15_packages
-from likeness.models.errors import LikenessError
-from likeness.models.inversion import default_e4e_opts
-from likeness.models.smoke import smoke_direction, write_smoke_models
+from likeness.tools.demo.sd15 import check_sd15_diffusers_dir, require_sd15_packages
+from likeness.tools.smoke.writers import smoke_direction, write_smoke_models
 
 
 def _hide(monkeypatch, *names: str) -> None:
@@ -53,7 +53,10 @@ def test_sweep_strip_layout():
 
 def test_resolve_whitening(tmp_path):
     assert resolve_whitening("auto", "wplus_adapter", None)[0] == "landmark_hull"
-    assert resolve_whitening("auto", "wplus_adapter", tmp_path / "p.pth") == ("parsenet", f"auto: found {tmp_path / 'p.pth'}")
+    assert resolve_whitening("auto", "wplus_adapter", tmp_path / "p.pth") == (
+        "parsenet",
+        f"auto: found {tmp_path / 'p.pth'}",
+    )
     assert resolve_whitening("auto", "e4e_official", tmp_path / "p.pth")[0] == "none"
     assert resolve_whitening("none", "wplus_adapter", None) == ("none", "chosen explicitly")
     with pytest.raises(LikenessError, match="Unknown whitening 'white'"):
@@ -136,6 +139,11 @@ def test_cli_demo_defaults():
     args = build_parser().parse_args(["demo"])
     assert args.func.__name__ == "_cmd_demo"
     assert (args.out, args.attribute, args.strengths, args.recipe, args.whitening) == (
-        "output/demo", "age", "-3:3:3", "wplus_adapter", "auto")
+        "output/demo",
+        "age",
+        "-3:3:3",
+        "wplus_adapter",
+        "auto",
+    )
     assert args.image is None and args.sd15_diffusers is None and not args.full_previews
     assert demo_mod.DIRECTION_SET == "encoder4editing/interfacegan"

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from likeness.models.direction_types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_SLAB, LICENCE_UNKNOWN
 from likeness.models.directions import (
     Direction,
     Edit,
@@ -28,6 +27,7 @@ from likeness.models.directions import (
     save_direction,
     sweep,
 )
+from likeness.models.directions.types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_SLAB, LICENCE_UNKNOWN
 from likeness.models.errors import CheckpointError, LikenessError
 
 
@@ -217,8 +217,13 @@ def test_discovery_groups_and_reports_problems(tmp_path):
     (root / "mine" / "broken.pt").write_bytes(b"\x01\x02garbage")
     np.save(root / "mine" / "stylegan_ffhq_smile_boundary.npy", np.zeros((1, 512)))
     cat = discover_directions({"likeness_directions": [root, tmp_path / "missing"]})
-    assert set(cat.sets) == {"encoder4editing/interfacegan", "encoder4editing/ganspace", "w-plus-adapter/latent_directions",
-                             "w-plus-adapter/ganspace", "mine/cool"}  # fmt: skip
+    assert set(cat.sets) == {
+        "encoder4editing/interfacegan",
+        "encoder4editing/ganspace",
+        "w-plus-adapter/latent_directions",
+        "w-plus-adapter/ganspace",
+        "mine/cool",
+    }
     assert cat.sets["encoder4editing/interfacegan"].names() == ["age", "smile"]
     assert cat.sets["encoder4editing/interfacegan"].licence == LICENCE_E4E
     assert cat.sets["w-plus-adapter/latent_directions"].licence == LICENCE_NVIDIA_NC

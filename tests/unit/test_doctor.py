@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from likeness.models.doctor import check_models, format_report
-from likeness.models.registry import MODEL_FILES, folder_paths_under
+from likeness.models.files.doctor import check_models, format_report
+from likeness.models.files.registry import MODEL_FILES, folder_paths_under
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,11 @@ def test_found_files_are_reported_with_their_path(tmp_path):
 def test_cli_doctor_runs_without_comfyui(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "models.cli", "doctor", "--models-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert "Likeness doctor" in out and "MISSING  wplus_adapter.bin" in out
 
@@ -54,6 +58,10 @@ def test_cli_doctor_reads_extra_model_paths_yaml(tmp_path):
     (comfy / "extra_model_paths.yaml").write_text(f"mine:\n  base_path: {tmp_path / 'elsewhere'}\n  wplus: wplus\n")
     out = subprocess.run(
         [sys.executable, "-m", "models.cli", "doctor", "--comfyui", str(comfy)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     assert f"FOUND    wplus_adapter.bin  ->  {extra / 'wplus_adapter.bin'}" in out

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from likeness.models.errors import CheckpointError
-from likeness.models.inversion import (
+from likeness.models.inversion.e4e_model import (
     E4EInverter,
     build_e4e_checkpoint,
     default_e4e_opts,
@@ -26,7 +26,7 @@ def _zeros_checkpoint(decoder: bool = True) -> dict:
     state = {}
     for key, shape in expected_e4e_shapes(decoder=decoder).items():
         dtype = torch.int64 if key.endswith("num_batches_tracked") else torch.float32
-        state[key[len("state_dict."):]] = torch.zeros((), dtype=dtype).expand(shape)
+        state[key[len("state_dict.") :]] = torch.zeros((), dtype=dtype).expand(shape)
     return {"state_dict": state, "latent_avg": torch.zeros(18, 512), "opts": default_e4e_opts()}
 
 
@@ -53,8 +53,15 @@ def test_wplus_adapter_file_is_refused_naming_keys(tmp_path):
     path = tmp_path / "wplus_adapter.bin"
     torch.save(
         {
-            "w_proj": {"proj_0.weight": torch.zeros(768, 2048), "norm.weight": torch.ones(768), "norm.bias": torch.zeros(768)},
-            "wplus_adapter": {"1.to_k_wplus.weight": torch.zeros(320, 768), "1.to_v_wplus.weight": torch.zeros(320, 768)},
+            "w_proj": {
+                "proj_0.weight": torch.zeros(768, 2048),
+                "norm.weight": torch.ones(768),
+                "norm.bias": torch.zeros(768),
+            },
+            "wplus_adapter": {
+                "1.to_k_wplus.weight": torch.zeros(320, 768),
+                "1.to_v_wplus.weight": torch.zeros(320, 768),
+            },
         },
         path,
     )
@@ -69,7 +76,9 @@ def test_wplus_adapter_file_is_refused_naming_keys(tmp_path):
 
 def test_stable_diffusion_checkpoint_is_refused(tmp_path):
     path = tmp_path / "model.safetensors"
-    save_file({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 768)}, path)
+    save_file(
+        {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 768)}, path
+    )
     with pytest.raises(CheckpointError, match=r"full Stable Diffusion checkpoint \(SD1.5\)"):
         load_e4e(path)
 
@@ -83,7 +92,9 @@ def test_saved_wplus_latent_is_refused(tmp_path):
 
 def test_truncated_file_is_refused(tmp_path):
     path = tmp_path / "e4e_ffhq_encode.pt"
-    torch.save({"state_dict": {"encoder.input_layer.0.weight": torch.zeros(64, 3, 3, 3)}, "latent_avg": torch.zeros(512)}, path)
+    torch.save(
+        {"state_dict": {"encoder.input_layer.0.weight": torch.zeros(64, 3, 3, 3)}, "latent_avg": torch.zeros(512)}, path
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -93,7 +104,7 @@ def test_truncated_file_is_refused(tmp_path):
 def test_opts_dict_is_kept_and_advisory(caplog):
     ckpt = _zeros_checkpoint(decoder=False)
     ckpt["opts"] = dict(default_e4e_opts(), encoder_type="GradualStyleEncoder", stylegan_size=512)
-    with caplog.at_level(logging.WARNING, logger="likeness.models.inversion"):
+    with caplog.at_level(logging.WARNING, logger="likeness.models.inversion.e4e_model"):
         inv = e4e_from_checkpoint(ckpt, source="odd_opts.pt")
     assert inv.opts["encoder_type"] == "GradualStyleEncoder" and inv.opts["progressive_steps"][1] == 20000
     text = caplog.text

@@ -37,7 +37,11 @@ def test_thresholds_per_recognizer():
     assert thresholds_for("dlib_resnet_v1_128") is THRESHOLDS["dlib"]
     assert thresholds_for("antelopev2/glintr100.onnx") is THRESHOLDS["arcface"]
     d = THRESHOLDS["dlib"]
-    assert (d.verdict(0.99, 0.59), d.verdict(0.99, 0.65), d.verdict(0.99, 0.7)) == ("same person", "uncertain", "different")
+    assert (d.verdict(0.99, 0.59), d.verdict(0.99, 0.65), d.verdict(0.99, 0.7)) == (
+        "same person",
+        "uncertain",
+        "different",
+    )
     a = THRESHOLDS["arcface"]
     assert (a.verdict(0.40, 9), a.verdict(0.3, 9), a.verdict(0.249, 9)) == ("same person", "uncertain", "different")
 

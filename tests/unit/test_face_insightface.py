@@ -16,7 +16,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from likeness.models.errors import LikenessError, MissingModelError  # noqa: E402
 from likeness.models.face import create_analyzer, find_insightface_pack, resolve_providers  # noqa: E402
 
-ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
+)
 
 
 def _const(name: str, arr: np.ndarray) -> onnx.TensorProto:

@@ -25,7 +25,7 @@ def _synthetic_68(cx=100.0, cy=110.0, s=60.0) -> np.ndarray:
     lm[31:36] = np.stack([np.linspace(cx - 0.2 * s, cx + 0.2 * s, 5), np.full(5, cy + 0.12 * s)], 1)
     for base, ex in ((36, cx - 0.4 * s), (42, cx + 0.4 * s)):
         a = np.linspace(0, 2 * math.pi, 6, endpoint=False)
-        lm[base:base + 6] = np.stack([ex + 0.18 * s * np.cos(a), cy - 0.3 * s + 0.07 * s * np.sin(a)], 1)
+        lm[base : base + 6] = np.stack([ex + 0.18 * s * np.cos(a), cy - 0.3 * s + 0.07 * s * np.sin(a)], 1)
     a = np.linspace(0, 2 * math.pi, 12, endpoint=False)
     lm[48:60] = np.stack([cx + 0.35 * s * np.cos(a), cy + 0.45 * s + 0.12 * s * np.sin(a)], 1)
     lm[60:68] = np.stack([cx + 0.25 * s * np.cos(a[:8]), cy + 0.45 * s + 0.05 * s * np.sin(a[:8])], 1)

@@ -11,16 +11,8 @@ import torch
 from PIL import Image
 
 from likeness.models.errors import CheckpointError, MissingModelError
-from likeness.models.face_parsing import (
-    ParseNet,
-    background_mask,
-    build_parsenet_checkpoint,
-    hull_background_mask,
-    load_parsenet,
-    parse_face,
-    whiten_background,
-    whitening_mask,
-)
+from likeness.models.inversion.whitening import hull_background_mask, whiten_background, whitening_mask
+from likeness.models.parsenet import ParseNet, background_mask, build_parsenet_checkpoint, load_parsenet, parse_face
 
 # Derived by hand from chaofengc/PSFRGAN models/networks.py (ParseNet) and models/blocks.py
 # (ConvLayer: conv2d + norm.norm; ResidualBlock: shortcut_func / conv1 / conv2) at commit
@@ -87,7 +79,9 @@ def test_dataparallel_prefix_and_missing_batch_counters_are_accepted(synthetic_c
     path = tmp_path / "p.pth"
     torch.save(wrapped, path)
     net = load_parsenet(path)
-    torch.testing.assert_close(net.state_dict()["decoder.1.conv2.conv2d.weight"], state["decoder.1.conv2.conv2d.weight"])
+    torch.testing.assert_close(
+        net.state_dict()["decoder.1.conv2.conv2d.weight"], state["decoder.1.conv2.conv2d.weight"]
+    )
 
 
 def test_wrong_files_are_refused(synthetic_ckpt, tmp_path):
@@ -95,10 +89,14 @@ def test_wrong_files_are_refused(synthetic_ckpt, tmp_path):
     state["out_mask_conv.conv2d.weight"] = torch.zeros(11, 64, 3, 3)  # an 11-class parser
     bad = tmp_path / "other.pth"
     torch.save(state, bad)
-    with pytest.raises(CheckpointError, match=r"not a PSFRGAN ParseNet.*out_mask_conv.conv2d.weight: file \(11, 64, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"not a PSFRGAN ParseNet.*out_mask_conv.conv2d.weight: file \(11, 64, 3, 3\)"
+    ):
         load_parsenet(bad)
     adapter = tmp_path / "adapter.pth"
-    torch.save({"image_proj.proj.weight": torch.zeros(4, 4), "ip_adapter.1.to_k_ip.weight": torch.zeros(8, 768)}, adapter)
+    torch.save(
+        {"image_proj.proj.weight": torch.zeros(4, 4), "ip_adapter.1.to_k_ip.weight": torch.zeros(8, 768)}, adapter
+    )
     with pytest.raises(CheckpointError, match="238 missing keys"):
         load_parsenet(adapter)
     with pytest.raises(MissingModelError):
@@ -155,7 +153,9 @@ def test_whitening_matches_the_official_cv2_and_pil_steps():
 
 
 def test_hull_mask_sanity():
-    spec = importlib.util.spec_from_file_location("test_alignment_helpers", Path(__file__).with_name("test_alignment.py"))
+    spec = importlib.util.spec_from_file_location(
+        "test_alignment_helpers", Path(__file__).with_name("test_alignment.py")
+    )
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     lm = helpers.synthetic_lm68(256, 220, 110)

@@ -20,8 +20,13 @@ from likeness.models.face import (
 
 
 def _face(x1, y1, size, score=0.9) -> Face:
-    kps = [[x1 + 0.3 * size, y1 + 0.4 * size], [x1 + 0.7 * size, y1 + 0.4 * size], [x1 + 0.5 * size, y1 + 0.6 * size],
-           [x1 + 0.35 * size, y1 + 0.8 * size], [x1 + 0.65 * size, y1 + 0.8 * size]]
+    kps = [
+        [x1 + 0.3 * size, y1 + 0.4 * size],
+        [x1 + 0.7 * size, y1 + 0.4 * size],
+        [x1 + 0.5 * size, y1 + 0.6 * size],
+        [x1 + 0.35 * size, y1 + 0.8 * size],
+        [x1 + 0.65 * size, y1 + 0.8 * size],
+    ]
     return Face(bbox=[x1, y1, x1 + size, y1 + size], score=score, kps=kps)
 
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from likeness.models.refine import (
+from likeness.models.refine.core import (
     SEG,
     CropRegion,
     box_mask,
@@ -101,8 +101,13 @@ def test_region_rejects_bad_crop_factor():
 
 
 @FAST
-@given(image_and_box(3000), st.floats(1.0, 4.0), st.sampled_from([256, 512, 768]), st.sampled_from([512, 1024]),
-       st.booleans())
+@given(
+    image_and_box(3000),
+    st.floats(1.0, 4.0),
+    st.sampled_from([256, 512, 768]),
+    st.sampled_from([512, 1024]),
+    st.booleans(),
+)
 def test_working_size_multiple_of_8_capped_aspect_kept(hw, crop_factor, target, max_size, allow_down):
     (h, w), box = hw
     r = crop_region(box, (h, w), crop_factor)
@@ -165,8 +170,9 @@ def test_paste_blends_with_the_image_space_feathered_mask(hw, feather, mode):
     out = paste_back(image, refined, region, mask, feather=feather, feather_mode=mode)
     m = feather_mask(mask, feather, mode=mode)[region.y0 : region.y1, region.x0 : region.x1, None]
     crop = image[0, region.y0 : region.y1, region.x0 : region.x1]
-    torch.testing.assert_close(out[0, region.y0 : region.y1, region.x0 : region.x1], crop * (1 - m) + refined[0] * m,
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out[0, region.y0 : region.y1, region.x0 : region.x1], crop * (1 - m) + refined[0] * m, atol=1e-6, rtol=0
+    )
 
 
 def test_paste_writes_refined_where_mask_is_one_and_blends_linearly():
@@ -221,7 +227,9 @@ def test_paste_batches_and_broadcasts_and_keeps_dtype():
     assert out.dtype == torch.float16
     assert torch.equal(out[0], image[0]) and torch.equal(out[2], image[2])
     assert torch.equal(out[1, 4:8, 4:8], torch.ones(4, 4, 3, dtype=torch.float16))
-    with pytest.raises(ValueError, match="mask is \\(8, 8\\) but the image is \\(H=16, W=16\\); pass it in image space"):
+    with pytest.raises(
+        ValueError, match="mask is \\(8, 8\\) but the image is \\(H=16, W=16\\); pass it in image space"
+    ):
         paste_back(image, refined, region, torch.ones(8, 8))
     with pytest.raises(ValueError, match="refined_crop has batch 2 but the image has batch 3"):
         paste_back(image, torch.ones(2, 24, 16, 3), region, mask)
@@ -332,7 +340,14 @@ def test_to_segs_structure_and_round_trip():
     assert header == (48, 64) and len(segs) == 1
     seg = segs[0]
     assert isinstance(seg, SEG) and SEG._fields == (
-        "cropped_image", "cropped_mask", "confidence", "crop_region", "bbox", "label", "control_net_wrapper")
+        "cropped_image",
+        "cropped_mask",
+        "confidence",
+        "crop_region",
+        "bbox",
+        "label",
+        "control_net_wrapper",
+    )
     assert seg.crop_region == region.as_list() == [12, 0, 44, 40]
     assert seg.bbox == [20.0, 10.0, 36.0, 30.0] and seg.label == "face" and seg.confidence == pytest.approx(0.93)
     assert seg.control_net_wrapper is None and seg.cropped_image is crop

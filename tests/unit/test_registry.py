@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from likeness.models.errors import MissingModelError
-from likeness.models.registry import FOLDERS, MODEL_FILES, find_file, folder_paths_under, list_files
+from likeness.models.files.registry import FOLDERS, MODEL_FILES, find_file, folder_paths_under, list_files
 
 
 def test_every_known_file_belongs_to_a_registered_folder():

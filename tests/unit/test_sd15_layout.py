@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from likeness.models import sd15_layout
-from likeness.models.sd15_layout import (
+from likeness.tools.smoke import sd15_layout
+from likeness.tools.smoke.sd15_layout import (
     CLIP_PREFIX,
     SCHEDULE_KEYS,
     UNET_PREFIX,
@@ -107,7 +107,7 @@ def _sites_from_keys(shapes: dict) -> dict:
     found = {}
     for key, shape in shapes.items():
         if key.startswith(UNET_PREFIX) and key.endswith(".attn2.to_k.weight"):
-            parts = key[len(UNET_PREFIX):].split(".")
+            parts = key[len(UNET_PREFIX) :].split(".")
             number = 0 if parts[0] == "middle_block" else int(parts[1])
             index = int(parts[parts.index("transformer_blocks") + 1])
             assert shape[1] == 768
@@ -119,17 +119,33 @@ def test_attn2_sites_match_the_keys_and_the_sd15_table():
     full = sd15_attn2_sites("full")
     assert full == _sites_from_keys(sd15_checkpoint_shapes("full"))
     assert list(full.items()) == [
-        (("input", 1, 0), 320), (("input", 2, 0), 320), (("input", 4, 0), 640), (("input", 5, 0), 640),
-        (("input", 7, 0), 1280), (("input", 8, 0), 1280), (("middle", 0, 0), 1280),
-        (("output", 3, 0), 1280), (("output", 4, 0), 1280), (("output", 5, 0), 1280),
-        (("output", 6, 0), 640), (("output", 7, 0), 640), (("output", 8, 0), 640),
-        (("output", 9, 0), 320), (("output", 10, 0), 320), (("output", 11, 0), 320),
+        (("input", 1, 0), 320),
+        (("input", 2, 0), 320),
+        (("input", 4, 0), 640),
+        (("input", 5, 0), 640),
+        (("input", 7, 0), 1280),
+        (("input", 8, 0), 1280),
+        (("middle", 0, 0), 1280),
+        (("output", 3, 0), 1280),
+        (("output", 4, 0), 1280),
+        (("output", 5, 0), 1280),
+        (("output", 6, 0), 640),
+        (("output", 7, 0), 640),
+        (("output", 8, 0), 640),
+        (("output", 9, 0), 320),
+        (("output", 10, 0), 320),
+        (("output", 11, 0), 320),
     ]
     reduced = sd15_attn2_sites("reduced")
     assert reduced == _sites_from_keys(sd15_checkpoint_shapes("reduced"))
     assert list(reduced.items()) == [
-        (("input", 1, 0), 320), (("input", 3, 0), 640), (("middle", 0, 0), 640),
-        (("output", 0, 0), 640), (("output", 1, 0), 640), (("output", 2, 0), 320), (("output", 3, 0), 320),
+        (("input", 1, 0), 320),
+        (("input", 3, 0), 640),
+        (("middle", 0, 0), 640),
+        (("output", 0, 0), 640),
+        (("output", 1, 0), 640),
+        (("output", 2, 0), 320),
+        (("output", 3, 0), 320),
     ]
 
 
@@ -249,7 +265,8 @@ def test_writer_records_the_inpainting_layout(tmp_path, monkeypatch):
     real = sd15_layout.sd15_checkpoint_shapes
     keys = [INPUT_CONV, ATTN2_K, "betas"]
     monkeypatch.setattr(
-        sd15_layout, "sd15_checkpoint_shapes",
+        sd15_layout,
+        "sd15_checkpoint_shapes",
         lambda variant="reduced", in_channels=4: {k: v for k, v in real(variant, in_channels).items() if k in keys},
     )
     path = write_sd15_smoke_checkpoint(tmp_path / "inpaint.safetensors", seed=4, in_channels=9)

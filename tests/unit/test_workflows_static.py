@@ -1,7 +1,7 @@
 """Shipped workflows checked against the schema snapshot, without ComfyUI.
 
 The snapshot (tests/data/object_info_snapshot.json) is written by
-``python -m models.workflow_format regenerate`` and kept equal to a live server's
+``python -m tools.workflows.convert regenerate`` and kept equal to a live server's
 ``/object_info`` by tests/comfyui/test_workflows_ui.py.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from likeness.models.errors import LikenessError
-from likeness.models.workflow_format import (
+from likeness.tools.workflows.convert import (
     VIRTUAL_NODES,
     api_to_ui,
     input_specs,
@@ -49,7 +49,11 @@ def check_value(cls: str, name: str, value) -> str | None:
             return None if isinstance(value, str) and value else f"file name must be a non-empty string, got {value!r}"
         return None if value in spec.choices else f"{value!r} not in {spec.choices}"
     if spec.type in ("INT", "FLOAT"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (spec.type == "INT" and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (spec.type == "INT" and not isinstance(value, int))
+        ):
             return f"{value!r} is not {spec.type}"
         if "min" in opts and value < opts["min"] or "max" in opts and value > opts["max"]:
             return f"{value} outside [{opts.get('min')}, {opts.get('max')}]"
@@ -121,11 +125,16 @@ def test_ui_workflow_structure_links_and_values(path):
         if cls not in SNAPSHOT:
             errors.append(f"node {node['id']}: unknown class {cls}")
             continue
-        assert cls.startswith("Likeness_") or SNAPSHOT[cls]["python_module"] in ("nodes",) or SNAPSHOT[cls][
-            "python_module"].startswith("comfy_extras"), f"{cls} is neither ours nor core"
+        assert (
+            cls.startswith("Likeness_")
+            or SNAPSHOT[cls]["python_module"] in ("nodes",)
+            or SNAPSHOT[cls]["python_module"].startswith("comfy_extras")
+        ), f"{cls} is neither ours nor core"
         layout = widget_layout(SNAPSHOT[cls])
         if len(node["widgets_values"]) != len(layout):
-            errors.append(f"node {node['id']} ({cls}): {len(node['widgets_values'])} widget values, schema has {len(layout)}")
+            errors.append(
+                f"node {node['id']} ({cls}): {len(node['widgets_values'])} widget values, schema has {len(layout)}"
+            )
             continue
         for name, i in layout:
             if name is not None and (why := check_value(cls, name, node["widgets_values"][i])) is not None:
@@ -157,35 +166,66 @@ def test_api_to_ui_is_deterministic_and_round_trips(path):
     assert ui_to_api(ui, SNAPSHOT) == api
     groups = [g["bounding"] for g in ui["groups"]]
     for i, a in enumerate(groups):  # groups never overlap, so dragging one never drags another's nodes
-        for b in groups[i + 1:]:
+        for b in groups[i + 1 :]:
             assert a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1], (a, b)
 
 
 def test_seed_widget_is_followed_by_control_after_generate_and_upload_value():
-    api = {"1": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 3, "cfg": 7.0, "sampler_name": "euler",
-                                                      "scheduler": "normal", "denoise": 1.0,
-                                                      "model": ["2", 0], "positive": ["3", 0], "negative": ["3", 0],
-                                                      "latent_image": ["4", 0]}, "_meta": {"title": "KSampler"}},
-           "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}, "_meta": {"title": "Load Checkpoint"}},
-           "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["2", 1]}, "_meta": {"title": "CLIP Text Encode (Prompt)"}},
-           "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1},
-                 "_meta": {"title": "Empty Latent Image"}},
-           "5": {"class_type": "LoadImage", "inputs": {"image": "a.png"}, "_meta": {"title": "Load Image"}}}
+    api = {
+        "1": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 5,
+                "steps": 3,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["2", 0],
+                "positive": ["3", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+            },
+            "_meta": {"title": "KSampler"},
+        },
+        "2": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "a.safetensors"},
+            "_meta": {"title": "Load Checkpoint"},
+        },
+        "3": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "x", "clip": ["2", 1]},
+            "_meta": {"title": "CLIP Text Encode (Prompt)"},
+        },
+        "4": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+            "_meta": {"title": "Empty Latent Image"},
+        },
+        "5": {"class_type": "LoadImage", "inputs": {"image": "a.png"}, "_meta": {"title": "Load Image"}},
+    }
     ui = api_to_ui(api, SNAPSHOT)
     nodes = {n["id"]: n for n in ui["nodes"]}
     assert nodes[1]["widgets_values"] == [5, "fixed", 3, 7.0, "euler", "normal", 1.0]
     assert nodes[5]["widgets_values"] == ["a.png", "image"]
     assert "title" not in nodes[1]  # default title = display name, as the editor saves it
     assert [i["name"] for i in nodes[1]["inputs"]] == ["model", "positive", "negative", "latent_image"]
-    assert [lk[1:] for lk in ui["links"] if lk[3] == 1] == [[2, 0, 1, 0, "MODEL"], [3, 0, 1, 1, "CONDITIONING"],
-                                                            [3, 0, 1, 2, "CONDITIONING"], [4, 0, 1, 3, "LATENT"]]
+    assert [lk[1:] for lk in ui["links"] if lk[3] == 1] == [
+        [2, 0, 1, 0, "MODEL"],
+        [3, 0, 1, 1, "CONDITIONING"],
+        [3, 0, 1, 2, "CONDITIONING"],
+        [4, 0, 1, 3, "LATENT"],
+    ]
     assert ui_to_api(ui, SNAPSHOT) == api
 
 
 def test_linked_widget_becomes_a_widget_input_and_keeps_a_placeholder_value():
     sweep = _load(ROOT / "workflows" / "likeness_attribute_sweep.json")
     latent = next(n for n in sweep["nodes"] if n["type"] == "EmptyLatentImage")
-    assert latent["inputs"] == [{"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": latent["inputs"][0]["link"]}]
+    assert latent["inputs"] == [
+        {"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": latent["inputs"][0]["link"]}
+    ]
     assert len(latent["widgets_values"]) == 3
     assert ui_to_api(sweep, SNAPSHOT)[str(latent["id"])]["inputs"]["batch_size"][1] == 2
 

@@ -8,20 +8,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from likeness.models import wplus_processor
-from likeness.models.attention_math import residual_wplus_attention, sdpa_attention
-from likeness.models.checkpoints import flatten
+from likeness.models.attention.schedule import tokens_for_chunks
+from likeness.models.attention.sdpa import sdpa_attention
 from likeness.models.errors import CheckpointError, MissingModelError
-from likeness.models.wplus_adapter import (
+from likeness.models.files.checkpoints import flatten
+from likeness.models.wplus_adapter import processor as wplus_processor
+from likeness.models.wplus_adapter.attention import residual_wplus_attention
+from likeness.models.wplus_adapter.model import (
     WPlusAdapter,
     WPlusAttnProcessor,
     WProjModel,
     build_wplus_adapter_checkpoint,
     load_wplus_adapter,
-    tokens_for_chunks,
     wplus_adapter_shapes,
 )
-from likeness.models.wplus_sites import SD15_WPLUS_SITES, WPlusSite
+from likeness.models.wplus_adapter.sites import SD15_WPLUS_SITES, WPlusSite
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -213,8 +214,11 @@ def test_non_finite_weights_and_sdxl_width_are_refused(official_ckpt, tmp_path):
     save_file(flat, str(path))
     with pytest.raises(CheckpointError, match="wplus_adapter.5.to_v_wplus.weight contains NaN"):
         load_wplus_adapter(path)
-    wide = {k: v for k, v in flatten(build_wplus_adapter_checkpoint(0, cross_attention_dim=2048)).items()
-            if k.startswith("w_proj.") or k.startswith("wplus_adapter.1.")}
+    wide = {
+        k: v
+        for k, v in flatten(build_wplus_adapter_checkpoint(0, cross_attention_dim=2048)).items()
+        if k.startswith("w_proj.") or k.startswith("wplus_adapter.1.")
+    }
     path = tmp_path / "sdxl.safetensors"
     save_file(wide, str(path))
     with pytest.raises(CheckpointError, match=r"for SDXL \(context width 2048\).*SD1\.5 models only"):
@@ -224,7 +228,9 @@ def test_non_finite_weights_and_sdxl_width_are_refused(official_ckpt, tmp_path):
 def test_check_context_dim_names_both_families():
     adapter = WPlusAdapter(cross_attention_dim=32, sites=TINY_SITES)
     adapter.cross_attention_dim = 768  # pretend: an SD1.5 adapter
-    with pytest.raises(CheckpointError, match=r"SD1\.5 \(context width 768\) but the MODEL is SDXL \(context width 2048\)"):
+    with pytest.raises(
+        CheckpointError, match=r"SD1\.5 \(context width 768\) but the MODEL is SDXL \(context width 2048\)"
+    ):
         adapter.check_context_dim(2048)
     adapter.check_context_dim(768)
 
@@ -238,8 +244,12 @@ def tiny():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=8,
     ).eval()
     adapter = WPlusAdapter(cross_attention_dim=32, sites=TINY_SITES).eval()
@@ -262,7 +272,7 @@ def _predict(unet, sample, context):
 
 def test_unet_scale_zero_is_bit_identical_and_nonzero_changes(tiny, monkeypatch):
     unet, adapter, x = tiny
-    from likeness.models.wplus_diffusers import (
+    from likeness.models.wplus_adapter.diffusers_unet import (
         apply_wplus_adapter_to_unet,
         encode_context,
         remove_wplus_adapter,
@@ -293,8 +303,9 @@ def test_unet_scale_zero_is_bit_identical_and_nonzero_changes(tiny, monkeypatch)
         monkeypatch.setattr(WPlusAttnProcessor, "__call__", counting)
         branch = []
         real_residual = wplus_processor.residual_wplus_attention
-        monkeypatch.setattr(wplus_processor, "residual_wplus_attention",
-                            lambda *a, **k: branch.append(1) or real_residual(*a, **k))
+        monkeypatch.setattr(
+            wplus_processor, "residual_wplus_attention", lambda *a, **k: branch.append(1) or real_residual(*a, **k)
+        )
         assert set_wplus_scale(unet, 1.0) == 4
         patched = _predict(unet, x["sample"], context)
         assert sorted(calls) == sorted(id(p) for p in installed.values())  # each site exactly once
@@ -310,15 +321,18 @@ def test_unet_scale_zero_is_bit_identical_and_nonzero_changes(tiny, monkeypatch)
 
 def test_unet_site_table_is_checked_before_installing(tiny):
     unet, adapter, _ = tiny
-    from likeness.models.wplus_diffusers import apply_wplus_adapter_to_unet
+    from likeness.models.wplus_adapter.diffusers_unet import apply_wplus_adapter_to_unet
 
     missing = WPlusAdapter(cross_attention_dim=32, sites=TINY_SITES[:3])
     with pytest.raises(CheckpointError, match="no weights for 1 cross-attention layers.*mid_block"):
         apply_wplus_adapter_to_unet(unet, missing)
     moved = WPlusSite(4, TINY_SITES[1].diffusers_name, ("output", 3, 0), 32)
     shifted = WPlusAdapter(32, sites=(TINY_SITES[0], moved, *TINY_SITES[2:]))
-    with pytest.raises(CheckpointError, match="site 4 is up_blocks.1.attentions.0.*processor 4 of this UNet is "
-                                              "up_blocks.1.attentions.1.transformer_blocks.0.attn1"):
+    with pytest.raises(
+        CheckpointError,
+        match="site 4 is up_blocks.1.attentions.0.*processor 4 of this UNet is "
+        "up_blocks.1.attentions.1.transformer_blocks.0.attn1",
+    ):
         apply_wplus_adapter_to_unet(unet, shifted)
     sd15_names = WPlusAdapter(32, sites=tuple(SD15_WPLUS_SITES[i] for i in (0,)) + TINY_SITES[1:])
     with pytest.raises(CheckpointError, match="has width 32 but W\\+ adapter site 1 expects 320"):

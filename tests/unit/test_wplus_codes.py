@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from likeness.models.errors import CheckpointError, LikenessError
-from likeness.models.wplus_codes import WPlusCodes, load_wplus, save_wplus
+from likeness.models.inversion.codes import WPlusCodes, load_wplus, save_wplus
 
 
 def test_round_trip_keeps_codes_labels_and_provenance(tmp_path):

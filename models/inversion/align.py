@@ -1,0 +1,423 @@
+"""FFHQ face alignment for e4e inversion (docs/methods.md sections 0, 1.1, 3.1, 4.4).
+
+Public API:
+
+* :func:`ffhq_quad` (dlib 68 points), :func:`ffhq_quad_from_5` (5 keypoints),
+  :func:`ffhq_quad_from_106` (insightface 106 points): the oriented crop square.
+* :class:`AlignRecipe` and the recipes :data:`E4E_OFFICIAL`, :data:`WPLUS_ADAPTER`, :data:`PSTF`.
+* :func:`align_face` -> :class:`AlignedFace` (image, quad, aligned->source transform).
+* :func:`e4e_input_tensor`: aligned image -> ``[1, 3, 256, 256]`` in ``[-1, 1]``.
+* :func:`to_rgb_uint8`: any PIL image / array / ComfyUI image -> ``[H, W, 3]`` uint8.
+
+Coordinates are pixel indices ``(x, y)`` with pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import LikenessError
+from .align_warp import pad_and_blend, quad_warp
+from .pil_resample import pil_resize
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AlignRecipe",
+    "E4E_OFFICIAL",
+    "WPLUS_ADAPTER",
+    "PSTF",
+    "RECIPES",
+    "AlignedFace",
+    "ffhq_quad",
+    "ffhq_quad_from_5",
+    "ffhq_quad_from_106",
+    "quad_for_landmarks",
+    "landmark_kind",
+    "to_rgb_uint8",
+    "align_face",
+    "e4e_input_tensor",
+]
+
+# insightface 106-point indices used by PSTF-AttControl (methods.md section 4.4).
+_LM106_EYE_LEFT = [33, 35, 36, 37, 39, 40, 41, 42]
+_LM106_EYE_RIGHT = [87, 89, 90, 91, 93, 94, 95, 96]
+_LM106_MOUTH_LEFT, _LM106_MOUTH_RIGHT = 56, 69
+
+
+@dataclass(frozen=True)
+class AlignRecipe:
+    """One FFHQ alignment configuration.
+
+    Attributes:
+        name: recipe id (``"e4e_official"``, ``"wplus_adapter"``, ``"pstf"``).
+        output_size: side of the aligned image in pixels.
+        transform_size: side of the intermediate PIL ``QUAD`` transform (``>= output_size``).
+        enable_padding: reflect-pad + blur/median blend when the quad leaves the image.
+    """
+
+    name: str
+    output_size: int
+    transform_size: int
+    enable_padding: bool
+
+
+#: e4e's utils/alignment.py: 256 / 256 / padding on.
+E4E_OFFICIAL = AlignRecipe("e4e_official", 256, 256, True)
+#: w-plus-adapter's script/utils.py: 512 / 4096 / no padding (then parse, whiten, resize 256).
+WPLUS_ADAPTER = AlignRecipe("wplus_adapter", 512, 4096, False)
+#: PSTF-AttControl's prepare.py: 512 / 512 / padding on (106-point landmarks).
+PSTF = AlignRecipe("pstf", 512, 512, True)
+RECIPES: dict[str, AlignRecipe] = {r.name: r for r in (E4E_OFFICIAL, WPLUS_ADAPTER, PSTF)}
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """An aligned face and how to map it back onto the source photo.
+
+    Attributes:
+        image: uint8 ``[O, O, 3]`` RGB, ``O = recipe.output_size``.
+        quad: float64 ``[4, 2]`` crop square in source pixels (NW, SW, SE, NE corners).
+        qsize: side of the quad in source pixels.
+        aligned_to_source: float64 ``[3, 3]``; ``source_xy1 = M @ (x, y, 1)`` for aligned pixel
+            ``(x, y)``. ``M[:2]`` is the 2x3 matrix for ``kornia.geometry.transform.warp_affine``
+            (``align_corners=True``) to paste the aligned image back into the source canvas.
+        recipe: recipe name.
+        landmark_kind: ``"lm68"``, ``"kps5"`` or ``"lm106"``.
+        landmarks: float64 ``[N, 2]`` input landmarks mapped into aligned pixel coordinates.
+        shrink: the integer downscale applied before cropping (1 = none).
+        working_quad_width: quad width in the (possibly shrunk) working image; the W+ adapter
+            skips faces with ``working_quad_width <= 160`` (its ``min_size``).
+    """
+
+    image: np.ndarray
+    quad: np.ndarray
+    qsize: float
+    aligned_to_source: np.ndarray
+    recipe: str
+    landmark_kind: str
+    landmarks: np.ndarray
+    shrink: int
+    working_quad_width: float
+
+    @property
+    def source_to_aligned(self) -> np.ndarray:
+        """Inverse of :attr:`aligned_to_source`, float64 ``[3, 3]``."""
+        return np.linalg.inv(self.aligned_to_source)
+
+    @property
+    def matrix_2x3(self) -> np.ndarray:
+        """``aligned_to_source[:2]``, float64 ``[2, 3]``."""
+        return self.aligned_to_source[:2].copy()
+
+
+def _quad_from_points(
+    eye_left: np.ndarray, eye_right: np.ndarray, mouth_left: np.ndarray, mouth_right: np.ndarray
+) -> tuple[np.ndarray, float]:
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (mouth_left + mouth_right) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+    # x = eye_to_eye - rot90(eye_to_mouth), rot90(v) = (-v_y, v_x)
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    norm = float(np.hypot(*x))
+    if not np.isfinite(norm) or norm < 1e-6:
+        raise LikenessError(
+            f"Degenerate face landmarks (eyes {eye_left.tolist()} / {eye_right.tolist()}, mouth "
+            f"{mouth_left.tolist()} / {mouth_right.tolist()}): cannot build the FFHQ crop. "
+            "Check that the landmarks belong to a detected face."
+        )
+    x = x / norm * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.array([-x[1], x[0]])
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    return quad, float(np.hypot(*x) * 2.0)
+
+
+def _points(landmarks: Any, n: int, what: str) -> np.ndarray:
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.shape != (n, 2):
+        raise ValueError(f"{what} must have shape ({n}, 2), got {pts.shape}")
+    if not np.all(np.isfinite(pts)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return pts
+
+
+def ffhq_quad(lm68: Any) -> tuple[np.ndarray, float]:
+    """The FFHQ crop square from dlib's 68 landmarks (NVIDIA FFHQ recipe).
+
+    Eyes are the means of points 36-41 and 42-47, mouth corners points 48 and 54.
+
+    Args:
+        lm68: ``[68, 2]`` landmarks in source pixels (dlib / iBUG 300-W order).
+
+    Returns:
+        ``(quad, qsize)``: float64 ``[4, 2]`` corners NW, SW, SE, NE and the side length.
+    """
+    lm = _points(lm68, 68, "68-point landmarks")
+    return _quad_from_points(lm[36:42].mean(0), lm[42:48].mean(0), lm[48], lm[54])
+
+
+def ffhq_quad_from_5(kps5: Any) -> tuple[np.ndarray, float]:
+    """The FFHQ crop square from 5 keypoints (an approximation of :func:`ffhq_quad`).
+
+    The detector's eye points stand in for the means of the six 68-point eye-contour
+    points and its mouth corners for points 48/54. Measured against the dlib ``lm68`` quad
+    of the same face on the reference photos (``shared/reference/faces``; max corner
+    distance / qsize, centre shift / qsize, qsize ratio, rotation):
+
+    ==================  ======  ================  ======  =====  =======
+    photo               kps5    corner max        centre  scale  angle
+    ==================  ======  ================  ======  =====  =======
+    astronaut           yuface  11.9 px (6.8 %)   1.2 %   1.080  1.4 deg
+    astronaut           mtcnn   5.7 px (3.2 %)    0.4 %   0.961  0.6 deg
+    grace_hopper        yuface  16.7 px (5.2 %)   1.0 %   0.994  3.4 deg
+    grace_hopper        mtcnn   23.6 px (7.3 %)   0.3 %   1.097  -1.3 deg
+    camera_profile      yuface  20.9 px (18.8 %)  18.2 %  0.996  0.5 deg
+    ==================  ======  ================  ======  =====  =======
+
+    On frontal faces the crop centre agrees within about 1 % and the scale within about
+    10 % (the detectors' mouth corners sit lower/wider than dlib's), i.e. up to ~8 % of the
+    output size at the corners; the detectors disagree with each other as much. Profile
+    faces do not align reliably from 5 points (the centre moves by ~20 %).
+
+    Args:
+        kps5: ``[5, 2]`` keypoints: eye on the viewer's left, eye on the viewer's right,
+            nose, mouth corner viewer-left, mouth corner viewer-right (yuface, MTCNN,
+            insightface, RetinaFace order).
+
+    Returns:
+        ``(quad, qsize)`` as :func:`ffhq_quad`.
+    """
+    k = _points(kps5, 5, "5-point keypoints")
+    return _quad_from_points(k[0], k[1], k[3], k[4])
+
+
+def ffhq_quad_from_106(lm106: Any) -> tuple[np.ndarray, float]:
+    """The FFHQ crop square from insightface's 106 points as PSTF-AttControl computes it.
+
+    Eyes: means of points 33,35,36,37,39,40,41,42 and 87,89,90,91,93,94,95,96;
+    mouth corners: points 56 and 69 (methods.md section 4.4).
+    """
+    lm = _points(lm106, 106, "106-point landmarks")
+    return _quad_from_points(
+        lm[_LM106_EYE_LEFT].mean(0), lm[_LM106_EYE_RIGHT].mean(0), lm[_LM106_MOUTH_LEFT], lm[_LM106_MOUTH_RIGHT]
+    )
+
+
+def landmark_kind(landmarks: Any) -> str:
+    """``"lm68"``, ``"kps5"`` or ``"lm106"`` from the landmark array's shape."""
+    shape = np.shape(landmarks)
+    kinds = {(68, 2): "lm68", (5, 2): "kps5", (106, 2): "lm106"}
+    if shape not in kinds:
+        raise ValueError(f"landmarks must be [68, 2] (dlib), [5, 2] (keypoints) or [106, 2] (insightface), got {shape}")
+    return kinds[shape]
+
+
+def quad_for_landmarks(landmarks: Any) -> tuple[np.ndarray, float, str]:
+    """``(quad, qsize, kind)`` for 68, 5 or 106 landmarks."""
+    kind = landmark_kind(landmarks)
+    func = {"lm68": ffhq_quad, "kps5": ffhq_quad_from_5, "lm106": ffhq_quad_from_106}[kind]
+    quad, qsize = func(landmarks)
+    return quad, qsize, kind
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """Convert an image to RGB uint8 ``[H, W, 3]``.
+
+    Accepts a PIL image of any mode (``L``, ``LA``, ``P``, ``RGBA``, ``CMYK``, ``I;16*``,
+    ``I``, ``F``), a NumPy array or torch tensor ``[H, W]``, ``[H, W, 1|3|4]`` (uint8;
+    uint16 scaled by 1/257; float in 0..1 scaled by 255, e.g. a ComfyUI IMAGE row), or a
+    ``[1, H, W, C]`` ComfyUI batch of one. Alpha is dropped (as ``PIL.Image.convert("RGB")``);
+    grey is repeated on three channels. PIL ``I`` images are treated as 16-bit when any value
+    exceeds 255, ``F`` images as 0..1 when all values are <= 1, else as 0..255.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            arr = np.asarray(image).astype(np.float64) / 257.0
+        elif image.mode == "I":
+            arr = np.asarray(image).astype(np.float64)
+            if arr.max(initial=0) > 255:
+                arr = arr / 257.0
+        elif image.mode == "F":
+            arr = np.asarray(image).astype(np.float64)
+            if arr.max(initial=0) <= 1.0:
+                arr = arr * 255.0
+        else:
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an image [H, W], [H, W, 1|3|4] or [1, H, W, C], got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(f"float images must hold values in 0..1 (ComfyUI IMAGE), got {lo:.3g}..{hi:.3g}")
+        out = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in 0..1")
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out[:, :, :3])
+
+
+def _affine(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """3x3 matrix of ``p -> a * p_x + b * p_y + t``."""
+    return np.array([[a[0], b[0], t[0]], [a[1], b[1], t[1]], [0.0, 0.0, 1.0]])
+
+
+def align_face(
+    image: Any,
+    landmarks: Any,
+    recipe: AlignRecipe = E4E_OFFICIAL,
+    *,
+    device: torch.device | str | None = None,
+) -> AlignedFace:
+    """Align a face with the FFHQ recipe.
+
+    Args:
+        image: photo; anything :func:`to_rgb_uint8` accepts (PIL, ``[H, W, C]`` uint8, ...).
+        landmarks: ``[68, 2]`` dlib, ``[5, 2]`` keypoints or ``[106, 2]`` insightface points in
+            source pixels.
+        recipe: :data:`E4E_OFFICIAL`, :data:`WPLUS_ADAPTER`, :data:`PSTF` or a custom recipe.
+        device: torch device for the warp (default CPU).
+
+    Returns:
+        :class:`AlignedFace`. The image matches the official PIL/NumPy code within 1 px
+        geometrically and about 1 grey level on average (tests/reference).
+
+    Raises:
+        ValueError: wrong landmark shape or recipe sizes.
+        LikenessError: degenerate landmarks (eyes and mouth coincide).
+    """
+    if recipe.output_size < 1 or recipe.transform_size < recipe.output_size:
+        raise ValueError(
+            f"recipe {recipe.name!r}: need 1 <= output_size <= transform_size, "
+            f"got {recipe.output_size} / {recipe.transform_size}"
+        )
+    rgb = to_rgb_uint8(image)
+    src_h, src_w = rgb.shape[:2]
+    quad0, qsize0, kind = quad_for_landmarks(landmarks)
+    quad, qsize = quad0.copy(), qsize0
+    img = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device=device).permute(2, 0, 1).float()
+    # working index -> source index (the official code divides the quad by the integer shrink,
+    # but the image is resized to rint(size / shrink); both are tracked exactly here).
+    work_to_src = np.eye(3)
+
+    shrink = int(np.floor(qsize / recipe.output_size * 0.5))
+    if shrink > 1:
+        rsize = (int(np.rint(src_w / shrink)), int(np.rint(src_h / shrink)))
+        img = pil_resize(img, rsize, "lanczos")
+        quad /= shrink
+        qsize /= shrink
+        sx, sy = src_w / rsize[0], src_h / rsize[1]
+        work_to_src = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    working_h, working_w = img.shape[1:]
+
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    crop = (
+        max(int(np.floor(quad[:, 0].min())) - border, 0),
+        max(int(np.floor(quad[:, 1].min())) - border, 0),
+        min(int(np.ceil(quad[:, 0].max())) + border, working_w),
+        min(int(np.ceil(quad[:, 1].max())) + border, working_h),
+    )
+    offset = np.zeros(2)
+    if crop[2] - crop[0] < working_w or crop[3] - crop[1] < working_h:
+        img = img[:, crop[1] : crop[3], crop[0] : crop[2]]
+        quad -= crop[0:2]
+        offset += crop[0:2]
+    working_quad_width = float(quad[:, 0].max() - quad[:, 0].min())
+
+    h, w = img.shape[1:]
+    pad = (
+        max(-int(np.floor(quad[:, 0].min())) + border, 0),
+        max(-int(np.floor(quad[:, 1].min())) + border, 0),
+        max(int(np.ceil(quad[:, 0].max())) - w + border, 0),
+        max(int(np.ceil(quad[:, 1].max())) - h + border, 0),
+    )
+    if recipe.enable_padding and max(pad) > border - 4:
+        pad = tuple(int(p) for p in np.maximum(pad, int(np.rint(qsize * 0.3))))
+        logger.debug("align_face: padding %s (qsize %.1f)", pad, qsize)
+        img = pad_and_blend(img, pad, qsize)
+        quad += pad[:2]
+        offset -= pad[:2]
+
+    out = quad_warp(img, quad, recipe.transform_size, recipe.output_size)
+    aligned = out.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    size = recipe.output_size
+    nw, sw, ne = quad[0], quad[1], quad[3]
+    a, b = (ne - nw) / size, (sw - nw) / size
+    aligned_to_working = _affine(a, b, nw + 0.5 * a + 0.5 * b)
+    working_to_shrunk = _affine(np.array([1.0, 0.0]), np.array([0.0, 1.0]), offset)
+    aligned_to_source = work_to_src @ working_to_shrunk @ aligned_to_working
+    pts = np.asarray(landmarks, dtype=np.float64)
+    inv = np.linalg.inv(aligned_to_source)
+    pts_aligned = pts @ inv[:2, :2].T + inv[:2, 2]
+    return AlignedFace(
+        image=aligned,
+        quad=quad0,
+        qsize=qsize0,
+        aligned_to_source=aligned_to_source,
+        recipe=recipe.name,
+        landmark_kind=kind,
+        landmarks=pts_aligned,
+        shrink=max(shrink, 1),
+        working_quad_width=working_quad_width,
+    )
+
+
+def e4e_input_tensor(face: AlignedFace | np.ndarray, recipe: AlignRecipe | str = E4E_OFFICIAL) -> torch.Tensor:
+    """The e4e encoder input ``[1, 3, 256, 256]`` float32 in ``[-1, 1]`` for an aligned face.
+
+    * ``e4e_official``: torchvision ``Resize((256, 256))`` on the PIL image (Pillow bilinear;
+      a no-op for the 256 px aligned image), ``ToTensor`` (x / 255), ``Normalize(0.5, 0.5)``.
+    * ``wplus_adapter``: ``PIL.Image.resize((256, 256))`` (Pillow's default, bicubic) of the
+      512 px face, then ``(x - 127.5) / 127.5``. Background whitening is separate
+      (:func:`likeness.models.face_parsing.whiten_background`).
+    * ``pstf``: Pillow bilinear ``Resize(1024)``, ``ToTensor``, ``Normalize(0.5, 0.5)``, then a
+      tensor ``Resize((256, 256))`` (bilinear, antialias on as in torchvision >= 0.17;
+      [inferred]: PSTF pins no torchvision version).
+
+    Args:
+        face: :class:`AlignedFace` or an aligned uint8 ``[H, W, 3]`` image.
+        recipe: which pipeline's normalisation to reproduce (recipe or its name).
+    """
+    name = recipe if isinstance(recipe, str) else recipe.name
+    rgb = face.image if isinstance(face, AlignedFace) else to_rgb_uint8(face)
+    pil = Image.fromarray(rgb)
+    if name == "wplus_adapter":
+        arr = np.asarray(pil.resize((256, 256), Image.Resampling.BICUBIC), dtype=np.float32)
+        x = (torch.from_numpy(arr.copy()).permute(2, 0, 1) - 127.5) / 127.5
+    elif name == "e4e_official":
+        if pil.size != (256, 256):
+            pil = pil.resize((256, 256), Image.Resampling.BILINEAR)
+        x = (torch.from_numpy(np.asarray(pil, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0 - 0.5) / 0.5
+    elif name == "pstf":
+        w, h = pil.size
+        short = min(w, h)
+        big = pil.resize((int(w * 1024 / short), int(h * 1024 / short)), Image.Resampling.BILINEAR)
+        x = (torch.from_numpy(np.asarray(big, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0 - 0.5) / 0.5
+        x = torch.nn.functional.interpolate(
+            x[None], size=(256, 256), mode="bilinear", align_corners=False, antialias=True
+        )[0]
+    else:
+        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    return x.unsqueeze(0).contiguous()

@@ -1,0 +1,177 @@
+"""Per-site W+ adapter weights and the diffusers attention processor built on them.
+
+Nothing here imports diffusers: :class:`WPlusAttnProcessor` only duck-types
+the host ``attn`` (a diffusers ``Attention``) it is called with, so ``models/``
+keeps working without the optional diffusers dependency.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention.sdpa import AttentionFn
+from .attention import residual_wplus_attention
+
+__all__ = ["WPlusSiteLayer", "WPlusAttnProcessor"]
+
+
+class WPlusSiteLayer(nn.Module):
+    """The three bias-free projections the W+ adapter adds to one attn2 site.
+
+    State dict: ``to_k_wplus.weight`` ``[C, ctx]``, ``to_v_wplus.weight``
+    ``[C, ctx]``, ``to_q_wplus.weight`` ``[C, C]`` (the official per-site keys).
+
+    Args:
+        hidden_size: the site's inner width C (320/640/1280 for SD1.5).
+        cross_attention_dim: width of the W+ tokens, = the UNet context width
+            (768 for SD1.5).
+    """
+
+    def __init__(self, hidden_size: int, cross_attention_dim: int | None = None) -> None:
+        super().__init__()
+        ctx = hidden_size if cross_attention_dim is None else cross_attention_dim
+        self.hidden_size = int(hidden_size)
+        self.cross_attention_dim = int(ctx)
+        # Registration order = the official processor's (k, v, q), so state_dict() keys match its order.
+        self.to_k_wplus = nn.Linear(ctx, hidden_size, bias=False)
+        self.to_v_wplus = nn.Linear(ctx, hidden_size, bias=False)
+        self.to_q_wplus = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def project_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the W+ tokens at this site.
+
+        Args:
+            tokens: ``[B, T, ctx]`` W+ tokens (``WProjModel`` output, T = 4).
+
+        Returns:
+            ``(k, v)``, each ``[B, T, C]`` in ``tokens.dtype``. They depend only
+            on the tokens, so a host may compute them once per sampling run.
+        """
+        if tokens.ndim != 3 or tokens.shape[-1] != self.cross_attention_dim:
+            raise ValueError(f"W+ tokens must be [B, T, {self.cross_attention_dim}], got shape {tuple(tokens.shape)}")
+        weight_k, weight_v = self.to_k_wplus.weight, self.to_v_wplus.weight
+        if weight_k.dtype != tokens.dtype or weight_k.device != tokens.device:
+            weight_k = weight_k.to(device=tokens.device, dtype=tokens.dtype)
+            weight_v = weight_v.to(device=tokens.device, dtype=tokens.dtype)
+        return F.linear(tokens, weight_k), F.linear(tokens, weight_v)
+
+    def residual(
+        self,
+        h_t: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        heads: int,
+        scale: float | torch.Tensor,
+        attention_fn: AttentionFn | None = None,
+    ) -> torch.Tensor:
+        """``h_t + scale * MHA(to_q_wplus(h_t), k, v)``; see :func:`~.attention_math.residual_wplus_attention`."""
+        return residual_wplus_attention(h_t, k, v, self.to_q_wplus, heads, scale, attention_fn)
+
+
+class WPlusAttnProcessor(WPlusSiteLayer):
+    """diffusers attention processor of the W+ adapter for one attn2 layer.
+
+    The UNet context is ``[text | W+ tokens]``; the last ``num_tokens`` tokens
+    are split off, the text part runs the stock cross-attention (identical ops
+    to diffusers' ``AttnProcessor2_0``), then the residual W+ branch is added
+    before ``to_out`` (methods.md §3.3). Install with ``attn.set_processor``
+    or :func:`~.wplus_diffusers.apply_wplus_adapter_to_unet`.
+
+    Args:
+        hidden_size: the layer's inner width C.
+        cross_attention_dim: the context width (768 for SD1.5).
+        scale: λ, settable later through ``.scale``; ``0`` gives exactly the
+            stock output (the W+ branch is skipped).
+        num_tokens: number of W+ tokens at the end of the context (4).
+    """
+
+    def __init__(
+        self, hidden_size: int, cross_attention_dim: int | None = None, scale: float = 1.0, num_tokens: int = 4
+    ) -> None:
+        super().__init__(hidden_size, cross_attention_dim)
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+        self.scale = scale
+        self.num_tokens = int(num_tokens)
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cross-attention with the W+ residual.
+
+        Args:
+            attn: the host diffusers ``Attention``.
+            hidden_states: ``[B, N, query_dim]`` (or ``[B, C, H, W]``).
+            encoder_hidden_states: ``[B, L + num_tokens, ctx]`` = [text | W+ tokens].
+            attention_mask: optional mask over the **text** tokens (length L).
+            temb: for spatial-norm layers.
+
+        Returns:
+            Same shape as ``hidden_states``.
+        """
+        if encoder_hidden_states is None:
+            raise ValueError(
+                "WPlusAttnProcessor is for cross-attention (attn2) only: it needs encoder_hidden_states "
+                "= [text | W+ tokens]; keep the stock processor on self-attention layers"
+            )
+        if encoder_hidden_states.shape[1] <= self.num_tokens:
+            raise ValueError(
+                f"context has {encoder_hidden_states.shape[1]} tokens but must be [text | {self.num_tokens} W+ "
+                "tokens]; build it with wplus_diffusers.encode_context"
+            )
+        end = encoder_hidden_states.shape[1] - self.num_tokens
+        text = encoder_hidden_states[:, :end, :].contiguous()
+        wplus = encoder_hidden_states[:, end:, :]
+
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        batch_size, sequence_length, _ = text.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if attn.norm_cross:
+            text = attn.norm_encoder_hidden_states(text)
+        key = attn.to_k(text)
+        value = attn.to_v(text)
+        inner_dim = key.shape[-1]
+        head_dim = inner_dim // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        h_t = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
+        h_t = h_t.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+
+        scale = self.scale
+        if not (isinstance(scale, (int, float)) and float(scale) == 0.0):
+            k_w, v_w = self.project_tokens(wplus)
+            h_t = residual_wplus_attention(h_t, k_w, v_w, self.to_q_wplus, attn.heads, scale)
+
+        hidden_states = attn.to_out[0](h_t)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor

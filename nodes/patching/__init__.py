@@ -1,0 +1,19 @@
+"""The only place that patches ComfyUI's UNet (``transformer_options``, ``ModelPatcher``, ``comfy.ldm``).
+
+* :mod:`.sites`: the cross-attention sites of a loaded UNet and the shared helpers of every attn2 replace.
+* :mod:`.wplus`: the W+ adapter's residual cross-attention as one attn2 replace per site.
+
+Every function returns a patched clone; the input MODEL and any patch already on it are never mutated.
+"""
+
+from .sites import SiteKey, discover_attn2_sites
+from .wplus import LoadedWPlusAdapter, WPlusPatch, WPlusSiteReplace, apply_wplus_adapter
+
+__all__ = [
+    "SiteKey",
+    "discover_attn2_sites",
+    "LoadedWPlusAdapter",
+    "WPlusPatch",
+    "WPlusSiteReplace",
+    "apply_wplus_adapter",
+]

@@ -1,0 +1,216 @@
+"""The W+ adapter patch of ComfyUI's UNet.
+
+The W+ adapter is installed as one attn2 *replace* per cross-attention site.
+ComfyUI hands the replace the already projected q, k, v; the text attention ``h_t`` is computed exactly as ComfyUI
+would (or by a replace already sitting on that key, which we wrap and never
+mutate), and the residual W+ branch is added by the shared
+:func:`models.wplus_adapter.attention.residual_wplus_attention`. ComfyUI applies
+``to_out`` afterwards. Nothing here mutates the input MODEL: callers pass a
+clone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import comfy.model_management
+import comfy.model_patcher
+import torch
+
+from ...models.attention.schedule import StepWindow, mask_to_token_grid, tokens_for_chunks
+from ...models.errors import LikenessError
+from ...models.wplus_adapter.attention import residual_wplus_attention
+from ...models.wplus_adapter.model import WPlusAdapter
+from ...models.wplus_adapter.sites import WPlusSite
+from .sites import SiteKey, discover_attn2_sites, existing_attn2_replaces, host_attention
+
+__all__ = ["LoadedWPlusAdapter", "WPlusPatch", "WPlusSiteReplace", "apply_wplus_adapter"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedWPlusAdapter:
+    """What ``Likeness Load W+ Adapter`` outputs: the weights and the ComfyUI patcher that moves them."""
+
+    adapter: WPlusAdapter
+    patcher: comfy.model_patcher.ModelPatcher
+    name: str
+
+    @classmethod
+    def wrap(cls, adapter: WPlusAdapter, name: str) -> LoadedWPlusAdapter:
+        # ModelPatcher writes bookkeeping attributes (device, ...) onto the module it manages;
+        # a plain container keeps them off the adapter, whose ``device`` is a read-only property.
+        host = torch.nn.Module()
+        host.adapter = adapter
+        patcher = comfy.model_patcher.ModelPatcher(
+            host,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+        return cls(adapter, patcher, name)
+
+
+@dataclass
+class WPlusPatch:
+    """Everything one ``Apply W+ Adapter`` shares between its site replaces.
+
+    Attributes:
+        loaded: the adapter and its patcher.
+        wplus: absolute W+ ``[Bw,18,512]`` (Bw = 1, or one code per latent).
+        weight: λ, the residual scale.
+        window: the steps in which W+ acts (start 0.2 = the official delay).
+        mask: optional ``[Bm,H,W]`` mask in image space (1 = W+ acts there).
+        hits: per-site call counter (tests and diagnostics).
+    """
+
+    loaded: LoadedWPlusAdapter
+    wplus: torch.Tensor
+    weight: float
+    window: StepWindow = field(default_factory=lambda: StepWindow(0.2, 1.0))
+    mask: torch.Tensor | None = None
+    hits: Counter = field(default_factory=Counter)
+    _tokens: dict = field(default_factory=dict)
+    _last_sigmas: torch.Tensor | None = None
+    _last_active: bool = False
+
+    @property
+    def adapter(self) -> WPlusAdapter:
+        return self.loaded.adapter
+
+    def active(self, extra_options: dict) -> bool:
+        """Whether W+ acts at this call's step; decided once per UNet call, not once per site.
+
+        Every site of one UNet call receives the same ``sigmas`` tensor, so the
+        decision (and its device-to-host read of the sigma) is reused by identity.
+        """
+        sigmas = extra_options["sigmas"]
+        if sigmas is not self._last_sigmas:
+            sigma = float(sigmas.detach().flatten()[0])
+            self._last_active = self.window.active(sigma, extra_options.get("sample_sigmas"))
+            self._last_sigmas = sigmas
+        return self._last_active
+
+    def tokens(self, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Per-row W+ tokens ``[B,4,ctx]`` for this call's cond/uncond chunks."""
+        key = (device, dtype)
+        if key not in self._tokens:
+            with torch.no_grad():
+                cond = self.adapter.tokens(self.wplus)
+                uncond = self.adapter.uncond_tokens(1)
+            self._tokens[key] = (cond.to(device, dtype), uncond.to(device, dtype))
+        cond, uncond = self._tokens[key]
+        chunks = extra_options["cond_or_uncond"]
+        rows = batch // max(1, len(chunks))
+        if cond.shape[0] not in (1, rows):
+            raise LikenessError(
+                f"The W+ input holds {cond.shape[0]} codes but the latent batch is {rows}. Use a single W+ code, "
+                f"or a latent batch of {cond.shape[0]} (one image per code, e.g. for an attribute sweep)."
+            )
+        return tokens_for_chunks(cond, uncond, chunks, batch)
+
+    def scale(self, extra_options: dict, batch: int, tokens: int, ref: torch.Tensor) -> float | torch.Tensor:
+        """λ, or ``[B,N,1]`` λ·mask resized to this block's token grid."""
+        if self.mask is None:
+            return self.weight
+        _, _, height, width = extra_options["activations_shape"]
+        if height * width != tokens:
+            raise LikenessError(f"attention has {tokens} tokens but the block grid is {height}x{width}")
+        try:
+            grid = mask_to_token_grid(self.mask.to(ref.device), (height, width), extra_options["cond_or_uncond"], batch)
+        except ValueError as exc:
+            raise LikenessError(f"Apply W+ Adapter: {exc}. Give one mask, or one per latent.") from exc
+        return (self.weight * grid).to(ref.dtype)
+
+    def models(self) -> list:
+        return [self.loaded.patcher]
+
+
+class WPlusSiteReplace:
+    """The attn2 replace installed at one site; wraps a replace already there (IPAdapter and others)."""
+
+    def __init__(self, patch: WPlusPatch, site: WPlusSite, key: SiteKey, previous: Callable | None):
+        self.patch = patch
+        self.site = site
+        self.key = key
+        self.previous = previous
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        self.patch.hits[self.key] += 1
+        heads = extra_options["n_heads"]
+        attention = host_attention(extra_options)
+        h_t = self.previous(q, k, v, extra_options) if self.previous is not None else attention(q, k, v, heads)
+        if self.patch.weight == 0 or not self.patch.active(extra_options):
+            return h_t
+        layer = self.patch.adapter.layer(self.site)
+        tokens = self.patch.tokens(extra_options, q.shape[0], q.device, q.dtype)
+        k_w, v_w = layer.project_tokens(tokens)
+        scale = self.patch.scale(extra_options, q.shape[0], q.shape[1], q)
+        return residual_wplus_attention(h_t, k_w, v_w, layer.to_q_wplus, heads, scale, attention_fn=attention)
+
+    def to(self, device_or_dtype):
+        if self.previous is not None and hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device_or_dtype)
+        return self
+
+    def models(self) -> list:
+        found = list(self.patch.models())
+        if self.previous is not None and hasattr(self.previous, "models"):
+            found += list(self.previous.models())
+        return found
+
+
+def apply_wplus_adapter(
+    model: comfy.model_patcher.ModelPatcher,
+    loaded: LoadedWPlusAdapter,
+    wplus: torch.Tensor,
+    weight: float,
+    start_at: float,
+    end_at: float,
+    mask: torch.Tensor | None = None,
+) -> tuple[comfy.model_patcher.ModelPatcher, WPlusPatch]:
+    """Return a patched clone of ``model``; the input MODEL is not modified.
+
+    Raises:
+        LikenessError: the MODEL is not the architecture the adapter was trained for
+            (e.g. SDXL), or its cross-attention sites do not match the adapter's.
+    """
+    sites = discover_attn2_sites(model)
+    if not sites:
+        raise LikenessError("This MODEL has no cross-attention layers: the W+ adapter needs an SD1.5 UNet.")
+    for context_width in sorted({ctx for ctx, _ in sites.values()}):
+        loaded.adapter.check_context_dim(context_width)
+    expected = {s.comfy_key: s for s in loaded.adapter.sites}
+    found = {key: inner for key, (_, inner) in sites.items()}
+    wanted = {key: site.hidden_size for key, site in expected.items()}
+    if found != wanted:
+        differ = sorted(set(found) ^ set(wanted)) or sorted(k for k in found if found[k] != wanted[k])
+        raise LikenessError(
+            f"This MODEL's cross-attention layout is not SD1.5's: it has {len(found)} sites, the W+ adapter "
+            f"{len(wanted)}; first differences at {differ[:4]}. The W+ adapter fits SD1.5 models (and "
+            "fine-tunes of SD1.5) only."
+        )
+    sampling = model.get_model_object("model_sampling")
+    try:
+        window = StepWindow(
+            float(start_at), float(end_at),
+            float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at)),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise LikenessError(f"Apply W+ Adapter: {exc}. Set start_at below end_at.") from exc
+    patch = WPlusPatch(
+        loaded=loaded,
+        wplus=wplus.detach().to(torch.float32).cpu(),
+        weight=float(weight),
+        window=window,
+        mask=None if mask is None else (mask[None] if mask.ndim == 2 else mask).detach().float().cpu(),
+    )
+    patched = model.clone()
+    existing = existing_attn2_replaces(patched)
+    for key in sites:
+        previous = existing.get(key, existing.get(key[:2]))
+        patched.set_model_attn2_replace(WPlusSiteReplace(patch, expected[key], key, previous), *key)
+    return patched, patch

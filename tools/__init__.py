@@ -1,0 +1,1 @@
+"""Developer and batch tooling: never imported by ComfyUI or by ``nodes/``."""

@@ -1,0 +1,1 @@
+"""The batch queue client: sweep specs, a resumable manifest, several ComfyUI servers."""

@@ -1,0 +1,233 @@
+"""The batch manifest (resume state) and the final reports (report.csv / report.json).
+
+``manifest.json`` in the output folder holds one record per point, keyed by its stable ``point_id``;
+it is rewritten atomically (temp file + ``os.replace``) after every state change, so a crash at any
+moment leaves a consistent file. A point's ``prompt_id`` is a UUID5 of the manifest's random ``nonce``,
+the point id and the point's ``generation`` (bumped only by ``retry_failed``), and it is written to the
+manifest *before* the prompt is posted: a resubmission after a crash or a server restart reuses the same
+``prompt_id``, and the runner checks ``/queue`` and ``/history/{id}`` before posting again.
+
+Statuses: ``pending`` (not on any server), ``queued`` (posted, or about to be, to ``server``),
+``done`` (finished with success, outputs downloaded; a finished entry whose downloads are interrupted is
+kept in ``history`` so the files are fetched later, even from a restarted server, without re-running),
+``failed`` (rejected, execution error, timeout or retries exhausted; see ``error``).
+
+Identity scores (documented convention): for every node of the prompt whose ``class_type`` contains
+``score_class`` (default ``"IdentityScore"``), numbers are read from its history output: numeric values
+(or strings) under ``score``/``scores``/``similarity`` and the first number in every string under ``text``. The
+point's ``score`` is the first such number (nodes in id order); ``scores`` keeps all of them per node.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ...models.errors import LikenessError
+
+__all__ = [
+    "PointRecord",
+    "Manifest",
+    "STATUSES",
+    "extract_scores",
+    "write_reports",
+    "iso_time",
+]
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("pending", "queued", "done", "failed")
+MANIFEST_NAME = "manifest.json"
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+@dataclass
+class PointRecord:
+    """The state of one point (everything the report shows). Times are Unix seconds (float) or None."""
+
+    point_id: str
+    index: int
+    label: str
+    prompt_id: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+    status: str = "pending"
+    server: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    error_details: dict[str, Any] | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    seconds: float | None = None
+    score: float | None = None
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    history: dict[str, Any] | None = None  # finished history entry kept until its outputs are downloaded
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PointRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def iso_time(t: float | None) -> str:
+    """Unix seconds -> ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), '' for None."""
+    if t is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+class Manifest:
+    """``out_dir/manifest.json``: the batch's nonce, client id and a :class:`PointRecord` per point id."""
+
+    def __init__(self, path: Path, nonce: str, client_id: str, records: dict[str, PointRecord]):
+        self.path = path
+        self.nonce = nonce
+        self.client_id = client_id
+        self.records = records
+
+    @classmethod
+    def open(cls, out_dir: Path) -> Manifest:
+        """Load the manifest of ``out_dir``, or start an empty one (nothing is written yet)."""
+        path = out_dir / MANIFEST_NAME
+        if not path.exists():
+            return cls(path, uuid.uuid4().hex, uuid.uuid4().hex, {})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            records = {pid: PointRecord.from_dict(rec) for pid, rec in data["points"].items()}
+            return cls(path, data["nonce"], data["client_id"], records)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise LikenessError(
+                f"batch manifest {path} is unreadable ({exc}); move it away to start the batch afresh "
+                "(finished images in that folder are kept)"
+            ) from exc
+
+    def prompt_id(self, point_id: str, generation: int) -> str:
+        """The client-chosen prompt id of a point: stable for (nonce, point id, generation)."""
+        return str(uuid.uuid5(uuid.UUID(self.nonce), f"{point_id}:{generation}"))
+
+    def record(self, point_id: str, index: int, label: str, inputs: dict[str, Any]) -> PointRecord:
+        """The record of a point, created as ``pending`` if new; index/label follow the current spec."""
+        rec = self.records.get(point_id)
+        if rec is None:
+            rec = PointRecord(point_id, index, label, self.prompt_id(point_id, 0), inputs=dict(inputs))
+            self.records[point_id] = rec
+        else:
+            rec.index, rec.label, rec.inputs = index, label, dict(inputs)
+        return rec
+
+    def save(self) -> None:
+        """Write atomically (temp file + ``os.replace``)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "version": 1,
+            "nonce": self.nonce,
+            "client_id": self.client_id,
+            "points": {pid: asdict(rec) for pid, rec in self.records.items()},
+        }
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        match = _NUMBER.search(value)
+        return [float(match.group())] if match else []
+    if isinstance(value, list):
+        return [x for item in value for x in _numbers(item)]
+    return []
+
+
+def extract_scores(
+    prompt: dict[str, Any], outputs: dict[str, Any], score_class: str = "IdentityScore"
+) -> dict[str, list[float]]:
+    """Numbers reported by score nodes: ``{node id: [numbers]}`` (see the module docstring)."""
+    found: dict[str, list[float]] = {}
+    for node_id in sorted(outputs, key=lambda n: (len(n), n)):
+        if score_class not in prompt.get(node_id, {}).get("class_type", ""):
+            continue
+        out = outputs[node_id]
+        nums: list[float] = []
+        for key in ("score", "scores", "similarity"):
+            nums += _numbers(out.get(key))
+        for text in out.get("text", []) if isinstance(out.get("text"), list) else [out.get("text")]:
+            if isinstance(text, str):
+                nums += _numbers(text)
+        if nums:
+            found[node_id] = nums
+    return found
+
+
+REPORT_COLUMNS = (
+    "index",
+    "point_id",
+    "label",
+    "status",
+    "prompt_id",
+    "server",
+    "attempts",
+    "error",
+    "score",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "seconds",
+    "inputs",
+    "outputs",
+)
+
+
+def write_reports(out_dir: Path, records: list[PointRecord]) -> tuple[Path, Path]:
+    """Write ``report.csv`` (one row per point, ISO times, JSON-encoded inputs, ``;``-joined files) and
+    ``report.json`` (the full records plus a summary); returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "report.csv", out_dir / "report.json"
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REPORT_COLUMNS)
+        for rec in records:
+            writer.writerow(
+                [
+                    rec.index,
+                    rec.point_id,
+                    rec.label,
+                    rec.status,
+                    rec.prompt_id,
+                    rec.server or "",
+                    rec.attempts,
+                    (rec.error or "").replace("\n", " | "),
+                    "" if rec.score is None else f"{rec.score:.6g}",
+                    iso_time(rec.queued_at),
+                    iso_time(rec.started_at),
+                    iso_time(rec.finished_at),
+                    "" if rec.seconds is None else f"{rec.seconds:.3f}",
+                    json.dumps(rec.inputs, sort_keys=True),
+                    ";".join(o["file"] for o in rec.outputs if o.get("file")),
+                ]
+            )
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
+    data = {
+        "summary": {"total": len(records), **counts},
+        "points": [
+            {**asdict(rec), **{k: iso_time(getattr(rec, k)) for k in ("queued_at", "started_at", "finished_at")}}
+            for rec in records
+        ],
+    }
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, json_path)
+    return csv_path, json_path

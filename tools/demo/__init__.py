@@ -1,0 +1,1 @@
+"""``likeness demo``: the main job without ComfyUI, offline on a CPU."""

@@ -1,0 +1,1 @@
+"""Smoke models: random weights in the official file layouts."""

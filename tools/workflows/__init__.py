@@ -1,0 +1,1 @@
+"""Workflow files: API <-> UI conversion and the generated UI layout."""
