@@ -126,7 +126,9 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         providers: see :func:`resolve_providers` (CPU by default).
         det_size: square SCRFD input size; on no face the detector retries down to 320 in steps of 64.
         det_thresh: minimum detection score in [0, 1].
-        allowed_modules: insightface task names to load (default detection, recognition, landmark_3d_68).
+        allowed_modules: insightface task names to load (default detection, recognition, landmark_3d_68);
+            add ``landmark_2d_106`` (antelopev2's 2d106det.onnx) to get ``face.extra["landmarks106"]``
+            ``[106, 2]``, the points PSTF aligns with.
     """
 
     name = "insightface"
@@ -189,6 +191,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
     def _convert(self, f: Any) -> Face:
         lm3d = getattr(f, "landmark_3d_68", None)
+        lm106 = getattr(f, "landmark_2d_106", None)
         emb = getattr(f, "embedding", None)
         kps = f.kps if f.kps is not None else np.zeros((5, 2), np.float32)
         return Face(
@@ -199,6 +202,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             embedding=None if emb is None else np.array(emb, dtype=np.float32),
             embedding_model=self.embedding_model if emb is not None else "",
             detector=f"insightface:{self.pack}",
+            extra={} if lm106 is None else {"landmarks106": np.asarray(lm106, dtype=np.float32)[:, :2]},
         )
 
     def _detect_once(self, rgb: np.ndarray, det_size: int) -> list[Face]:

@@ -114,6 +114,9 @@ class Face:
         """A copy with every coordinate mapped by ``p * scale + (dx, dy)`` (embedding kept)."""
         off = np.array([dx, dy], dtype=np.float32)
         lm = None if self.landmarks68 is None else self.landmarks68 * scale + off
+        extra = dict(self.extra)
+        if extra.get("landmarks106") is not None:  # insightface's 2d106 points (PSTF alignment)
+            extra["landmarks106"] = np.asarray(extra["landmarks106"], np.float32) * scale + off
         return Face(
             bbox=self.bbox * scale + np.concatenate([off, off]),
             score=self.score,
@@ -122,7 +125,7 @@ class Face:
             embedding=None if self.embedding is None else self.embedding.copy(),
             embedding_model=self.embedding_model,
             detector=self.detector,
-            extra=dict(self.extra),
+            extra=extra,
         )
 
 
