@@ -6,6 +6,8 @@ Works without ComfyUI. Commands:
 * ``smoke-models``: write random-weight files in the official formats.
 * ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
 * ``demo``: detect, align, invert, edit and preview one photo (smoke models when real ones are absent).
+* ``prepare-dataset``, ``train-wplus``, ``train-pstf``: training data and the adapter trainers
+  (:mod:`.train`; ``accelerate launch -m models.cli train-...`` for several GPUs).
 """
 
 from __future__ import annotations
@@ -174,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", help="SD1.5 prompt (with --sd15-diffusers)")
     demo.add_argument("--steps", type=int, default=30, help="SD1.5 steps (with --sd15-diffusers, default 30)")
     demo.set_defaults(func=_cmd_demo)
+
+    from .train.prepare_cli import add_prepare_parser
+    from .train.train_cli import add_train_parsers
+
+    add_prepare_parser(sub, "models directory with e4e/, face_parsing/, insightface/ (default: $COMFYUI_PATH/models "
+                       "or ./models_store)")  # fmt: skip
+    add_train_parsers(sub)
     return parser
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "write_item",
     "item_complete",
     "read_dataset_info",
+    "write_dataset_info",
     "DatasetItem",
     "load_items",
 ]
@@ -208,6 +209,30 @@ def item_complete(root: Path, item_id: str, method: str) -> bool:
     """True when every file of the item exists (an interrupted item is redone)."""
     folder = Path(root) / "items" / item_id
     return all((folder / name).is_file() for name in ITEM_FILES[method])
+
+
+def write_dataset_info(root: Path, method: str, settings: dict[str, Any]) -> DatasetInfo:
+    """(Re)write ``dataset.json`` with the counts of the current manifest."""
+    records = read_manifest(root).values()
+    reasons: dict[str, int] = {}
+    for rec in records:
+        if rec.status != "ok":
+            key = rec.reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    counts = {
+        "ok": sum(r.status == "ok" for r in records),
+        "skipped": sum(r.status != "ok" for r in records),
+        "skipped_by_reason": reasons,
+    }
+    data = {
+        "format": DATASET_FORMAT,
+        "format_version": DATASET_VERSION,
+        "method": method,
+        "settings": dict(settings),
+        "counts": counts,
+    }
+    write_json_atomic(Path(root) / "dataset.json", data)
+    return DatasetInfo(method, dict(settings), counts)
 
 
 def read_dataset_info(root: str | Path) -> DatasetInfo:

@@ -43,8 +43,6 @@ from ..inversion.align import PSTF, WPLUS_ADAPTER, AlignedFace, AlignRecipe, ali
 from ..inversion.whitening import hull_background_mask, whiten_background
 from ..parsenet import BACKGROUND_CLASSES, ParseNet, background_mask, parse_face
 from .dataset import (
-    DATASET_FORMAT,
-    DATASET_VERSION,
     IMAGE_SUFFIXES,
     METHODS,
     DatasetInfo,
@@ -53,8 +51,8 @@ from .dataset import (
     item_complete,
     item_id_for,
     read_manifest,
+    write_dataset_info,
     write_item,
-    write_json_atomic,
 )
 
 __all__ = ["Encoder", "PrepareSettings", "prepare_dataset", "list_photos", "FACE_CLASSES"]
@@ -157,29 +155,6 @@ def _check_settings(out: Path, settings: PrepareSettings) -> None:
         )
 
 
-def _write_info(out: Path, settings: PrepareSettings) -> DatasetInfo:
-    records = read_manifest(out).values()
-    reasons: dict[str, int] = {}
-    for rec in records:
-        if rec.status != "ok":
-            key = rec.reason.split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-    counts = {
-        "ok": sum(r.status == "ok" for r in records),
-        "skipped": sum(r.status != "ok" for r in records),
-        "skipped_by_reason": reasons,
-    }
-    data = {
-        "format": DATASET_FORMAT,
-        "format_version": DATASET_VERSION,
-        "method": settings.method,
-        "settings": asdict(settings),
-        "counts": counts,
-    }
-    write_json_atomic(out / "dataset.json", data)
-    return DatasetInfo(settings.method, asdict(settings), counts)
-
-
 def prepare_dataset(
     photos: str | Path,
     out: str | Path,
@@ -244,7 +219,7 @@ def prepare_dataset(
             if progress is not None:
                 progress(index + 1, len(todo), record)
     finally:
-        info = _write_info(out, settings)
+        info = write_dataset_info(out, settings.method, asdict(settings))
     return info
 
 

@@ -198,7 +198,7 @@ def _from(source: str | None) -> str:
     return f" {source}" if source else ""
 
 
-def load_wplus_adapter(path: str | Path) -> WPlusAdapter:
+def load_wplus_adapter(path: str | Path, sites: Sequence[WPlusSite] = SD15_WPLUS_SITES) -> WPlusAdapter:
     """Load an official W+ adapter checkpoint (``wplus_adapter.bin`` / ``wplus_adapter_stage1.bin``).
 
     Accepts the official nested layout ``{"w_proj": {...}, "wplus_adapter": {...}}``
@@ -208,9 +208,11 @@ def load_wplus_adapter(path: str | Path) -> WPlusAdapter:
 
     Args:
         path: the checkpoint file.
+        sites: the site table the file must match (default the 16 SD1.5 sites; the training smoke test
+            passes the tiny smoke UNet's table, same indices and context width, smaller widths).
 
     Returns:
-        A :class:`WPlusAdapter` (SD1.5 sites, context 768) on the CPU, in eval mode.
+        A :class:`WPlusAdapter` (context 768) on the CPU, in eval mode.
 
     Raises:
         MissingModelError: the file does not exist.
@@ -227,10 +229,10 @@ def load_wplus_adapter(path: str | Path) -> WPlusAdapter:
         )
     flat = flatten(obj)
     _refuse_other_families(flat, source)
-    validate_shapes(flat, wplus_adapter_shapes(), what="W+ adapter (SD1.5)", source=source)
+    validate_shapes(flat, wplus_adapter_shapes(SD15_CONTEXT_DIM, sites), what="W+ adapter (SD1.5)", source=source)
     dtype = _common_float_dtype(flat, source)
     with torch.device("meta"):  # no throw-away random init of 38.6M weights
-        adapter = WPlusAdapter(SD15_CONTEXT_DIM)
+        adapter = WPlusAdapter(SD15_CONTEXT_DIM, sites)
     adapter.load_state_dict({k: v.to(dtype) for k, v in flat.items()}, strict=True, assign=True)
     adapter.source = source
     adapter.eval()

@@ -1,0 +1,1 @@
+"""Command-line plumbing of the training verbs (``prepare-dataset``, ``train-wplus``, ``train-pstf``)."""

@@ -1,0 +1,142 @@
+"""``python -m models.cli train-wplus`` and ``train-pstf``: argument parsing, smoke set-up, the run summary.
+
+The same command runs on one device (``python -m models.cli train-wplus ...``) and on several GPUs
+(``accelerate launch --multi_gpu --num_processes N -m models.cli train-wplus ...``); accelerate's
+environment decides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ...models.errors import LikenessError
+
+__all__ = ["add_train_parsers", "common_config"]
+
+logger = logging.getLogger(__name__)
+
+#: --smoke defaults: a run that finishes in well under a minute on one CPU core.
+SMOKE_DEFAULTS = {"steps": 30, "resolution": 64, "batch_size": 4, "lr": 3e-3, "validation_steps": 3}
+
+
+def _common(p: argparse.ArgumentParser, lr: float, resolution: int, batch: int) -> None:
+    p.add_argument("--data", help="dataset folder from prepare-dataset (not needed with --smoke)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, train_log.jsonl, validation images")
+    p.add_argument("--base", help="base model: a diffusers folder or a single .safetensors/.ckpt checkpoint")
+    p.add_argument("--tokenizer", help="single-file --base: folder with CLIP vocab.json + merges.txt "
+                   "(default: ComfyUI's comfy/sd1_tokenizer)")  # fmt: skip
+    p.add_argument("--steps", type=int, help="optimizer steps to reach (a resumed run continues up to it)")
+    p.add_argument("--resolution", type=int, help=f"training image side in px (default {resolution})")
+    p.add_argument("--batch-size", type=int, help=f"samples per GPU per micro-step (default {batch})")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step (default 1)")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {lr:g}, the paper's)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (default 0)")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="default no")
+    p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 2000; --smoke: --steps)")
+    p.add_argument("--keep-checkpoints", type=int, help="keep only the newest N checkpoints")
+    p.add_argument("--validate-every", type=int, help="validation-image interval in steps (with --validation-face)")
+    p.add_argument("--validation-face", help="item id of the dataset (see manifest.jsonl) to render while training")
+    p.add_argument("--validation-data", help="dataset holding --validation-face (default --data)")
+    p.add_argument("--validation-prompt", help="prompt of the validation images")
+    p.add_argument("--validation-steps", type=int, help="DDIM steps of the validation images (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, dropout and noise (default 0)")
+    p.add_argument("--resume", default="auto", help="auto (newest checkpoint in --out), none, or a checkpoint folder")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    p.add_argument("--smoke", action="store_true", help="tiny random models + synthetic data: checks the pipeline "
+                   "end to end on a CPU in seconds (the weights it writes are useless)")  # fmt: skip
+
+
+def common_config(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
+    """The :class:`TrainConfig` of the parsed arguments (``--smoke`` changes the defaults)."""
+    from ...models.training.loop import TrainConfig
+
+    d = {**defaults, **(SMOKE_DEFAULTS if args.smoke else {})}
+    steps = args.steps or d["steps"]
+    return TrainConfig(
+        out=Path(args.out), steps=steps, batch_size=args.batch_size or d["batch_size"], grad_accum=args.grad_accum,
+        lr=args.lr or d["lr"], weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        grad_clip=d.get("grad_clip"), mixed_precision=args.mixed_precision,
+        save_every=args.save_every or (steps if args.smoke else 2000), keep_checkpoints=args.keep_checkpoints,
+        validate_every=args.validate_every or ((args.steps or steps) if args.smoke else None), seed=args.seed,
+        resume=args.resume, num_workers=args.num_workers, cpu=args.cpu or args.smoke,
+    )  # fmt: skip
+
+
+def _data(args: argparse.Namespace, method: str) -> Path:
+    from ...models.training.smoke import write_smoke_dataset
+
+    if args.smoke:
+        return write_smoke_dataset(Path(args.out) / "smoke_data", method, seed=args.seed)
+    if not args.data:
+        raise LikenessError("Give the dataset with --data (a folder made by prepare-dataset), or use --smoke.")
+    return Path(args.data)
+
+
+def add_train_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("train-wplus", help="train the W+ adapter (SD1.5), stage 1 or 2; accelerate-ready")
+    _common(w, 1e-4, 512, 8)
+    w.add_argument("--stage", type=int, default=1, choices=[1, 2], help="1: face images; 2: in-the-wild + "
+                   "disentanglement losses (needs --stage1)")  # fmt: skip
+    w.add_argument("--stage1", help="stage 2: the stage-1 wplus_adapter.bin")
+    w.add_argument("--direction-bank", help="stage 2: att_direction_scale.pth (w-plus-adapter; NON-COMMERCIAL)")
+    w.add_argument("--ganspace-pca", help="stage 2: ffhq_pca.pt (encoder4editing)")
+    w.add_argument("--ganspace-configs", help="stage 2: ganspace_configs.csv (w-plus-adapter; NON-COMMERCIAL)")
+    w.add_argument("--lambda-disen", type=float, default=2.0, help="stage 2 L_disen weight (default 2.0)")
+    w.add_argument("--lambda-preserve", type=float, default=1.0, help="stage 2 L_preserve weight (default 1.0)")
+    w.add_argument("--fullbody", action="store_true", help="stage 2: full-body photos (SHHQ-like augmentation)")
+    w.set_defaults(func=run_train_wplus)
+
+
+def _write_config(args: argparse.Namespace, cfg: Any) -> None:
+    from ...models.training.loop import config_summary
+
+    data = {"command": sys.argv[1:], "args": {k: v for k, v in vars(args).items() if k != "func"},
+            "config": config_summary(cfg)}  # fmt: skip
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "config.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _finish(result: Any, cfg: Any) -> int:
+    if result.weights is None:  # not the main process
+        return 0
+    last = f", last loss {result.losses[-1]:.4f}" if result.losses else ""
+    sys.stdout.write(
+        f"trained steps {result.start_step} -> {result.step}{last}; weights: {result.weights}; "
+        f"log: {cfg.out / 'train_log.jsonl'}\n"
+    )
+    return 0
+
+
+def run_train_wplus(args: argparse.Namespace) -> int:
+    from ...models.training.loop import run_training
+    from ...models.training.smoke import smoke_base, write_smoke_wplus_bank
+    from ...models.training.wplus import WPlusOptions, WPlusTrainer
+
+    cfg = common_config(args, {"steps": 100000, "resolution": 512, "batch_size": 8, "lr": 1e-4})
+    data = _data(args, "wplus")
+    bank = (args.direction_bank, args.ganspace_pca, args.ganspace_configs)
+    if args.smoke and args.stage == 2 and not any(bank):
+        bank = write_smoke_wplus_bank(Path(args.out) / "smoke_data" / "directions", args.seed)
+    opts = WPlusOptions(
+        stage=args.stage, data=data, base=args.base, resolution=args.resolution or (64 if args.smoke else 512),
+        stage1=Path(args.stage1) if args.stage1 else None, lambda_disen=args.lambda_disen,
+        lambda_preserve=args.lambda_preserve, direction_bank=_path(bank[0]), ganspace_pca=_path(bank[1]),
+        ganspace_configs=_path(bank[2]), fullbody=args.fullbody, tokenizer=_path(args.tokenizer),
+        validation_face=args.validation_face or ("smoke_000.png" if args.smoke else None),
+        validation_data=_path(args.validation_data), validation_prompt=args.validation_prompt,
+        validation_steps=args.validation_steps or (3 if args.smoke else 30), smoke_sites=args.smoke,
+    )  # fmt: skip
+    base = smoke_base("sd15", args.seed) if args.smoke else None
+    _write_config(args, cfg)
+    return _finish(run_training(WPlusTrainer(opts, base), cfg), cfg)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value else None
