@@ -49,6 +49,8 @@ class Face:
         embedding_model: name of the recogniser that made ``embedding`` ("" when none); embeddings
             are only comparable between faces with the same ``embedding_model``.
         detector: name of the backend that found the face.
+        landmarks106: float32 ``[106, 2]`` insightface 2d106 points (the PSTF alignment recipe) or
+            ``None`` (only the insightface backend with a pack holding ``2d106det.onnx`` fills it).
     """
 
     bbox: np.ndarray
@@ -59,6 +61,7 @@ class Face:
     embedding_model: str = ""
     detector: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    landmarks106: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         box = np.asarray(self.bbox, dtype=np.float32).reshape(-1)
@@ -69,6 +72,8 @@ class Face:
         self.kps = _as_points(self.kps, 5, "kps")
         if self.landmarks68 is not None:
             self.landmarks68 = _as_points(self.landmarks68, 68, "landmarks68")
+        if self.landmarks106 is not None:
+            self.landmarks106 = _as_points(self.landmarks106, 106, "landmarks106")
         if self.embedding is not None:
             self.embedding = np.asarray(self.embedding, dtype=np.float32).reshape(-1)
 
@@ -123,6 +128,7 @@ class Face:
             embedding_model=self.embedding_model,
             detector=self.detector,
             extra=dict(self.extra),
+            landmarks106=None if self.landmarks106 is None else self.landmarks106 * scale + off,
         )
 
 

@@ -11,80 +11,9 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from likeness.models.errors import LikenessError, MissingModelError  # noqa: E402
 from likeness.models.face import create_analyzer, find_insightface_pack, resolve_providers  # noqa: E402
-
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
-)
-
-
-def _const(name: str, arr: np.ndarray) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
-
-
-def _save(nodes, inputs, outputs, inits, path) -> None:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _detector(path) -> None:
-    """9 outputs (score/bbox/kps at strides 8/16/32, 2 anchors): fires on bright stride-32 cells."""
-    nodes, inits, outs = [], [], {"score": [], "bbox": [], "kps": []}
-    kps = ((ARCFACE_TEMPLATE - 56.0) / 112.0 * 128.0 / 32.0).reshape(-1)  # template in stride units
-    for s in (8, 16, 32):
-        nodes += [
-            helper.make_node("AveragePool", ["input.1"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]),
-            helper.make_node("ReduceMean", [f"pool{s}"], [f"mean{s}"], axes=[1], keepdims=1),
-            helper.make_node("Sub", [f"mean{s}", f"half{s}"], [f"c{s}"]),
-            helper.make_node("Mul", [f"c{s}", f"gain{s}"], [f"logit{s}"]),
-            helper.make_node("Sigmoid", [f"logit{s}"], [f"p{s}"]),
-            helper.make_node("Concat", [f"p{s}", f"p{s}"], [f"p2{s}"], axis=1),
-            helper.make_node("Transpose", [f"p2{s}"], [f"pt{s}"], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"pt{s}", "shape1"], [f"score_{s}"]),
-            helper.make_node("Mul", [f"mean{s}", "zero"], [f"z{s}"]),
-            helper.make_node("Add", [f"z{s}", "box_c"], [f"b{s}"]),
-            helper.make_node("Transpose", [f"b{s}"], [f"bt{s}"], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"bt{s}", "shape4"], [f"bbox_{s}"]),
-            helper.make_node("Add", [f"z{s}", "kps_c"], [f"k{s}"]),
-            helper.make_node("Transpose", [f"k{s}"], [f"kt{s}"], perm=[0, 2, 3, 1]),
-            helper.make_node("Reshape", [f"kt{s}", "shape10"], [f"kps_{s}"]),
-        ]
-        # stride 32: sigmoid(40 * (mean - 0.5)) ~ 1 on a bright cell, ~0 elsewhere; strides 8/16: ~0 always
-        inits += [_const(f"half{s}", 0.5 if s == 32 else 100.0), _const(f"gain{s}", 40.0 if s == 32 else 1.0)]
-        for k in outs:
-            outs[k].append(f"{k}_{s}")
-    inits += [
-        _const("zero", 0.0),
-        _const("box_c", np.full((1, 8, 1, 1), 2.0)),
-        _const("kps_c", np.tile(kps, 2).reshape(1, 20, 1, 1)),
-        numpy_helper.from_array(np.array([-1, 1], np.int64), "shape1"),
-        numpy_helper.from_array(np.array([-1, 4], np.int64), "shape4"),
-        numpy_helper.from_array(np.array([-1, 10], np.int64), "shape10"),
-    ]
-    names = outs["score"] + outs["bbox"] + outs["kps"]
-    dims = [1] * 3 + [4] * 3 + [10] * 3
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", d]) for n, d in zip(names, dims, strict=True)]
-    inp = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])
-    _save(nodes, [inp], outputs, inits, path)
-
-
-def _recognizer(path) -> None:
-    """112x112 -> 512: average-pool 14 -> flatten -> Gemm with a fixed random matrix (no Sub/Mul names)."""
-    w = np.random.default_rng(0).standard_normal((512, 192)).astype(np.float32)
-    nodes = [
-        helper.make_node("AveragePool", ["data"], ["pooled"], kernel_shape=[14, 14], strides=[14, 14], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "W"], ["fc1"], transB=1, name="fc"),
-    ]
-    inp = helper.make_tensor_value_info("data", TensorProto.FLOAT, ["n", 3, 112, 112])
-    out = helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["n", 512])
-    _save(nodes, [inp], [out], [_const("W", w)], path)
+from likeness.tools.smoke.insightface_pack import ARCFACE_TEMPLATE, write_detector, write_recognizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +21,8 @@ def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("insightface")
     pack = root / "models" / "fakepack"
     pack.mkdir(parents=True)
-    _detector(pack / "det_fake.onnx")
-    _recognizer(pack / "rec_fake.onnx")
+    write_detector(pack / "det_fake.onnx")
+    write_recognizer(pack / "rec_fake.onnx")
     return root
 
 
