@@ -16,7 +16,9 @@ except ImportError as exc:  # pragma: no cover - depends on the user's ComfyUI
 from .doctor_node import DOCTOR_NODES
 from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
+from .identitynet_nodes import IDENTITYNET_NODES
 from .inversion_nodes import INVERSION_NODES
+from .pstf_nodes import PSTF_NODES
 from .refine_node import REFINE_NODES
 from .wplus_nodes import WPLUS_NODES
 
@@ -29,6 +31,8 @@ NODES: list[type[io.ComfyNode]] = [
     *WPLUS_NODES,
     *REFINE_NODES,
     *DOCTOR_NODES,
+    *PSTF_NODES,
+    *IDENTITYNET_NODES,
 ]
 
 

@@ -23,6 +23,7 @@ from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
 from ..models.inversion.e4e_model import E4EInverter, load_e4e
 from ..models.inversion.whitening import whiten_background, whitening_mask
 from ..models.parsenet import PARSENET_FILE, load_parsenet
+from ..models.pstf.preprocess import recipe_landmarks
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
 from .folders import file_list, search_paths
 from .sockets import E4EModel, FaceAnalyzerType, Faces, WPlus
@@ -140,7 +141,8 @@ class LikenessInvertFace(io.ComfyNode):
                     options=list(RECIPES),
                     default="wplus_adapter",
                     tooltip="Alignment the consuming model was trained with: wplus_adapter (512 via 4096, no "
-                    "padding), e4e_official (256, padding), pstf (512, padding).",
+                    "padding), e4e_official (256, padding), pstf (512, padding, insightface 106 points; 68 points "
+                    "when the face has none, said in info).",
                 ),
                 io.Combo.Input(
                     "whitening",
@@ -215,7 +217,7 @@ class LikenessInvertFace(io.ComfyNode):
                 for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1]):
                     comfy.model_management.throw_exception_if_processing_interrupted()
                     rgb = to_rgb_uint8(image[i])
-                    landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+                    landmarks, note = recipe_landmarks(face, recipe)
                     aligned = align_face(rgb, landmarks, RECIPES[recipe])
                     x = e4e_input_tensor(aligned, RECIPES[recipe])
                     used = "none"
@@ -231,7 +233,7 @@ class LikenessInvertFace(io.ComfyNode):
                     labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
                     lines.append(
                         f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
-                        f"landmarks {aligned.landmark_kind}, whitening {used}"
+                        f"landmarks {aligned.landmark_kind}, whitening {used}" + (f" ({note})" if note else "")
                     )
                 bar.update(1)
         info = "\n".join([report.summary(), *lines])

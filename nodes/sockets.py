@@ -16,3 +16,7 @@ FaceAnalyzerType = io.Custom("FACE_ANALYZER")
 """models.face analyzer object (embedded or insightface backend)."""
 Faces = io.Custom("FACES")
 """nodes.face_nodes.DetectedFaces: per image, the faces found (and the image sizes)."""
+PSTFAdapterType = io.Custom("PSTF_ADAPTER")
+"""nodes.patching.LoadedPSTF: an InstantID or PSTF-AttControl adapter (SDXL)."""
+PSTFIdentityType = io.Custom("PSTF_IDENTITY")
+"""nodes.patching.PSTFIdentity: identity tokens (cond + uncond) for the IdentityNet ControlNet."""

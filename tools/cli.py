@@ -57,7 +57,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_smoke(args: argparse.Namespace) -> int:
     from .smoke.writers import write_smoke_models
 
-    written = write_smoke_models(Path(args.models_dir), reduced_unet=args.reduced_unet, overwrite=args.overwrite)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
+    written = write_smoke_models(
+        Path(args.models_dir), reduced_unet=args.reduced_unet, overwrite=args.overwrite, parts=parts
+    )
     for path in written:
         sys.stdout.write(f"wrote {path}\n")
     sys.stdout.write(
@@ -137,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a 0.6 GB reduced UNet instead of full SD1.5 (the W+ adapter cannot patch it)",
     )
     smoke.add_argument("--overwrite", action="store_true", help="replace existing files")
+    smoke.add_argument(
+        "--parts",
+        help="comma-separated subset: checkpoint,e4e,wplus,directions (SD1.5, 3.3 GB) and sdxl,instantid,pstf,"
+        "identitynet,insightface (SDXL / InstantID / PSTF, 8.5 GB); default: all",
+    )
     smoke.set_defaults(func=_cmd_smoke)
 
     queue = sub.add_parser("queue", help="run a sweep of an API workflow on ComfyUI servers (resumable)")

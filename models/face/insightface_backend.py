@@ -29,7 +29,7 @@ __all__ = ["InsightFaceAnalyzer", "find_insightface_pack", "resolve_providers", 
 logger = logging.getLogger(__name__)
 
 INSIGHTFACE_INSTALL_HINT = 'pip install "insightface>=2.1,<3"  (run it with the Python that runs ComfyUI)'
-DEFAULT_MODULES = ("detection", "recognition", "landmark_3d_68")
+DEFAULT_MODULES = ("detection", "recognition", "landmark_3d_68", "landmark_2d_106")
 
 
 def _as_roots(models_root: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -126,9 +126,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         providers: see :func:`resolve_providers` (CPU by default).
         det_size: square SCRFD input size; on no face the detector retries down to 320 in steps of 64.
         det_thresh: minimum detection score in [0, 1].
-        allowed_modules: insightface task names to load (default detection, recognition, landmark_3d_68);
-            add ``landmark_2d_106`` (antelopev2's 2d106det.onnx) to get ``face.extra["landmarks106"]``
-            ``[106, 2]``, the points PSTF aligns with.
+        allowed_modules: insightface task names to load (default detection, recognition, landmark_3d_68,
+            landmark_2d_106; a pack without a model for a task simply lacks it).
     """
 
     name = "insightface"
@@ -172,6 +171,13 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             ) from exc
         rec = self.app.models.get("recognition")
         self.embedding_model = f"{pack}/{Path(rec.model_file).name}" if rec is not None else None
+        if "landmark_2d_106" in allowed_modules and "landmark_2d_106" not in self.app.models:
+            logger.info(
+                "insightface pack %s has no 2d106 landmark model (2d106det.onnx) among %s: the PSTF alignment "
+                "recipe will use 68-point landmarks instead of the 106 points it was trained with",
+                self.pack_dir,
+                files,
+            )
         if rec is None:
             logger.warning(
                 "insightface pack %s has no recognition model among %s: faces get no embedding", self.pack_dir, files
@@ -202,7 +208,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             embedding=None if emb is None else np.array(emb, dtype=np.float32),
             embedding_model=self.embedding_model if emb is not None else "",
             detector=f"insightface:{self.pack}",
-            extra={} if lm106 is None else {"landmarks106": np.asarray(lm106, dtype=np.float32)[:, :2]},
+            landmarks106=None if lm106 is None else np.asarray(lm106)[:, :2],
         )
 
     def _detect_once(self, rgb: np.ndarray, det_size: int) -> list[Face]:

@@ -49,6 +49,8 @@ class Face:
         embedding_model: name of the recogniser that made ``embedding`` ("" when none); embeddings
             are only comparable between faces with the same ``embedding_model``.
         detector: name of the backend that found the face.
+        landmarks106: float32 ``[106, 2]`` insightface 2d106 points (the PSTF alignment recipe) or
+            ``None`` (only the insightface backend with a pack holding ``2d106det.onnx`` fills it).
     """
 
     bbox: np.ndarray
@@ -59,6 +61,7 @@ class Face:
     embedding_model: str = ""
     detector: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    landmarks106: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         box = np.asarray(self.bbox, dtype=np.float32).reshape(-1)
@@ -69,6 +72,8 @@ class Face:
         self.kps = _as_points(self.kps, 5, "kps")
         if self.landmarks68 is not None:
             self.landmarks68 = _as_points(self.landmarks68, 68, "landmarks68")
+        if self.landmarks106 is not None:
+            self.landmarks106 = _as_points(self.landmarks106, 106, "landmarks106")
         if self.embedding is not None:
             self.embedding = np.asarray(self.embedding, dtype=np.float32).reshape(-1)
 
@@ -114,9 +119,6 @@ class Face:
         """A copy with every coordinate mapped by ``p * scale + (dx, dy)`` (embedding kept)."""
         off = np.array([dx, dy], dtype=np.float32)
         lm = None if self.landmarks68 is None else self.landmarks68 * scale + off
-        extra = dict(self.extra)
-        if extra.get("landmarks106") is not None:  # insightface's 2d106 points (PSTF alignment)
-            extra["landmarks106"] = np.asarray(extra["landmarks106"], np.float32) * scale + off
         return Face(
             bbox=self.bbox * scale + np.concatenate([off, off]),
             score=self.score,
@@ -125,7 +127,8 @@ class Face:
             embedding=None if self.embedding is None else self.embedding.copy(),
             embedding_model=self.embedding_model,
             detector=self.detector,
-            extra=extra,
+            extra=dict(self.extra),
+            landmarks106=None if self.landmarks106 is None else self.landmarks106 * scale + off,
         )
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "shapes_of",
     "validate_shapes",
     "identify",
+    "common_float_dtype",
 ]
 
 logger = logging.getLogger(__name__)
@@ -235,3 +236,33 @@ def identify(state: Mapping[str, torch.Tensor]) -> str:
         return f"a full Stable Diffusion checkpoint ({family})"
     tops = sorted({k.split(".", 1)[0] for k in keys})
     return f"an unknown layout with {len(keys)} tensors, top-level keys {tops[:8]}"
+
+
+def common_float_dtype(flat: Mapping[str, torch.Tensor], source: str | Path, *, what: str) -> torch.dtype:
+    """The one dtype to load an adapter's weights in; refuses non-float and non-finite tensors.
+
+    Args:
+        flat: flattened state dict read from ``source``.
+        source: the file, for messages.
+        what: the model's name for messages (e.g. "W+ adapter").
+
+    Returns:
+        The file's dtype when all tensors share it (fp32, fp16 or bf16), else float32 (logged).
+
+    Raises:
+        CheckpointError: a tensor is not floating point, or holds NaN/inf (a damaged download).
+    """
+    dtypes = set()
+    for key, value in flat.items():
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: {key} has dtype {value.dtype}; a {what} has float weights only.")
+        lo, hi = torch.aminmax(value) if value.numel() else (value.new_zeros(()), value.new_zeros(()))
+        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):  # aminmax propagates NaN
+            raise CheckpointError(
+                f"{source}: {key} contains NaN or inf values. The file is damaged: download it again."
+            )
+        dtypes.add(value.dtype)
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    logger.info("%s: %s mixes dtypes %s; loading as float32", what, source, sorted(map(str, dtypes)))
+    return torch.float32

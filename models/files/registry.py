@@ -75,11 +75,24 @@ FOLDERS: dict[str, ModelFolder] = {
         ModelFolder("insightface", "insightface model packs (models/<name>/*.onnx)", (".onnx",)),
         ModelFolder("face_parsing", "face parsing networks for background whitening", CHECKPOINT_EXTENSIONS),
         ModelFolder("pstf", "PSTF-AttControl adapter weights for SDXL", CHECKPOINT_EXTENSIONS),
+        ModelFolder(
+            "instantid",
+            "InstantID ip-adapter.bin for SDXL (the folder existing InstantID installs use)",
+            CHECKPOINT_EXTENSIONS,
+        ),
+        ModelFolder(
+            "controlnet", "ControlNets, incl. InstantID's IdentityNet (ComfyUI's own folder)", CHECKPOINT_EXTENSIONS
+        ),
         ModelFolder("likeness_wplus", "saved identities: W+ codes from Save W+", (".safetensors", ".pt", ".pth")),
     )
 }
 
 _WPLUS_RELEASE = "https://github.com/csxmli2016/w-plus-adapter/releases/download/v1/"
+_INSTANTID = "https://huggingface.co/InstantX/InstantID"
+_INSTANTID_LICENCE = (
+    "Apache-2.0 on the InstantX/InstantID model card; it only works with insightface antelopev2 embeddings, whose "
+    "models are NON-COMMERCIAL research only, so check both before commercial use"
+)
 
 MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile(
@@ -119,11 +132,12 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile(
         "insightface",
         "models/antelopev2",
-        "insightface antelopev2 pack (detection + glintr100 ArcFace); unzip so the .onnx files sit directly in "
-        "models/antelopev2/",
+        "insightface antelopev2 pack (scrfd detection, glintr100 ArcFace, 2d106det landmarks); unzip so the .onnx "
+        "files sit directly in models/antelopev2/",
         "insightface model zoo (manual download; the automatic download URL is dead)",
         "insightface pretrained models: NON-COMMERCIAL research use only",
-        "Likeness Face Analyzer (backend=insightface); the embedded backend works without it",
+        "Likeness Face Analyzer (backend=insightface); required by Apply InstantID / PSTF (its 512-d embedding), "
+        "optional elsewhere (the embedded backend works without it)",
         required=False,
         directory=True,
     ),
@@ -169,10 +183,30 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile(
         "pstf",
         "pytorch_model.bin",
-        "PSTF-AttControl adapter (no official release: train it or bring your own)",
-        "not published by UnicomAI/PSTF-AttControl; see the README",
-        "code MIT; weights: whoever trained them",
-        "PSTF nodes",
+        "PSTF-AttControl adapter: identity + W+ attribute streams for SDXL ({image_proj, image_style_proj, "
+        "ip_adapter}); NO WEIGHTS ARE PUBLISHED: train them or bring your own",
+        "nowhere yet: UnicomAI/PSTF-AttControl publishes its code (MIT) but no weights; see the README section "
+        "'InstantID and PSTF-AttControl'",
+        "code MIT; weights: whoever trained them (its identity part is InstantID's: see instantid/ip-adapter.bin)",
+        "Likeness Load InstantID / PSTF (attribute control)",
+        required=False,
+    ),
+    ModelFile(
+        "instantid",
+        "ip-adapter.bin",
+        "InstantID identity adapter for SDXL (Resampler + 70 to_k_ip/to_v_ip; 1.69 GB)",
+        _INSTANTID + " (file ip-adapter.bin)",
+        _INSTANTID_LICENCE,
+        "Likeness Load InstantID / PSTF",
+        required=False,
+    ),
+    ModelFile(
+        "controlnet",
+        "instantid/diffusion_pytorch_model.safetensors",
+        "InstantID IdentityNet ControlNet for SDXL (2.5 GB; any name in models/controlnet works)",
+        _INSTANTID + " (folder ControlNetModel/: diffusion_pytorch_model.safetensors, config.json)",
+        _INSTANTID_LICENCE,
+        "Load ControlNet Model -> Likeness Apply IdentityNet",
         required=False,
     ),
 )

@@ -282,9 +282,8 @@ def _process(
 
 def _landmarks(face: Face, method: str) -> tuple[np.ndarray, str]:
     """Landmarks for alignment: PSTF prefers insightface's 106 points; then 68 points; then the 5 keypoints."""
-    lm106 = face.extra.get("landmarks106")
-    if method == "pstf" and lm106 is not None:
-        return np.asarray(lm106, np.float64), "lm106"
+    if method == "pstf" and face.landmarks106 is not None:
+        return np.asarray(face.landmarks106, np.float64), "lm106"
     if face.landmarks68 is not None:
         return np.asarray(face.landmarks68, np.float64), "lm68"
     return np.asarray(face.kps, np.float64), "kps5"

@@ -9,7 +9,6 @@ site table (:mod:`.wplus_sites`) and is checked against
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,30 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..attention.diffusers_host import fit_tokens, locate_sites, remove_processors, same_place, scale_for
 from .model import WPlusAdapter, load_wplus_adapter
 from .processor import WPlusAttnProcessor
 
 __all__ = ["apply_wplus_adapter_to_unet", "set_wplus_scale", "remove_wplus_adapter", "encode_context"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIX = ".processor"
-
-
-def _scale_for(scale: float | Mapping[int, float], index: int) -> float:
-    if isinstance(scale, Mapping):
-        if index not in scale:
-            raise ValueError(f"per-site scale has no entry for site {index}; given: {sorted(scale)}")
-        return float(scale[index])
-    return float(scale)
-
-
-def _same_place(linear: nn.Linear, ref: torch.Tensor) -> nn.Linear:
-    """``linear`` itself when it matches ``ref``'s device/dtype, else a cast copy (the adapter is not mutated)."""
-    if linear.weight.dtype == ref.dtype and linear.weight.device == ref.device:
-        return linear
-    return copy.deepcopy(linear).to(device=ref.device, dtype=ref.dtype)
 
 
 def apply_wplus_adapter_to_unet(
@@ -69,41 +51,21 @@ def apply_wplus_adapter_to_unet(
             without weights, a width mismatch).
     """
     adapter = adapter_or_path if isinstance(adapter_or_path, WPlusAdapter) else load_wplus_adapter(adapter_or_path)
-    processors = dict(unet.attn_processors)
-    names = list(processors)
     source = adapter.source or "the W+ adapter"
-    site_names = {s.diffusers_name for s in adapter.sites}
-    unweighted = [n for n in names if n.endswith("attn2" + _SUFFIX) and n not in site_names]
-    if unweighted:
-        raise CheckpointError(
-            f"{source} has no weights for {len(unweighted)} cross-attention layers of this UNet "
-            f"(first: {unweighted[0]}); it has {len(adapter.sites)} sites, the UNet "
-            f"{sum(n.endswith('attn2' + _SUFFIX) for n in names)}. The UNet is not the architecture the adapter was "
-            "trained for (SD1.5)."
-        )
+    located = locate_sites(unet, adapter.sites, what="W+ adapter", source=source, trained_for="SD1.5")
+    processors = dict(unet.attn_processors)
     installed: dict[int, WPlusAttnProcessor] = {}
-    for site in adapter.sites:
-        actual = names[site.index] if site.index < len(names) else None
-        if actual != site.diffusers_name:
-            raise CheckpointError(
-                f"W+ adapter site {site.index} is {site.diffusers_name} but processor {site.index} of this UNet is "
-                f"{actual} ({len(names)} processors). The UNet is not the architecture the adapter was trained for."
-            )
-        attn = unet.get_submodule(site.diffusers_name[: -len(_SUFFIX)])
+    for index, (site, attn) in located.items():
         hidden, ctx = int(attn.to_q.weight.shape[0]), int(attn.to_k.weight.shape[1])
         adapter.check_context_dim(ctx, model_name=f"the UNet ({site.diffusers_name})")
-        if hidden != site.hidden_size:
-            raise CheckpointError(
-                f"{site.diffusers_name} has width {hidden} but W+ adapter site {site.index} expects {site.hidden_size}."
-            )
         layer = adapter.layer(site)
-        proc = WPlusAttnProcessor(hidden, ctx, scale=_scale_for(scale, site.index), num_tokens=4)
+        proc = WPlusAttnProcessor(hidden, ctx, scale=scale_for(scale, index), num_tokens=4)
         ref = attn.to_q.weight
-        proc.to_k_wplus = _same_place(layer.to_k_wplus, ref)
-        proc.to_v_wplus = _same_place(layer.to_v_wplus, ref)
-        proc.to_q_wplus = _same_place(layer.to_q_wplus, ref)
+        proc.to_k_wplus = same_place(layer.to_k_wplus, ref)
+        proc.to_v_wplus = same_place(layer.to_v_wplus, ref)
+        proc.to_q_wplus = same_place(layer.to_q_wplus, ref)
         processors[site.diffusers_name] = proc
-        installed[site.index] = proc
+        installed[index] = proc
     unet.set_attn_processor(processors)
     logger.info("W+ adapter: installed %d processors (scale %s)", len(installed), scale)
     return installed
@@ -114,23 +76,14 @@ def set_wplus_scale(unet: nn.Module, scale: float | Mapping[int, float]) -> int:
     count = 0
     for index, proc in enumerate(unet.attn_processors.values()):
         if isinstance(proc, WPlusAttnProcessor):
-            proc.scale = _scale_for(scale, index)
+            proc.scale = scale_for(scale, index)
             count += 1
     return count
 
 
 def remove_wplus_adapter(unet: nn.Module) -> int:
     """Replace every :class:`WPlusAttnProcessor` with diffusers' stock ``AttnProcessor2_0``; returns how many."""
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    processors = dict(unet.attn_processors)
-    count = 0
-    for name, proc in processors.items():
-        if isinstance(proc, WPlusAttnProcessor):
-            processors[name] = AttnProcessor2_0()
-            count += 1
-    unet.set_attn_processor(processors)
-    return count
+    return remove_processors(unet, WPlusAttnProcessor)
 
 
 def encode_context(text_embeds: torch.Tensor, wplus: torch.Tensor | None, adapter: WPlusAdapter) -> torch.Tensor:
@@ -144,14 +97,5 @@ def encode_context(text_embeds: torch.Tensor, wplus: torch.Tensor | None, adapte
     Returns:
         ``[B, L + 4, ctx]`` in ``text_embeds``' dtype and device.
     """
-    batch = text_embeds.shape[0]
     tokens = adapter.uncond_tokens(1) if wplus is None else adapter.tokens(wplus)
-    tokens = tokens.to(device=text_embeds.device, dtype=text_embeds.dtype)
-    if tokens.shape[0] == 1 and batch != 1:
-        tokens = tokens.expand(batch, -1, -1)
-    if tokens.shape[0] != batch or tokens.shape[-1] != text_embeds.shape[-1]:
-        raise ValueError(
-            f"W+ tokens {tuple(tokens.shape)} do not fit text embeddings {tuple(text_embeds.shape)}: "
-            "give one W+ code per prompt (or one for all) and an adapter of the same context width"
-        )
-    return torch.cat([text_embeds, tokens], dim=1)
+    return torch.cat([text_embeds, fit_tokens(tokens, text_embeds, "W+")], dim=1)

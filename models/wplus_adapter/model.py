@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..files.checkpoints import flatten, load_file, validate_shapes
+from ..files.checkpoints import common_float_dtype, flatten, load_file, validate_shapes
 from .processor import WPlusAttnProcessor, WPlusSiteLayer
 from .sites import SD15_CONTEXT_DIM, SD15_WPLUS_SITES, WPlusSite
 
@@ -230,7 +230,7 @@ def load_wplus_adapter(path: str | Path, sites: Sequence[WPlusSite] = SD15_WPLUS
     flat = flatten(obj)
     _refuse_other_families(flat, source)
     validate_shapes(flat, wplus_adapter_shapes(SD15_CONTEXT_DIM, sites), what="W+ adapter (SD1.5)", source=source)
-    dtype = _common_float_dtype(flat, source)
+    dtype = common_float_dtype(flat, source, what="W+ adapter")
     with torch.device("meta"):  # no throw-away random init of 38.6M weights
         adapter = WPlusAdapter(SD15_CONTEXT_DIM, sites)
     adapter.load_state_dict({k: v.to(dtype) for k, v in flat.items()}, strict=True, assign=True)
@@ -254,23 +254,6 @@ def _refuse_other_families(flat: Mapping[str, torch.Tensor], source: str) -> Non
             f"SD1.5 models only (context width {SD15_CONTEXT_DIM}; no official {family} weights exist). "
             "Use wplus_adapter.bin from csxmli2016/w-plus-adapter release v1 with an SD1.5 MODEL."
         )
-
-
-def _common_float_dtype(flat: Mapping[str, torch.Tensor], source: str) -> torch.dtype:
-    dtypes = set()
-    for key, value in flat.items():
-        if not value.is_floating_point():
-            raise CheckpointError(f"{source}: {key} has dtype {value.dtype}; a W+ adapter has float weights only.")
-        lo, hi = torch.aminmax(value) if value.numel() else (value.new_zeros(()), value.new_zeros(()))
-        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):  # aminmax propagates NaN
-            raise CheckpointError(
-                f"{source}: {key} contains NaN or inf values. The file is damaged: download it again."
-            )
-        dtypes.add(value.dtype)
-    if len(dtypes) == 1:
-        return dtypes.pop()
-    logger.info("W+ adapter: %s mixes dtypes %s; loading as float32", source, sorted(map(str, dtypes)))
-    return torch.float32
 
 
 def build_wplus_adapter_checkpoint(seed: int, cross_attention_dim: int = SD15_CONTEXT_DIM) -> dict:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention.diffusers_host import text_cross_attention
 from ..attention.sdpa import AttentionFn
 from .attention import residual_wplus_attention
 
@@ -130,48 +131,11 @@ class WPlusAttnProcessor(WPlusSiteLayer):
         text = encoder_hidden_states[:, :end, :].contiguous()
         wplus = encoder_hidden_states[:, end:, :]
 
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = text.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if attn.norm_cross:
-            text = attn.norm_encoder_hidden_states(text)
-        key = attn.to_k(text)
-        value = attn.to_v(text)
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        h_t = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-        )
-        h_t = h_t.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        h_t, _, finish = text_cross_attention(attn, hidden_states, text, attention_mask, temb)
 
         scale = self.scale
         if not (isinstance(scale, (int, float)) and float(scale) == 0.0):
             k_w, v_w = self.project_tokens(wplus)
             h_t = residual_wplus_attention(h_t, k_w, v_w, self.to_q_wplus, attn.heads, scale)
 
-        hidden_states = attn.to_out[0](h_t)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return finish(h_t)

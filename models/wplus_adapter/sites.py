@@ -12,32 +12,15 @@ the middle block being ``("middle", 0, 0)`` (comfyui.md §0.2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..attention.sites import AttnSite, site_by_index
+
+WPlusSite = AttnSite
+"""A W+ adapter site: the shared :class:`~models.attention.sites.AttnSite` record."""
 
 __all__ = ["WPlusSite", "SD15_WPLUS_SITES", "SD15_CONTEXT_DIM", "site_by_index"]
 
 SD15_CONTEXT_DIM = 768
 """CLIP-L text width: the context width of every SD1.5 cross-attention."""
-
-
-@dataclass(frozen=True)
-class WPlusSite:
-    """One cross-attention (attn2) site that carries W+ adapter weights.
-
-    Attributes:
-        index: processor index in ``unet.attn_processors`` order; the key prefix
-            in the checkpoint (``wplus_adapter.{index}.to_k_wplus.weight``).
-        diffusers_name: the processor's name in ``unet.attn_processors``.
-        comfy_key: ComfyUI ``patches_replace["attn2"]`` key ``(block, number, index)``.
-        hidden_size: the layer's inner width C (= to_q out features), channels.
-        heads: attention heads of the host layer (head_dim = hidden_size / heads).
-    """
-
-    index: int
-    diffusers_name: str
-    comfy_key: tuple[str, int, int]
-    hidden_size: int
-    heads: int = 8
 
 
 def _site(index: int, name: str, block: str, number: int, hidden: int) -> WPlusSite:
@@ -63,11 +46,3 @@ SD15_WPLUS_SITES: tuple[WPlusSite, ...] = (
     _site(31, "mid_block.attentions.0", "middle", 0, 1280),
 )
 """The 16 attn2 sites of SD1.5 (methods.md §3.8), in checkpoint order; 8 heads everywhere."""
-
-
-def site_by_index(sites: tuple[WPlusSite, ...], index: int) -> WPlusSite:
-    """The site with checkpoint index ``index``; ``KeyError`` naming the known indices."""
-    for site in sites:
-        if site.index == index:
-            return site
-    raise KeyError(f"no W+ adapter site with index {index}; known: {[s.index for s in sites]}")

@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import comfy.model_management
 import comfy.model_patcher
 import torch
 
-from ...models.attention.schedule import StepWindow, mask_to_token_grid, tokens_for_chunks
+from ...models.attention.schedule import StepWindow, tokens_for_chunks
 from ...models.errors import LikenessError
 from ...models.wplus_adapter.attention import residual_wplus_attention
 from ...models.wplus_adapter.model import WPlusAdapter
-from ...models.wplus_adapter.sites import WPlusSite
-from .sites import SiteKey, discover_attn2_sites, existing_attn2_replaces, host_attention
+from .sites import (
+    StepGate,
+    WrappingReplace,
+    adapter_patcher,
+    existing_attn2_replaces,
+    matching_sites,
+    step_window,
+    token_mask,
+)
 
 __all__ = ["LoadedWPlusAdapter", "WPlusPatch", "WPlusSiteReplace", "apply_wplus_adapter"]
 
@@ -42,16 +48,7 @@ class LoadedWPlusAdapter:
 
     @classmethod
     def wrap(cls, adapter: WPlusAdapter, name: str) -> LoadedWPlusAdapter:
-        # ModelPatcher writes bookkeeping attributes (device, ...) onto the module it manages;
-        # a plain container keeps them off the adapter, whose ``device`` is a read-only property.
-        host = torch.nn.Module()
-        host.adapter = adapter
-        patcher = comfy.model_patcher.ModelPatcher(
-            host,
-            load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device(),
-        )
-        return cls(adapter, patcher, name)
+        return cls(adapter, adapter_patcher(adapter), name)
 
 
 @dataclass
@@ -74,25 +71,17 @@ class WPlusPatch:
     mask: torch.Tensor | None = None
     hits: Counter = field(default_factory=Counter)
     _tokens: dict = field(default_factory=dict)
-    _last_sigmas: torch.Tensor | None = None
-    _last_active: bool = False
+    _gate: StepGate | None = None
 
     @property
     def adapter(self) -> WPlusAdapter:
         return self.loaded.adapter
 
     def active(self, extra_options: dict) -> bool:
-        """Whether W+ acts at this call's step; decided once per UNet call, not once per site.
-
-        Every site of one UNet call receives the same ``sigmas`` tensor, so the
-        decision (and its device-to-host read of the sigma) is reused by identity.
-        """
-        sigmas = extra_options["sigmas"]
-        if sigmas is not self._last_sigmas:
-            sigma = float(sigmas.detach().flatten()[0])
-            self._last_active = self.window.active(sigma, extra_options.get("sample_sigmas"))
-            self._last_sigmas = sigmas
-        return self._last_active
+        """Whether W+ acts at this call's step; decided once per UNet call, not once per site."""
+        if self._gate is None or self._gate.window is not self.window:
+            self._gate = StepGate(self.window)
+        return self._gate.active(extra_options)
 
     def tokens(self, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Per-row W+ tokens ``[B,4,ctx]`` for this call's cond/uncond chunks."""
@@ -116,51 +105,27 @@ class WPlusPatch:
         """λ, or ``[B,N,1]`` λ·mask resized to this block's token grid."""
         if self.mask is None:
             return self.weight
-        _, _, height, width = extra_options["activations_shape"]
-        if height * width != tokens:
-            raise LikenessError(f"attention has {tokens} tokens but the block grid is {height}x{width}")
-        try:
-            grid = mask_to_token_grid(self.mask.to(ref.device), (height, width), extra_options["cond_or_uncond"], batch)
-        except ValueError as exc:
-            raise LikenessError(f"Apply W+ Adapter: {exc}. Give one mask, or one per latent.") from exc
+        grid = token_mask(self.mask, extra_options, batch, tokens, ref.device, "Apply W+ Adapter")
         return (self.weight * grid).to(ref.dtype)
 
     def models(self) -> list:
         return [self.loaded.patcher]
 
 
-class WPlusSiteReplace:
+class WPlusSiteReplace(WrappingReplace):
     """The attn2 replace installed at one site; wraps a replace already there (IPAdapter and others)."""
-
-    def __init__(self, patch: WPlusPatch, site: WPlusSite, key: SiteKey, previous: Callable | None):
-        self.patch = patch
-        self.site = site
-        self.key = key
-        self.previous = previous
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
         self.patch.hits[self.key] += 1
-        heads = extra_options["n_heads"]
-        attention = host_attention(extra_options)
-        h_t = self.previous(q, k, v, extra_options) if self.previous is not None else attention(q, k, v, heads)
+        h_t, attention = self.text_attention(q, k, v, extra_options)
         if self.patch.weight == 0 or not self.patch.active(extra_options):
             return h_t
         layer = self.patch.adapter.layer(self.site)
         tokens = self.patch.tokens(extra_options, q.shape[0], q.device, q.dtype)
         k_w, v_w = layer.project_tokens(tokens)
         scale = self.patch.scale(extra_options, q.shape[0], q.shape[1], q)
+        heads = extra_options["n_heads"]
         return residual_wplus_attention(h_t, k_w, v_w, layer.to_q_wplus, heads, scale, attention_fn=attention)
-
-    def to(self, device_or_dtype):
-        if self.previous is not None and hasattr(self.previous, "to"):
-            self.previous = self.previous.to(device_or_dtype)
-        return self
-
-    def models(self) -> list:
-        found = list(self.patch.models())
-        if self.previous is not None and hasattr(self.previous, "models"):
-            found += list(self.previous.models())
-        return found
 
 
 def apply_wplus_adapter(
@@ -178,29 +143,15 @@ def apply_wplus_adapter(
         LikenessError: the MODEL is not the architecture the adapter was trained for
             (e.g. SDXL), or its cross-attention sites do not match the adapter's.
     """
-    sites = discover_attn2_sites(model)
-    if not sites:
-        raise LikenessError("This MODEL has no cross-attention layers: the W+ adapter needs an SD1.5 UNet.")
-    for context_width in sorted({ctx for ctx, _ in sites.values()}):
-        loaded.adapter.check_context_dim(context_width)
-    expected = {s.comfy_key: s for s in loaded.adapter.sites}
-    found = {key: inner for key, (_, inner) in sites.items()}
-    wanted = {key: site.hidden_size for key, site in expected.items()}
-    if found != wanted:
-        differ = sorted(set(found) ^ set(wanted)) or sorted(k for k in found if found[k] != wanted[k])
-        raise LikenessError(
-            f"This MODEL's cross-attention layout is not SD1.5's: it has {len(found)} sites, the W+ adapter "
-            f"{len(wanted)}; first differences at {differ[:4]}. The W+ adapter fits SD1.5 models (and "
-            "fine-tunes of SD1.5) only."
-        )
-    sampling = model.get_model_object("model_sampling")
-    try:
-        window = StepWindow(
-            float(start_at), float(end_at),
-            float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at)),
-        )  # fmt: skip
-    except ValueError as exc:
-        raise LikenessError(f"Apply W+ Adapter: {exc}. Set start_at below end_at.") from exc
+    expected = matching_sites(
+        model,
+        loaded.adapter.sites,
+        loaded.adapter.check_context_dim,
+        what="the W+ adapter",
+        family="SD1.5",
+        fits="SD1.5 models (and fine-tunes of SD1.5)",
+    )
+    window = step_window(model, start_at, end_at, "Apply W+ Adapter")
     patch = WPlusPatch(
         loaded=loaded,
         wplus=wplus.detach().to(torch.float32).cpu(),
@@ -210,7 +161,7 @@ def apply_wplus_adapter(
     )
     patched = model.clone()
     existing = existing_attn2_replaces(patched)
-    for key in sites:
+    for key in expected:
         previous = existing.get(key, existing.get(key[:2]))
         patched.set_model_attn2_replace(WPlusSiteReplace(patch, expected[key], key, previous), *key)
     return patched, patch

@@ -3,6 +3,10 @@
 * ``smoke_models_dir``: smoke models written once per format version and reused.
 * ``comfy_server``: ComfyUI's own ``main.py --cpu`` on 127.0.0.1 with this pack
   in a temporary ``custom_nodes`` folder and the smoke models on the model paths.
+* ``workflow_server``: the server a shipped workflow runs on: ``comfy_server``, or for
+  SDXL workflows a second one started on first use with ``--bf16-unet --bf16-text-enc``
+  (the smoke SDXL UNet and IdentityNet take 15 GB of RAM in fp32 on a CPU, 7.6 GB in
+  bf16; the shared server's cached models are freed first).
 * ``comfy_env``: ComfyUI imported in-process (CPU) with this pack's folders registered,
   for tests that call nodes and patches directly.
 """
@@ -10,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,11 +53,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_STARTED: list[ComfyServer] = []
+
+
+def free_servers() -> None:
+    """Ask every server this session started to unload its models and drop its caches (memory for the next one)."""
+    for server in _STARTED:
+        if server.proc is not None and server.proc.poll() is None:
+            try:
+                server.client().post("/free", {"unload_models": True, "free_memory": True})
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass  # a server that cannot answer holds nothing we can free
+
+
 class ComfyServer:
     """A ComfyUI server process for one test session."""
 
-    def __init__(self, comfy: Path, base: Path, models: Path, port: int | None = None):
+    def __init__(self, comfy: Path, base: Path, models: Path, port: int | None = None, extra_args: tuple = ()):
         self.comfy, self.base, self.models = comfy, base, models
+        self.extra_args = tuple(extra_args)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
@@ -93,12 +112,15 @@ class ComfyServer:
             str(self.base / "temp"),
             "--user-directory",
             str(self.base / "user"),
+            *self.extra_args,
         ]
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(args, cwd=self.comfy, stdout=log, stderr=subprocess.STDOUT)
         from likeness.tools.batch.client import ComfyClient
 
         client = ComfyClient(self.url, timeout=5)
+        if self not in _STARTED:
+            _STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -140,6 +162,54 @@ def comfy_server(tmp_path_factory, smoke_models_dir) -> ComfyServer:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def free_comfy_servers():
+    """``free_comfy_servers()`` asks the servers this session started to release their models (memory)."""
+    return free_servers
+
+
+SDXL_SERVER_ARGS = ("--bf16-unet", "--bf16-text-enc")
+
+
+def uses_sdxl(prompt: dict) -> bool:
+    """Whether an API workflow loads the smoke SDXL checkpoint."""
+    from likeness.tools.smoke.writers import SMOKE_SDXL_CHECKPOINT
+
+    return any(node["inputs"].get("ckpt_name") == SMOKE_SDXL_CHECKPOINT for node in prompt.values())
+
+
+@pytest.fixture(scope="session")
+def workflow_server(request, tmp_path_factory, smoke_models_dir, reference_dir):
+    """``server_for(prompt) -> ComfyServer`` with the reference faces as input images; SDXL gets its own server."""
+    servers: dict[str, ComfyServer] = {}
+    last: list[str] = []
+
+    def server_for(prompt: dict) -> ComfyServer:
+        kind = "sdxl" if uses_sdxl(prompt) else "sd15"
+        if last and last[-1] != kind:
+            free_servers()  # the other server's cached models make room for this one's
+        last.append(kind)
+        if kind not in servers:
+            if kind == "sd15":
+                server = request.getfixturevalue("comfy_server")
+            else:
+                server = ComfyServer(
+                    require_comfyui(),
+                    tmp_path_factory.mktemp("comfy_sdxl"),
+                    smoke_models_dir,
+                    extra_args=SDXL_SERVER_ARGS,
+                )
+                server.start()
+            for src, name in (("astronaut.png", "likeness_face.png"), ("grace_hopper.png", "likeness_expression.png")):
+                shutil.copy(reference_dir / "faces" / src, server.base / "input" / name)
+            servers[kind] = server
+        return servers[kind]
+
+    yield server_for
+    if "sdxl" in servers:
+        servers["sdxl"].stop()
 
 
 @pytest.fixture(scope="session")

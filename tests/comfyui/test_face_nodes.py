@@ -17,11 +17,17 @@ def _photo(reference_dir, name):
 def analyzer(comfy_env):
     from likeness.nodes.face_nodes import LikenessFaceAnalyzer
 
-    return LikenessFaceAnalyzer.execute("auto", "antelopev2", "cpu", 640, 0.5).args[0]
+    return LikenessFaceAnalyzer.execute("embedded", "antelopev2", "cpu", 640, 0.5).args[0]
 
 
-def test_auto_backend_without_insightface_packs_is_the_embedded_one(analyzer):
+def test_auto_backend_is_insightface_only_where_its_pack_is_installed(analyzer, tmp_path):
+    from likeness.models.face import create_analyzer
+    from likeness.nodes.face_nodes import LikenessFaceAnalyzer
+
     assert "embedded" in analyzer.name
+    # the smoke models include a weight-free antelopev2 stand-in (smoke-models part 'insightface')
+    assert LikenessFaceAnalyzer.execute("auto", "antelopev2", "cpu", 640, 0.5).args[0].name == "insightface"
+    assert create_analyzer("auto", models_root=tmp_path).name == "embedded"
 
 
 def test_detect_faces_boxes_landmarks_preview_and_count(analyzer, reference_dir):

@@ -1,9 +1,8 @@
-"""Every shipped API workflow runs to completion on a real ComfyUI server with smoke models."""
+"""Every shipped API workflow runs to completion on a real ComfyUI server with smoke models (SDXL ones on their own)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,10 @@ def fast_prompt(path: Path) -> dict:
     return prompt
 
 
-@pytest.fixture(scope="module")
-def server_with_faces(comfy_server, reference_dir):
-    inputs = comfy_server.base / "input"
-    shutil.copy(reference_dir / "faces" / "astronaut.png", inputs / "likeness_face.png")
-    shutil.copy(reference_dir / "faces" / "grace_hopper.png", inputs / "likeness_expression.png")
-    return comfy_server
-
-
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=[p.stem for p in API_WORKFLOWS])
-def test_api_workflow_completes_and_saves_images(server_with_faces, path):
-    client = server_with_faces.client()
+def test_api_workflow_completes_and_saves_images(workflow_server, path):
     prompt = fast_prompt(path)
+    client = workflow_server(prompt).client()
     result = client.run(prompt, timeout=900)
     images = result.images()
     assert images, f"{path.name} saved no image; outputs: {result.outputs}"

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,8 @@ FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2
 
 
 @pytest.fixture(scope="module")
-def live(comfy_server, reference_dir):
-    inputs = comfy_server.base / "input"
-    shutil.copy(reference_dir / "faces" / "astronaut.png", inputs / "likeness_face.png")
-    shutil.copy(reference_dir / "faces" / "grace_hopper.png", inputs / "likeness_expression.png")
-    client = comfy_server.client()
+def live(comfy_server, workflow_server):
+    client = workflow_server({}).client()  # the shared server, with the input photos
     return client, client.object_info()
 
 
@@ -43,16 +39,17 @@ def test_snapshot_equals_live_object_info(live):
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=[p.stem for p in UI_FILES])
-def test_ui_workflow_converts_to_api_twin_and_runs(live, path):
+def test_ui_workflow_converts_to_api_twin_and_runs(live, workflow_server, path):
     from likeness.tools.batch.client import PromptFailed, PromptRejected
     from likeness.tools.workflows.convert import ui_to_api
 
-    client, object_info = live
+    _, object_info = live
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
     twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
     assert prompt == twin, f"{path.name} and api/{path.name} differ: regenerate the UI file"
     for node in prompt.values():
         node["inputs"].update(FAST.get(node["class_type"], {}))
+    client = workflow_server(prompt).client()  # SDXL workflows run on their own server
     try:
         result = client.run(prompt, timeout=900)
     except PromptRejected as exc:  # message: one line per node with id, class and ComfyUI's error

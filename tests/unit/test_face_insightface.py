@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
 
 from likeness.models.errors import LikenessError, MissingModelError  # noqa: E402
 from likeness.models.face import create_analyzer, find_insightface_pack, resolve_providers  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("fake_insightface", Path(__file__).with_name("fake_insightface.py"))
-fake = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake)
-ARCFACE_TEMPLATE = fake.ARCFACE_TEMPLATE
+from likeness.tools.smoke.insightface_pack import ARCFACE_TEMPLATE, write_detector, write_recognizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
-    return fake.write_fake_pack(tmp_path_factory.mktemp("insightface"))
+    root = tmp_path_factory.mktemp("insightface")
+    pack = root / "models" / "fakepack"
+    pack.mkdir(parents=True)
+    write_detector(pack / "det_fake.onnx")
+    write_recognizer(pack / "rec_fake.onnx")
+    return root
 
 
 @pytest.fixture
@@ -37,7 +36,9 @@ def no_network(monkeypatch):
 
 
 def _bright_cell_image() -> np.ndarray:
-    return fake.bright_cell_image()
+    img = np.zeros((640, 640, 3), np.uint8)
+    img[320:352, 288:320] = 255
+    return img
 
 
 def test_fake_pack_end_to_end(fake_root, no_network):
@@ -110,24 +111,3 @@ def test_providers():
     assert resolve_providers("auto")[-1] == "CPUExecutionProvider"
     with pytest.raises(LikenessError, match="not available"):
         resolve_providers(["NoSuchExecutionProvider"])
-
-
-def test_fake_pack_106_points_reach_face_extra_and_follow_pad_retry(tmp_path, no_network):
-    from likeness.models.face.insightface_backend import DEFAULT_MODULES, InsightFaceAnalyzer
-
-    root = fake.write_fake_pack(tmp_path, "fake106", with_106=True)
-    analyzer = InsightFaceAnalyzer("fake106", root, allowed_modules=(*DEFAULT_MODULES, "landmark_2d_106"))
-    face = analyzer.detect(fake.bright_cell_image())[0]
-    lm = face.extra["landmarks106"]
-    assert lm.shape == (106, 2)
-    np.testing.assert_allclose(lm[[33, 35, 36, 37, 39, 40, 41, 42]].mean(0), face.kps[0], atol=0.5)
-    np.testing.assert_allclose(lm[[87, 89, 90, 91, 93, 94, 95, 96]].mean(0), face.kps[1], atol=0.5)
-    np.testing.assert_allclose(lm[[56, 69]], face.kps[[3, 4]], atol=0.5)
-    moved = face.shifted(-10, 5)
-    np.testing.assert_allclose(moved.extra["landmarks106"], lm + np.array([-10, 5]), atol=1e-4)
-    assert (
-        "landmarks106"
-        not in create_analyzer("insightface", models_root=root, pack="fake106")
-        .detect(fake.bright_cell_image())[0]
-        .extra
-    ), "the default modules do not load the 106-point model"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,13 +15,24 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
 
 from likeness.models.errors import LikenessError  # noqa: E402
-from likeness.models.face.insightface_backend import DEFAULT_MODULES, InsightFaceAnalyzer  # noqa: E402
+from likeness.models.face import create_analyzer  # noqa: E402
 from likeness.models.training.dataset import load_items, read_manifest  # noqa: E402
 from likeness.models.training.prepare import PrepareSettings, prepare_dataset  # noqa: E402
+from likeness.tools.smoke.insightface_pack import ARCFACE_TEMPLATE, write_fake_pack  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("fake_insightface", Path(__file__).with_name("fake_insightface.py"))
-fake = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake)
+
+def bright_cells(cells: tuple[tuple[int, int], ...], size: int = 640) -> np.ndarray:
+    """Black image with a white 32 px cell at each (x, y) top-left corner: one fake face each."""
+    img = np.zeros((size, size, 3), np.uint8)
+    for x, y in cells:
+        img[y : y + 32, x : x + 32] = 255
+    return img
+
+
+def expected_kps(cell: tuple[int, int]) -> np.ndarray:
+    """The fake detector's 5 keypoints for the cell at ``cell``."""
+    return (ARCFACE_TEMPLATE - 56.0) / 112.0 * 128.0 + np.array(cell, np.float32)
+
 
 CELL = (288, 320)
 
@@ -41,25 +51,27 @@ class MeanEncoder:
 
 @pytest.fixture(scope="module")
 def pack_root(tmp_path_factory):
-    return fake.write_fake_pack(tmp_path_factory.mktemp("if"), "fake106", with_106=True)
+    root = tmp_path_factory.mktemp("if")
+    write_fake_pack(root / "models" / "antelopev2")
+    return root
 
 
 @pytest.fixture
 def analyzer(pack_root):
-    return InsightFaceAnalyzer("fake106", pack_root, allowed_modules=(*DEFAULT_MODULES, "landmark_2d_106"))
+    return create_analyzer("insightface", pack_root, pack="antelopev2")
 
 
 def _photos(folder: Path) -> Path:
     folder.mkdir()
-    img = fake.bright_cell_image((CELL,))
+    img = bright_cells((CELL,))
     img[:200, :, 0] = 90  # some non-black background, so whitening changes the e4e input
     Image.fromarray(img).save(folder / "a.png")
     (folder / "a.txt").write_text("a person smiling\n\na person outdoors\n")
-    Image.fromarray(fake.bright_cell_image(((96, 96), (480, 480)))).save(folder / "b.png")
+    Image.fromarray(bright_cells(((96, 96), (480, 480)))).save(folder / "b.png")
     Image.fromarray(np.zeros((320, 320, 3), np.uint8)).save(folder / "c.png")
     (folder / "e.jpg").write_bytes(b"not a jpeg")
     (folder / "sub").mkdir()
-    Image.fromarray(fake.bright_cell_image((CELL,))).save(folder / "sub" / "f.png")
+    Image.fromarray(bright_cells((CELL,))).save(folder / "sub" / "f.png")
     return folder
 
 
@@ -94,7 +106,7 @@ def test_wplus_items_skip_reasons_and_resume(tmp_path, analyzer):
     photo, pmask = a.image("photo.png"), np.asarray(a.image("photo_mask.png"), np.float64)
     assert photo.size == (320, 320) == pmask.shape[::-1]
     yy, xx = np.nonzero(pmask > 127)
-    centre = fake.expected_kps(CELL).mean(0) / 2  # the photo was halved (photo_max 320)
+    centre = expected_kps(CELL).mean(0) / 2  # the photo was halved (photo_max 320)
     assert abs(xx.mean() - centre[0]) < 12 and abs(yy.mean() - centre[1]) < 20
     assert len(enc.calls) == 2 and enc.calls[0].shape[0] == 2  # one batch [crop, whitened crop] per face
 
@@ -104,7 +116,7 @@ def test_wplus_items_skip_reasons_and_resume(tmp_path, analyzer):
     assert [r.status for _, _, r in seen] == ["ok", "skipped", "skipped", "skipped", "ok"]
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 5
 
-    Image.fromarray(fake.bright_cell_image((CELL,))).save(photos / "c.png")  # c.png changed: now one face
+    Image.fromarray(bright_cells((CELL,))).save(photos / "c.png")  # c.png changed: now one face
     prepare_dataset(photos, out, settings, analyzer, enc, retry_skipped=False)
     assert read_manifest(out)["c.png"].status == "ok" and len(enc.calls) == 3
     prepare_dataset(photos, out, settings, analyzer, enc, retry_skipped=True)
@@ -129,7 +141,7 @@ def test_multi_face_largest_and_limit_and_stop(tmp_path, analyzer):
 def test_pstf_keypoints_are_in_the_crop_not_double_offset(tmp_path, analyzer):
     photos, out = tmp_path / "photos", tmp_path / "data"
     photos.mkdir()
-    Image.fromarray(fake.bright_cell_image((CELL,))).save(photos / "p.png")
+    Image.fromarray(bright_cells((CELL,))).save(photos / "p.png")
     prepare_dataset(photos, out, PrepareSettings("pstf", size=256), analyzer, MeanEncoder())
     (item,) = load_items(out, "pstf")
     assert read_manifest(out)["p.png"].landmarks == "lm106"
@@ -148,7 +160,7 @@ def test_pstf_refuses_an_analyzer_without_embeddings(tmp_path, pack_root):
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    Image.fromarray(fake.bright_cell_image((CELL,))).save(photos / "p.png")
+    Image.fromarray(bright_cells((CELL,))).save(photos / "p.png")
     no_rec = EmbeddedAnalyzer(landmarks68=False, embeddings=False)
     with pytest.raises(LikenessError, match="PSTF needs antelopev2.s ArcFace identity embeddings"):
         prepare_dataset(photos, tmp_path / "d", PrepareSettings("pstf"), no_rec, MeanEncoder())

@@ -69,7 +69,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -89,6 +89,7 @@ __all__ = [
     "sd15_smoke_tensor",
     "sd15_smoke_state_dict",
     "write_sd15_smoke_checkpoint",
+    "write_streamed_safetensors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ logger = logging.getLogger(__name__)
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
-POSITION_IDS_KEY = CLIP_PREFIX + "embeddings.position_ids"
+_POSITION_IDS = "embeddings.position_ids"
+POSITION_IDS_KEY = CLIP_PREFIX + _POSITION_IDS
 
 SCHEDULE_KEYS: tuple[str, ...] = (
     "betas",
@@ -121,6 +123,7 @@ _SAFETENSORS_DTYPES = {
     torch.float16: "F16",
     torch.bfloat16: "BF16",
     torch.float32: "F32",
+    torch.float8_e4m3fn: "F8_E4M3",
     torch.int64: "I64",
 }
 
@@ -139,6 +142,11 @@ class UNetLayout:
         num_heads: attention heads (dim_head = inner width / num_heads).
         in_channels: latent channels in.
         out_channels: latent channels out.
+        transformer_depth: transformer blocks per SpatialTransformer, per level (None: 1 at every
+            attention level). SDXL: (0, 2, 10).
+        middle_depth: transformer blocks of the middle block's SpatialTransformer.
+        linear_projection: Linear ``proj_in``/``proj_out`` (SDXL) instead of 1x1 convs (SD1.5).
+        adm_in_channels: width of the ``label_emb`` vector conditioning (SDXL: 2816), or None.
     """
 
     model_channels: int = 320
@@ -149,6 +157,16 @@ class UNetLayout:
     num_heads: int = 8
     in_channels: int = 4
     out_channels: int = 4
+    transformer_depth: tuple[int, ...] | None = None
+    middle_depth: int = 1
+    linear_projection: bool = False
+    adm_in_channels: int | None = None
+
+    def depth(self, level: int) -> int:
+        """Transformer blocks per SpatialTransformer at ``level`` (0 = no attention there)."""
+        if self.transformer_depth is not None:
+            return self.transformer_depth[level]
+        return 1 if level in self.attention_levels else 0
 
 
 UNET_VARIANTS: dict[str, UNetLayout] = {
@@ -196,21 +214,28 @@ def _unet_resblock(s: Shapes, p: str, c_in: int, c_out: int, emb: int) -> None:
         _conv(s, p + "skip_connection", c_out, c_in, 1)
 
 
-def _unet_transformer(s: Shapes, p: str, c: int, context_dim: int) -> None:
+def _unet_transformer(s: Shapes, p: str, c: int, context_dim: int, depth: int = 1, linear: bool = False) -> None:
     _norm(s, p + "norm", c)
-    _conv(s, p + "proj_in", c, c, 1)
-    b = p + "transformer_blocks.0."
-    for attn, kv_in in (("attn1", c), ("attn2", context_dim)):
-        if attn == "attn2":
-            _linear(s, b + "ff.net.0.proj", 8 * c, c)  # GEGLU: 2 x 4c
-            _linear(s, b + "ff.net.2", c, 4 * c)
-        _linear(s, b + f"{attn}.to_q", c, c, bias=False)
-        _linear(s, b + f"{attn}.to_k", c, kv_in, bias=False)
-        _linear(s, b + f"{attn}.to_v", c, kv_in, bias=False)
-        _linear(s, b + f"{attn}.to_out.0", c, c)
-    for i in (1, 2, 3):
-        _norm(s, b + f"norm{i}", c)
-    _conv(s, p + "proj_out", c, c, 1)
+    if linear:
+        _linear(s, p + "proj_in", c, c)
+    else:
+        _conv(s, p + "proj_in", c, c, 1)
+    for i in range(depth):
+        b = p + f"transformer_blocks.{i}."
+        for attn, kv_in in (("attn1", c), ("attn2", context_dim)):
+            if attn == "attn2":
+                _linear(s, b + "ff.net.0.proj", 8 * c, c)  # GEGLU: 2 x 4c
+                _linear(s, b + "ff.net.2", c, 4 * c)
+            _linear(s, b + f"{attn}.to_q", c, c, bias=False)
+            _linear(s, b + f"{attn}.to_k", c, kv_in, bias=False)
+            _linear(s, b + f"{attn}.to_v", c, kv_in, bias=False)
+            _linear(s, b + f"{attn}.to_out.0", c, c)
+        for j in (1, 2, 3):
+            _norm(s, b + f"norm{j}", c)
+    if linear:
+        _linear(s, p + "proj_out", c, c)
+    else:
+        _conv(s, p + "proj_out", c, c, 1)
 
 
 def _walk_unet(c: UNetLayout, s: Shapes | None, sites: dict[tuple[str, int, int], int] | None) -> None:
@@ -218,18 +243,25 @@ def _walk_unet(c: UNetLayout, s: Shapes | None, sites: dict[tuple[str, int, int]
     shapes: Shapes = {} if s is None else s
     mc, emb = c.model_channels, 4 * c.model_channels
     last = len(c.channel_mult) - 1
+
+    def transformer(prefix: str, key: tuple[str, int], ch: int, depth: int) -> None:
+        _unet_transformer(shapes, prefix, ch, c.context_dim, depth, c.linear_projection)
+        if sites is not None:
+            sites.update({(*key, i): ch for i in range(depth)})
+
     _linear(shapes, "time_embed.0", emb, mc)
     _linear(shapes, "time_embed.2", emb, emb)
+    if c.adm_in_channels is not None:
+        _linear(shapes, "label_emb.0.0", emb, c.adm_in_channels)
+        _linear(shapes, "label_emb.0.2", emb, emb)
     _conv(shapes, "input_blocks.0.0", mc, c.in_channels, 3)
     skips, ch, n = [mc], mc, 1
     for level, mult in enumerate(c.channel_mult):
         for _ in range(c.num_res_blocks):
             _unet_resblock(shapes, f"input_blocks.{n}.0.", ch, mult * mc, emb)
             ch = mult * mc
-            if level in c.attention_levels:
-                _unet_transformer(shapes, f"input_blocks.{n}.1.", ch, c.context_dim)
-                if sites is not None:
-                    sites[("input", n, 0)] = ch
+            if c.depth(level):
+                transformer(f"input_blocks.{n}.1.", ("input", n), ch, c.depth(level))
             skips.append(ch)
             n += 1
         if level != last:
@@ -237,9 +269,7 @@ def _walk_unet(c: UNetLayout, s: Shapes | None, sites: dict[tuple[str, int, int]
             skips.append(ch)
             n += 1
     _unet_resblock(shapes, "middle_block.0.", ch, ch, emb)
-    _unet_transformer(shapes, "middle_block.1.", ch, c.context_dim)
-    if sites is not None:
-        sites[("middle", 0, 0)] = ch
+    transformer("middle_block.1.", ("middle", 0), ch, c.middle_depth)
     _unet_resblock(shapes, "middle_block.2.", ch, ch, emb)
     n = 0
     for level in range(last, -1, -1):
@@ -247,10 +277,8 @@ def _walk_unet(c: UNetLayout, s: Shapes | None, sites: dict[tuple[str, int, int]
             out = c.channel_mult[level] * mc
             _unet_resblock(shapes, f"output_blocks.{n}.0.", ch + skips.pop(), out, emb)
             ch, j = out, 1
-            if level in c.attention_levels:
-                _unet_transformer(shapes, f"output_blocks.{n}.1.", ch, c.context_dim)
-                if sites is not None:
-                    sites[("output", n, 0)] = ch
+            if c.depth(level):
+                transformer(f"output_blocks.{n}.1.", ("output", n), ch, c.depth(level))
                 j = 2
             if level != 0 and i == c.num_res_blocks:
                 _conv(shapes, f"output_blocks.{n}.{j}.conv", ch, ch, 3)
@@ -412,7 +440,7 @@ def _schedule() -> dict[str, torch.Tensor]:
 
 
 def _dtype_of(key: str, dtype: torch.dtype) -> torch.dtype:
-    if key == POSITION_IDS_KEY:
+    if key.endswith(_POSITION_IDS):
         return torch.int64
     if key in SCHEDULE_KEYS:
         return torch.float32
@@ -436,7 +464,7 @@ def sd15_smoke_tensor(
     if key not in shapes:
         raise KeyError(f"{key!r} is not an SD1.5 checkpoint key")
     shape = shapes[key]
-    if key == POSITION_IDS_KEY:
+    if key.endswith(_POSITION_IDS):
         return torch.arange(shape[1], dtype=torch.int64).unsqueeze(0)
     if key in SCHEDULE_KEYS:
         return _schedule()[key]
@@ -507,39 +535,14 @@ def write_sd15_smoke_checkpoint(
     """
     if dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
-    if sys.byteorder != "little":
-        raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     shapes = _shapes(variant, in_channels)
-    header: dict[str, object] = {}
-    offset = 0
-    for key, shape in shapes.items():
-        dt = _dtype_of(key, dtype)
-        nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
-        header[key] = {
-            "dtype": _SAFETENSORS_DTYPES[dt],
-            "shape": list(shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
     smoke: dict[str, object] = {"model": "sd15", "variant": variant, "seed": seed, "random_weights": True}
     if in_channels != 4:
         smoke["in_channels"] = in_channels
-    header["__metadata__"] = {"format": "pt", "likeness.smoke": json.dumps(smoke)}
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    tmp = path.with_name(path.name + ".tmp")
     start = time.perf_counter()
-    with tmp.open("wb") as fh:
-        fh.write(len(blob).to_bytes(8, "little"))
-        fh.write(blob)
-        for key, shape in shapes.items():
-            t = sd15_smoke_tensor(key, shapes, seed, dtype).contiguous()
-            if tuple(t.shape) != shape or t.dtype != _dtype_of(key, dtype):  # internal consistency
-                raise RuntimeError(f"generated {key} as {tuple(t.shape)} {t.dtype}, expected {shape}")
-            fh.write(t.reshape(-1).view(torch.uint8).numpy().data)
-    os.replace(tmp, path)
+    path = write_streamed_safetensors(
+        path, shapes, lambda key: sd15_smoke_tensor(key, shapes, seed, dtype), lambda key: _dtype_of(key, dtype), smoke
+    )
     logger.info(
         "wrote SD1.5 smoke checkpoint %s (variant %s, in_channels %d, seed %d, %s, %.2f GB) in %.1f s",
         path,
@@ -550,4 +553,49 @@ def write_sd15_smoke_checkpoint(
         path.stat().st_size / 1e9,
         time.perf_counter() - start,
     )
+    return path
+
+
+def write_streamed_safetensors(
+    path: str | Path,
+    shapes: dict[str, tuple[int, ...]],
+    tensor: Callable[[str], torch.Tensor],
+    dtype_of: Callable[[str], torch.dtype],
+    smoke: dict[str, object],
+) -> Path:
+    """Write a ``.safetensors`` file one tensor at a time (peak memory: the largest tensor).
+
+    The header is computed from ``shapes`` and ``dtype_of`` first, the tensors are generated
+    in ``shapes`` order and checked against it; the file is written to ``<path>.tmp`` and
+    renamed, so a killed run leaves no half-written file. ``smoke`` is recorded under
+    ``__metadata__["likeness.smoke"]``.
+    """
+    if sys.byteorder != "little":
+        raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header: dict[str, object] = {}
+    offset = 0
+    for key, shape in shapes.items():
+        dt = dtype_of(key)
+        nbytes = math.prod(shape) * torch.empty((), dtype=dt).element_size()
+        header[key] = {
+            "dtype": _SAFETENSORS_DTYPES[dt],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    header["__metadata__"] = {"format": "pt", "likeness.smoke": json.dumps(smoke)}
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(len(blob).to_bytes(8, "little"))
+        fh.write(blob)
+        for key, shape in shapes.items():
+            t = tensor(key).contiguous()
+            if tuple(t.shape) != tuple(shape) or t.dtype != dtype_of(key):  # internal consistency
+                raise RuntimeError(f"generated {key} as {tuple(t.shape)} {t.dtype}, expected {shape}")
+            fh.write(t.reshape(-1).view(torch.uint8).numpy().data)
+    os.replace(tmp, path)
     return path

@@ -13,7 +13,18 @@
   (``{'w_proj', 'wplus_adapter'}``);
 * ``likeness_directions/encoder4editing/interfacegan_directions/{age,smile,pose}.pt``:
   random unit directions in e4e's InterFaceGAN format ([1,512], pose [1,18,512]),
-  discovered as the set ``encoder4editing/interfacegan`` like the real files.
+  discovered as the set ``encoder4editing/interfacegan`` like the real files;
+* ``checkpoints/likeness_smoke_sdxl.safetensors`` (part ``sdxl``): an SDXL single-file
+  checkpoint ComfyUI detects as SDXL (full SDXL UNet, the smallest detection allows;
+  3.5 GB in fp8, see :mod:`.sdxl_layout`);
+* ``instantid/ip-adapter.bin`` (part ``instantid``): InstantID's layout ``{image_proj,
+  ip_adapter}`` (stored fp16, 0.84 GB; the official file is fp32);
+* ``pstf/pytorch_model.bin`` (part ``pstf``): PSTF-AttControl's layout ``{image_proj,
+  image_style_proj, ip_adapter}`` (fp16, 1.7 GB; no official weights exist);
+* ``controlnet/instantid/`` (part ``identitynet``): the IdentityNet ``ControlNetModel``
+  folder, ``config.json`` + ``diffusion_pytorch_model.safetensors`` (fp16, 2.5 GB);
+* ``insightface/models/antelopev2/`` (part ``insightface``): weight-free ONNX stand-ins
+  under antelopev2's file names (:mod:`.insightface_pack`; needs the ``onnx`` package).
 
 The embedded face backend needs no model file (its models ship in PyPI
 wheels). Every shipped workflow runs end to end on these files; every image
@@ -23,20 +34,34 @@ they produce is noise.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
-__all__ = ["SMOKE_CHECKPOINT", "SMOKE_FORMAT_VERSION", "SMOKE_PARTS", "write_smoke_models"]
+__all__ = [
+    "SMOKE_CHECKPOINT",
+    "SMOKE_SDXL_CHECKPOINT",
+    "SMOKE_IDENTITYNET",
+    "SMOKE_FORMAT_VERSION",
+    "SMOKE_PARTS",
+    "SD15_PARTS",
+    "write_smoke_models",
+]
 
 logger = logging.getLogger(__name__)
 
 SMOKE_CHECKPOINT = "likeness_smoke_sd15.safetensors"
+SMOKE_SDXL_CHECKPOINT = "likeness_smoke_sdxl.safetensors"
+SMOKE_IDENTITYNET = "instantid/diffusion_pytorch_model.safetensors"
 # Bump when a smoke file's content or layout changes (test caches are keyed by it).
-SMOKE_FORMAT_VERSION = 2
+# 3: SDXL, InstantID, PSTF, IdentityNet and an antelopev2 stand-in (which changes what face backend 'auto' picks).
+SMOKE_FORMAT_VERSION = 3
 #: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions.
-SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions")
+SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions", "sdxl", "instantid", "pstf", "identitynet", "insightface")
+#: The SD1.5 / W+ adapter parts only (about 3.3 GB instead of 11.8 GB).
+SD15_PARTS = ("checkpoint", "e4e", "wplus", "directions")
 
 
 def smoke_direction(name: str, seed: int) -> torch.Tensor:
@@ -63,7 +88,8 @@ def write_smoke_models(
         overwrite: replace files that already exist.
         seed: random seed; the same seed writes the same weights.
         parts: write only these of :data:`SMOKE_PARTS` (e.g. ``("e4e", "directions")`` skips the
-            2 GB SD1.5 checkpoint); None (default) writes all of them.
+            2 GB SD1.5 checkpoint; :data:`SD15_PARTS` skips the 8.5 GB of SDXL files); None (default)
+            writes all of them.
 
     Raises:
         ValueError: an unknown name in ``parts``.
@@ -73,8 +99,11 @@ def write_smoke_models(
     if unknown:
         raise ValueError(f"unknown smoke model part(s) {unknown}; choose from {list(SMOKE_PARTS)}")
     from ...models.inversion.e4e_model import build_e4e_checkpoint
+    from ...models.pstf.model import build_pstf_checkpoint
     from ...models.wplus_adapter.model import build_wplus_adapter_checkpoint
+    from .insightface_pack import write_fake_pack
     from .sd15_layout import write_sd15_smoke_checkpoint
+    from .sdxl_layout import write_identitynet_smoke, write_sdxl_smoke_checkpoint
 
     models_dir = Path(models_dir)
     jobs = [
@@ -95,17 +124,45 @@ def write_smoke_models(
         jobs.append(
             ("directions", directions / f"{name}.pt", lambda p, n=name: torch.save(smoke_direction(n, seed), p))
         )
-    written: list[Path] = []
-    for part, path, write in jobs:
-        if part not in wanted:
-            continue
-        if path.exists() and not overwrite:
-            logger.info("smoke model exists, kept: %s", path)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        write(tmp)
-        tmp.replace(path)  # never leave a half-written file under the real name
-        logger.info("wrote smoke model %s", path)
-        written.append(path)
-    return written
+    half = torch.float16
+    jobs += [
+        ("sdxl", models_dir / "checkpoints" / SMOKE_SDXL_CHECKPOINT, lambda p: write_sdxl_smoke_checkpoint(p, seed)),
+        (
+            "instantid",
+            models_dir / "instantid" / "ip-adapter.bin",
+            lambda p: _save(build_pstf_checkpoint(seed, False, half), p),
+        ),
+        (
+            "pstf",
+            models_dir / "pstf" / "pytorch_model.bin",
+            lambda p: _save(build_pstf_checkpoint(seed, True, half), p),
+        ),
+        (
+            "identitynet",
+            models_dir / "controlnet" / Path(SMOKE_IDENTITYNET).parent,
+            lambda p: write_identitynet_smoke(p, seed),
+        ),
+        ("insightface", models_dir / "insightface" / "models" / "antelopev2", write_fake_pack),
+    ]
+    return [path for part, path, write in jobs if part in wanted and _write(path, write, overwrite)]
+
+
+def _save(obj, path: Path) -> None:
+    torch.save(obj, path)
+
+
+def _write(path: Path, write, overwrite: bool) -> bool:
+    """Write one file or folder through ``<name>.partial``, so a killed run never leaves a half-written one."""
+    if path.exists() and not overwrite:
+        logger.info("smoke model exists, kept: %s", path)
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    write(tmp)
+    if tmp.is_dir() and path.is_dir():
+        shutil.rmtree(path)
+    tmp.replace(path)
+    logger.info("wrote smoke model %s", path)
+    return True

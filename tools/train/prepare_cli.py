@@ -71,13 +71,9 @@ def add_prepare_parser(sub: argparse._SubParsersAction, models_dir_help: str) ->
 
 def _analyzer(args: argparse.Namespace, search: dict[str, list[Path]]):
     from ...models.face.factory import create_analyzer
-    from ...models.face.insightface_backend import DEFAULT_MODULES, InsightFaceAnalyzer
 
     backend = args.face_backend or ("embedded" if args.method == "wplus" else "insightface")
-    if backend == "embedded":
-        return create_analyzer("embedded")
-    modules = (*DEFAULT_MODULES, "landmark_2d_106")
-    return InsightFaceAnalyzer(args.pack, search["insightface"], args.providers, allowed_modules=modules)
+    return create_analyzer(backend, search["insightface"], args.providers, pack=args.pack)
 
 
 def run_prepare(args: argparse.Namespace) -> int:
