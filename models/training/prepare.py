@@ -39,9 +39,10 @@ from PIL import Image, ImageOps
 
 from ..errors import LikenessError
 from ..face.types import Face, FaceAnalyzer
-from ..inversion.align import PSTF, WPLUS_ADAPTER, AlignedFace, AlignRecipe, align_face, e4e_input_tensor
+from ..inversion.align import PSTF, WPLUS_ADAPTER, AlignedFace, AlignRecipe, align_face, e4e_input_tensor, landmark_kind
 from ..inversion.whitening import hull_background_mask, whiten_background
 from ..parsenet import BACKGROUND_CLASSES, ParseNet, background_mask, parse_face
+from ..pstf.preprocess import identity_embedding, recipe_landmarks
 from .dataset import (
     IMAGE_SUFFIXES,
     METHODS,
@@ -261,7 +262,10 @@ def _process(
         reason = f"{len(faces)} faces (use --multi-face largest to keep the largest)"
         return _skip(item_id, rel, sha, reason, len(faces), caption)
     face = max(faces, key=lambda f: f.area)
-    landmarks, kind = _landmarks(face, settings.method)
+    landmarks, note = recipe_landmarks(face, settings.recipe.name)
+    if note:
+        logger.info("prepare-dataset: %s: %s", rel, note)
+    kind = landmark_kind(landmarks)
     aligned = align_face(rgb, landmarks, settings.recipe)
     if settings.method == "wplus" and aligned.working_quad_width <= WPLUS_MIN_QUAD:
         return _skip(
@@ -274,19 +278,10 @@ def _process(
     if settings.method == "wplus":
         images, tensors = _wplus_item(rgb, aligned, fmask, settings), {"wplus": wplus[0], "wplus_whitened": wplus[1]}
     else:
-        images, tensors = _pstf_item(rgb, face, landmarks, fmask, settings, wplus[0], rel)
+        images, tensors = _pstf_item(rgb, face, landmarks, fmask, settings, wplus[0])
     metadata = {"source": rel, "caption": json.dumps(caption, ensure_ascii=False), "landmarks": kind, "mask": mask_used}
     write_item(out, item_id, images, tensors, metadata)
     return ItemRecord(item_id, rel, sha, "ok", "", len(faces), kind, mask_used, caption)
-
-
-def _landmarks(face: Face, method: str) -> tuple[np.ndarray, str]:
-    """Landmarks for alignment: PSTF prefers insightface's 106 points; then 68 points; then the 5 keypoints."""
-    if method == "pstf" and face.landmarks106 is not None:
-        return np.asarray(face.landmarks106, np.float64), "lm106"
-    if face.landmarks68 is not None:
-        return np.asarray(face.landmarks68, np.float64), "lm68"
-    return np.asarray(face.kps, np.float64), "kps5"
 
 
 def _masks(aligned: AlignedFace, method: str, parsenet: ParseNet | None) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -336,23 +331,17 @@ def _pstf_item(
     fmask: torch.Tensor,
     settings: PrepareSettings,
     wplus: torch.Tensor,
-    rel: str,
 ) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
     """The training image (PSTF quad at ``size``), its mask, and W+, embedding, keypoints in its pixels."""
     big = align_face(rgb, landmarks, AlignRecipe("pstf_train", settings.size, settings.size, True))
     kps = np.asarray(face.kps, np.float64)
     mapped = (big.source_to_aligned @ np.concatenate([kps, np.ones((5, 1))], axis=1).T).T[:, :2]
-    if face.embedding is None or face.embedding.shape != (512,):
-        raise LikenessError(
-            f"{rel}: the face analyzer gave an identity embedding of shape "
-            f"{None if face.embedding is None else face.embedding.shape}; PSTF needs antelopev2's 512-d ArcFace "
-            "embedding (insightface backend, antelopev2 pack)."
-        )
+    embedding, _ = identity_embedding(face)
     mask = F.interpolate(fmask[None, None], size=(settings.size,) * 2, mode="bilinear", align_corners=False)[0, 0]
     images = {"aligned.png": big.image, "aligned_mask.png": _to_u8(mask)}
     tensors = {
         "wplus": wplus,
-        "embedding": torch.from_numpy(face.embedding.astype(np.float32)),
+        "embedding": torch.from_numpy(embedding),
         "kps": torch.from_numpy(mapped.astype(np.float32)),
     }
     return images, tensors

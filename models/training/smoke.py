@@ -38,6 +38,9 @@ __all__ = [
     "write_smoke_dataset",
     "write_smoke_wplus_bank",
     "smoke_base",
+    "SMOKE_RESAMPLER",
+    "smoke_controlnet",
+    "write_smoke_pstf_files",
 ]
 
 SMOKE_WIDTHS = (32, 64, 128, 128)
@@ -212,7 +215,41 @@ def smoke_base(family: str, seed: int = 0):
     """:class:`~.base.BaseModels` of tiny random parts (UNet, VAE, text encoder, DDPM schedule)."""
     from .base import BaseModels
 
-    unet, vae, text = tiny_unet(family, seed), tiny_vae(seed + 1), SmokeTextEncoder(family, seed + 2)
+    scaling = 0.18215 if family == "sd15" else 0.13025
+    unet, vae, text = tiny_unet(family, seed), tiny_vae(seed + 1, scaling), SmokeTextEncoder(family, seed + 2)
     for part in (unet, vae, text):
         part.requires_grad_(False).eval()
     return BaseModels(family, unet, vae, text, smoke_scheduler(), f"smoke-{family}-seed{seed}")
+
+
+#: Resampler hyper-parameters of the smoke PSTF adapter (16 queries as the official; tiny widths).
+SMOKE_RESAMPLER = {"dim": 64, "depth": 1, "dim_head": 16, "heads": 4, "num_queries": 16, "ff_mult": 2}
+
+
+def smoke_controlnet(unet: nn.Module, seed: int = 0) -> nn.Module:
+    """A random IdentityNet stand-in: diffusers ``ControlNetModel.from_unet`` of the tiny SDXL UNet."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed + 5)
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16)).requires_grad_(False)
+
+
+def write_smoke_pstf_files(folder: Path, sites, seed: int = 0) -> tuple[Path, Path]:
+    """A random InstantID ``ip-adapter.bin`` for the smoke UNet's sites and a PreciseControl-format deltas JSON.
+
+    Returns:
+        ``(ip-adapter.bin, all_delta_w_dict.json)``.
+    """
+    from ..pstf.model import build_pstf_checkpoint, pstf_checkpoint_shapes
+    from .pstf_data import EDIT_KEYS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = pstf_checkpoint_shapes(False, CONTEXT_DIMS["sdxl"], sites, SMOKE_RESAMPLER)
+    instantid = folder / "ip-adapter.bin"
+    torch.save(build_pstf_checkpoint(seed, style=False, shapes=shapes), instantid)
+    rng = np.random.default_rng(seed + 7)
+    deltas = {k: (rng.standard_normal((18, 512)) * 0.5).round(4).tolist() for k in EDIT_KEYS}
+    path = folder / "all_delta_w_dict.json"
+    path.write_text(json.dumps(deltas), encoding="utf-8")
+    return instantid, path

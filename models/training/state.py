@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, LikenessError
-from ..files.checkpoints import load_file
+from ..files.checkpoints import flatten, load_file
 
 __all__ = [
     "STATE_FILE",
@@ -39,6 +40,8 @@ __all__ = [
     "load_training_state",
     "check_fingerprint",
     "TrainLog",
+    "cpu_state",
+    "load_into",
 ]
 
 logger = logging.getLogger(__name__)
@@ -181,3 +184,23 @@ def read_log(out: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise LikenessError(f"{path} does not exist; no training has run in {out}.")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def cpu_state(state: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """A detached float32 CPU copy of a state dict (what a checkpoint stores)."""
+    return OrderedDict((k, v.detach().float().cpu().clone()) for k, v in state.items())
+
+
+def load_into(params: Mapping[str, torch.Tensor], state: Mapping[str, Any], what: str) -> None:
+    """Copy a (nested) official-layout ``state`` into the tensors ``params`` (same flattened keys), strictly.
+
+    Raises:
+        CheckpointError: missing, unexpected or wrongly shaped keys (the first one is named).
+    """
+    flat = flatten(state)
+    bad = sorted(set(flat) ^ set(params)) + [k for k in params if k in flat and flat[k].shape != params[k].shape]
+    if bad:
+        raise CheckpointError(f"the checkpoint does not fit this {what} (first differing key: {bad[0]}).")
+    with torch.no_grad():
+        for key, value in params.items():
+            value.copy_(flat[key].to(value.dtype))

@@ -28,14 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..directions.formats import load_directions
-from ..errors import CheckpointError, LikenessError
-from ..files.checkpoints import flatten, load_file
+from ..errors import LikenessError
+from ..files.checkpoints import load_file
 from ..wplus_adapter.model import WProjModel
 from ..wplus_adapter.processor import WPlusAttnProcessor
 from ..wplus_adapter.sites import SD15_WPLUS_SITES, WPlusSite
 from .base import BaseModels, load_base
 from .dataset import DatasetItem, load_items
 from .sample import ddim_sample, decode_latents, save_strip
+from .state import cpu_state, load_into
 from .wplus_data import DirectionBank, perturb_wplus, stage1_sample, stage2_sample
 
 __all__ = ["WPlusOptions", "WPlusTrainModule", "WPlusTrainer", "install_wplus_processors", "sites_of"]
@@ -150,22 +151,14 @@ class WPlusTrainModule(nn.Module):
     def official_state(self) -> dict[str, OrderedDict]:
         adapter = OrderedDict()
         for index, proc in zip(self.indices, self.adapter_modules, strict=True):
-            for key, value in proc.state_dict().items():
-                adapter[f"{index}.{key}"] = value.detach().float().cpu().clone()
-        w_proj = OrderedDict((k, v.detach().float().cpu().clone()) for k, v in self.w_proj.state_dict().items())
-        return {"w_proj": w_proj, "wplus_adapter": adapter}
+            adapter.update({f"{index}.{k}": v for k, v in cpu_state(proc.state_dict()).items()})
+        return {"w_proj": cpu_state(self.w_proj.state_dict()), "wplus_adapter": adapter}
 
-    def load_official(self, state: Mapping[str, Any], source: str) -> None:
-        flat = flatten(state)
+    def load_official(self, state: Mapping[str, Any], source: str = "") -> None:
         mine = {f"w_proj.{k}": v for k, v in self.w_proj.state_dict().items()}
         for index, proc in zip(self.indices, self.adapter_modules, strict=True):
             mine.update({f"wplus_adapter.{index}.{k}": v for k, v in proc.state_dict().items()})
-        bad = sorted(set(flat) ^ set(mine)) + [k for k in mine if k in flat and flat[k].shape != mine[k].shape]
-        if bad:
-            raise CheckpointError(f"{source} does not fit this UNet's W+ adapter (first key: {bad[0]}).")
-        with torch.no_grad():
-            for key, value in mine.items():
-                value.copy_(flat[key].to(value.dtype))
+        load_into(mine, state, f"UNet's W+ adapter{f' ({source})' if source else ''}")
 
 
 class WPlusTrainer:
@@ -280,7 +273,7 @@ class WPlusTrainer:
         return module.official_state()
 
     def load_official(self, module: WPlusTrainModule, state: Mapping[str, Any]) -> None:
-        module.load_official(state, "the checkpoint")
+        module.load_official(state)
 
     def validate(self, module: WPlusTrainModule, step: int, folder: Path) -> Path | None:
         item = self.validation_item

@@ -18,22 +18,9 @@ from likeness.models.training.state import read_log  # noqa: E402
 from likeness.models.training.wplus import sites_of  # noqa: E402
 from likeness.models.wplus_adapter import load_wplus_adapter  # noqa: E402
 from likeness.models.wplus_adapter.diffusers_unet import apply_wplus_adapter_to_unet, encode_context  # noqa: E402
-from likeness.tools.cli import build_parser, main  # noqa: E402
+from likeness.tools.cli import main  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The smoke runs are tiny: one thread avoids oversubscription on shared CI machines."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _run(argv: list[str]) -> int:
-    """Run a CLI command without main()'s error handler, so LikenessError reaches pytest.raises."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mean(values) -> float:
@@ -41,7 +28,7 @@ def _mean(values) -> float:
 
 
 @pytest.fixture(scope="module")
-def stage1_run(tmp_path_factory):
+def stage1_run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("wplus") / "run"
     assert main(["train-wplus", "--smoke", "--out", str(out)]) == 0
     return out
@@ -94,7 +81,7 @@ def test_smoke_stage1_learns_logs_and_writes_a_loadable_official_checkpoint(stag
     assert config["config"]["steps"] == 30 and config["args"]["smoke"] is True
 
 
-def test_resume_continues_from_the_saved_step_with_the_same_data_order(tmp_path):
+def test_resume_continues_from_the_saved_step_with_the_same_data_order(tmp_path, cli_run):
     common = ["train-wplus", "--smoke", "--save-every", "3", "--validate-every", "1000"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main([*common, "--out", str(straight), "--steps", "6"]) == 0
@@ -112,7 +99,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_data_order(tmp_path)
     assert main([*common, "--out", str(split), "--steps", "6"]) == 0  # already there: nothing to do
     assert len(read_log(split)) == 6
     with pytest.raises(LikenessError, match=r"batch_size: saved 4, now 2"):
-        _run([*common, "--out", str(split), "--steps", "9", "--batch-size", "2"])
+        cli_run([*common, "--out", str(split), "--steps", "9", "--batch-size", "2"])
 
 
 def test_stage2_trains_only_the_site_layers_with_the_three_losses(stage1_run, tmp_path):
@@ -133,9 +120,9 @@ def test_stage2_trains_only_the_site_layers_with_the_three_losses(stage1_run, tm
     assert (out / "smoke_data" / "directions" / "att_direction_scale.pth").is_file()
 
 
-def test_stage2_needs_the_stage1_file_and_sd15(tmp_path):
+def test_stage2_needs_the_stage1_file_and_sd15(tmp_path, cli_run):
     with pytest.raises(LikenessError, match="--stage1"):
-        _run(["train-wplus", "--smoke", "--stage", "2", "--out", str(tmp_path / "x")])
+        cli_run(["train-wplus", "--smoke", "--stage", "2", "--out", str(tmp_path / "x")])
     with pytest.raises(LikenessError, match="not SD1.5's"):
         sites_of(tiny_unet("sdxl"))
     with pytest.raises(LikenessError, match="not SD1.5's"):
@@ -143,15 +130,17 @@ def test_stage2_needs_the_stage1_file_and_sd15(tmp_path):
     assert len(sites_of(tiny_unet("sd15"), smoke=True)) == 16
 
 
-def test_cli_errors_are_clear(tmp_path, caplog):
+def test_cli_errors_are_clear(tmp_path, caplog, cli_run):
     assert main(["train-wplus", "--out", str(tmp_path / "r")]) == 2
     assert "Give the dataset with --data" in caplog.text
     with pytest.raises(LikenessError, match="not a prepared training dataset"):
-        _run(["train-wplus", "--out", str(tmp_path / "r"), "--data", str(tmp_path)])
+        cli_run(["train-wplus", "--out", str(tmp_path / "r"), "--data", str(tmp_path)])
     from likeness.models.training.smoke import write_smoke_dataset
 
     data = write_smoke_dataset(tmp_path / "d", "wplus")
     with pytest.raises(LikenessError, match="Give the SD1.5 base model with --base"):
-        _run(["train-wplus", "--out", str(tmp_path / "r"), "--data", str(data)])
+        cli_run(["train-wplus", "--out", str(tmp_path / "r"), "--data", str(data)])
     with pytest.raises(LikenessError, match="prepared for method 'pstf' but this trainer needs 'wplus'"):
-        _run(["train-wplus", "--out", str(tmp_path / "r"), "--data", str(write_smoke_dataset(tmp_path / "p", "pstf"))])
+        cli_run(
+            ["train-wplus", "--out", str(tmp_path / "r"), "--data", str(write_smoke_dataset(tmp_path / "p", "pstf"))]
+        )

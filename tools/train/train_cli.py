@@ -93,6 +93,24 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--fullbody", action="store_true", help="stage 2: full-body photos (SHHQ-like augmentation)")
     w.set_defaults(func=run_train_wplus)
 
+    p = sub.add_parser("train-pstf", help="train PSTF-AttControl's W+ stream (SDXL + InstantID); accelerate-ready")
+    _common(p, 1e-5, 1024, 2)
+    p.add_argument("--instantid", help="InstantID ip-adapter.bin (identity Resampler + to_k_ip/to_v_ip)")
+    p.add_argument("--controlnet", help="InstantID IdentityNet: its diffusers ControlNetModel folder")
+    p.add_argument("--deltas", help="PreciseControl all_delta_w_dict.json: the W+ augmentation's directions")
+    p.add_argument("--e4e", help="e4e_ffhq_encode.pt: its StyleGAN2 decoder renders the augmented targets")
+    p.add_argument("--no-wplus-augmentation", action="store_true", help="train without the W+ augmentation")
+    p.add_argument("--edit-prob", type=float, default=0.3, help="W+ augmentation probability (default 0.3)")
+    p.add_argument(
+        "--kps-pack",
+        default="buffalo_l",
+        help="insightface pack re-detecting the keypoints of the "
+        "augmented targets (default buffalo_l, det 320, as PSTF); 'none' keeps the photo's keypoints",
+    )
+    p.add_argument("--models-dir", help="models directory holding insightface/ (default: $COMFYUI_PATH/models)")
+    p.add_argument("--noise-offset", type=float, help="offset-noise strength (off by default, as the paper)")
+    p.set_defaults(func=run_train_pstf)
+
 
 def _write_config(args: argparse.Namespace, cfg: Any) -> None:
     from ...models.training.loop import config_summary
@@ -140,3 +158,53 @@ def run_train_wplus(args: argparse.Namespace) -> int:
 
 def _path(value: str | Path | None) -> Path | None:
     return Path(value) if value else None
+
+
+def _pstf_augmentation(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(deltas path, decoder, keypoint analyzer) of a real run."""
+    from ...models.face.factory import create_analyzer
+    from ...models.training.pstf_data import StyleGANDecoder
+    from ..cli import _search_paths, default_models_dir
+
+    if args.no_wplus_augmentation:
+        return None, None, None
+    if not args.deltas or not args.e4e:
+        raise LikenessError(
+            "The PSTF W+ augmentation needs --deltas (PreciseControl all_delta_w_dict.json) and --e4e "
+            "(e4e_ffhq_encode.pt, for its StyleGAN2 decoder); or pass --no-wplus-augmentation."
+        )
+    analyzer = None
+    if args.kps_pack != "none":
+        search = _search_paths(Path(args.models_dir) if args.models_dir else default_models_dir(), None)
+        analyzer = create_analyzer("insightface", search["insightface"], pack=args.kps_pack, det_size=320)
+    return Path(args.deltas), StyleGANDecoder(args.e4e, args.resolution or 1024), analyzer
+
+
+def run_train_pstf(args: argparse.Namespace) -> int:
+    from ...models.training.loop import run_training
+    from ...models.training.pstf import PSTFOptions, PSTFTrainer, pstf_sites_of
+    from ...models.training.pstf_data import smoke_decode_fn
+    from ...models.training.smoke import SMOKE_RESAMPLER, smoke_base, smoke_controlnet, write_smoke_pstf_files
+
+    cfg = common_config(args, {"steps": 230000, "resolution": 1024, "batch_size": 2, "lr": 1e-5, "grad_clip": 1.0})
+    data = _data(args, "pstf")
+    base = controlnet = None
+    extra: dict[str, Any] = {}
+    if args.smoke:
+        base = smoke_base("sdxl", args.seed)
+        controlnet = smoke_controlnet(base.unet, args.seed)
+        files = write_smoke_pstf_files(Path(args.out) / "smoke_data" / "files", pstf_sites_of(base.unet, True))
+        extra = dict(instantid=files[0], deltas=files[1], decoder=smoke_decode_fn(args.seed), resampler=SMOKE_RESAMPLER,
+                     smoke_sites=True)  # fmt: skip
+    else:
+        deltas, decoder, analyzer = _pstf_augmentation(args)
+        extra = dict(instantid=_path(args.instantid), deltas=deltas, decoder=decoder, kps_analyzer=analyzer)
+    opts = PSTFOptions(
+        data=data, base=args.base, controlnet=_path(args.controlnet), resolution=args.resolution or (64 if args.smoke
+        else 1024), edit_prob=args.edit_prob, tokenizer=_path(args.tokenizer), noise_offset=args.noise_offset,
+        validation_face=args.validation_face or ("smoke_000.png" if args.smoke else None),
+        validation_data=_path(args.validation_data), validation_prompt=args.validation_prompt or "a person",
+        validation_steps=args.validation_steps or (3 if args.smoke else 30), **extra,
+    )  # fmt: skip
+    _write_config(args, cfg)
+    return _finish(run_training(PSTFTrainer(opts, base, controlnet), cfg), cfg)
