@@ -205,10 +205,20 @@ def write_smoke_wplus_bank(folder: Path, seed: int = 0) -> tuple[Path, Path, Pat
     pca = {"mean": torch.randn(1, 512, generator=gen) * 0.1, "comp": q.T.reshape(80, 1, 512).contiguous(),
            "std": torch.rand(80, generator=gen) + 0.5}  # fmt: skip
     paths = (folder / "att_direction_scale.pth", folder / "ffhq_pca.pt", folder / "ganspace_configs.csv")
-    torch.save(bank, paths[0])
-    torch.save(pca, paths[1])
-    paths[2].write_text("smoke_a\t1\t0\t4\t10\nsmoke_b\t5\t4\t8\t-10\nsmoke_c\t7\t8\t12\t20\n", encoding="utf-8")
+    if all(p.is_file() for p in paths):
+        return paths
+    _atomic(paths[0], lambda tmp: torch.save(bank, tmp))
+    _atomic(paths[1], lambda tmp: torch.save(pca, tmp))
+    configs = "smoke_a\t1\t0\t4\t10\nsmoke_b\t5\t4\t8\t-10\nsmoke_c\t7\t8\t12\t20\n"
+    _atomic(paths[2], lambda tmp: tmp.write_text(configs, encoding="utf-8"))
     return paths
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename to ``path``: a reader never sees a half-written smoke file."""
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
+    tmp.replace(path)
 
 
 def smoke_base(family: str, seed: int = 0):
@@ -246,10 +256,11 @@ def write_smoke_pstf_files(folder: Path, sites, seed: int = 0) -> tuple[Path, Pa
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shapes = pstf_checkpoint_shapes(False, CONTEXT_DIMS["sdxl"], sites, SMOKE_RESAMPLER)
-    instantid = folder / "ip-adapter.bin"
-    torch.save(build_pstf_checkpoint(seed, style=False, shapes=shapes), instantid)
+    instantid, path = folder / "ip-adapter.bin", folder / "all_delta_w_dict.json"
+    if instantid.is_file() and path.is_file():
+        return instantid, path
+    _atomic(instantid, lambda tmp: torch.save(build_pstf_checkpoint(seed, style=False, shapes=shapes), tmp))
     rng = np.random.default_rng(seed + 7)
     deltas = {k: (rng.standard_normal((18, 512)) * 0.5).round(4).tolist() for k in EDIT_KEYS}
-    path = folder / "all_delta_w_dict.json"
-    path.write_text(json.dumps(deltas), encoding="utf-8")
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(deltas), encoding="utf-8"))
     return instantid, path

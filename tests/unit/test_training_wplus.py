@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,25 @@ def test_cli_errors_are_clear(tmp_path, caplog, cli_run):
         cli_run(
             ["train-wplus", "--out", str(tmp_path / "r"), "--data", str(write_smoke_dataset(tmp_path / "p", "pstf"))]
         )
+
+
+def test_two_processes_share_the_batches_and_write_one_checkpoint(tmp_path):
+    """The multi-GPU code path (DDP, sharded sample order, main-process saving) on 2 CPU processes (gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    cmd = [*launch, "models.cli", "train-wplus", "--smoke", "--out", str(out), "--steps", "3", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = read_log(out)
+    assert [r["samples"] for r in log] == [4, 8, 12], "2 processes x 2 samples per step"
+    assert proc.stdout.count("trained steps 0 -> 3") == 1, "only the main process reports and saves"
+    adapter = load_wplus_adapter(
+        out / "checkpoint-000003" / "wplus_adapter.bin", sites=sites_of(tiny_unet("sd15"), True)
+    )
+    assert len(adapter.sites) == 16

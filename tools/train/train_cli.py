@@ -112,9 +112,11 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train_pstf)
 
 
-def _write_config(args: argparse.Namespace, cfg: Any) -> None:
+def _write_config(args: argparse.Namespace, cfg: Any, acc: Any) -> None:
     from ...models.training.loop import config_summary
 
+    if not acc.is_main_process:
+        return
     data = {"command": sys.argv[1:], "args": {k: v for k, v in vars(args).items() if k != "func"},
             "config": config_summary(cfg)}  # fmt: skip
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -133,15 +135,17 @@ def _finish(result: Any, cfg: Any) -> int:
 
 
 def run_train_wplus(args: argparse.Namespace) -> int:
-    from ...models.training.loop import run_training
+    from ...models.training.loop import make_accelerator, run_training
     from ...models.training.smoke import smoke_base, write_smoke_wplus_bank
     from ...models.training.wplus import WPlusOptions, WPlusTrainer
 
     cfg = common_config(args, {"steps": 100000, "resolution": 512, "batch_size": 8, "lr": 1e-4})
-    data = _data(args, "wplus")
+    acc = make_accelerator(cfg)
     bank = (args.direction_bank, args.ganspace_pca, args.ganspace_configs)
-    if args.smoke and args.stage == 2 and not any(bank):
-        bank = write_smoke_wplus_bank(Path(args.out) / "smoke_data" / "directions", args.seed)
+    with acc.main_process_first():  # smoke files are written once, by the main process
+        data = _data(args, "wplus")
+        if args.smoke and args.stage == 2 and not any(bank):
+            bank = write_smoke_wplus_bank(Path(args.out) / "smoke_data" / "directions", args.seed)
     opts = WPlusOptions(
         stage=args.stage, data=data, base=args.base, resolution=args.resolution or (64 if args.smoke else 512),
         stage1=Path(args.stage1) if args.stage1 else None, lambda_disen=args.lambda_disen,
@@ -152,8 +156,8 @@ def run_train_wplus(args: argparse.Namespace) -> int:
         validation_steps=args.validation_steps or (3 if args.smoke else 30), smoke_sites=args.smoke,
     )  # fmt: skip
     base = smoke_base("sd15", args.seed) if args.smoke else None
-    _write_config(args, cfg)
-    return _finish(run_training(WPlusTrainer(opts, base), cfg), cfg)
+    _write_config(args, cfg, acc)
+    return _finish(run_training(WPlusTrainer(opts, base), cfg, acc), cfg)
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -181,19 +185,22 @@ def _pstf_augmentation(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run_train_pstf(args: argparse.Namespace) -> int:
-    from ...models.training.loop import run_training
+    from ...models.training.loop import make_accelerator, run_training
     from ...models.training.pstf import PSTFOptions, PSTFTrainer, pstf_sites_of
     from ...models.training.pstf_data import smoke_decode_fn
     from ...models.training.smoke import SMOKE_RESAMPLER, smoke_base, smoke_controlnet, write_smoke_pstf_files
 
     cfg = common_config(args, {"steps": 230000, "resolution": 1024, "batch_size": 2, "lr": 1e-5, "grad_clip": 1.0})
-    data = _data(args, "pstf")
+    acc = make_accelerator(cfg)
+    with acc.main_process_first():  # smoke files are written once, by the main process
+        data = _data(args, "pstf")
     base = controlnet = None
     extra: dict[str, Any] = {}
     if args.smoke:
         base = smoke_base("sdxl", args.seed)
         controlnet = smoke_controlnet(base.unet, args.seed)
-        files = write_smoke_pstf_files(Path(args.out) / "smoke_data" / "files", pstf_sites_of(base.unet, True))
+        with acc.main_process_first():
+            files = write_smoke_pstf_files(Path(args.out) / "smoke_data" / "files", pstf_sites_of(base.unet, True))
         extra = dict(instantid=files[0], deltas=files[1], decoder=smoke_decode_fn(args.seed), resampler=SMOKE_RESAMPLER,
                      smoke_sites=True)  # fmt: skip
     else:
@@ -206,5 +213,5 @@ def run_train_pstf(args: argparse.Namespace) -> int:
         validation_data=_path(args.validation_data), validation_prompt=args.validation_prompt or "a person",
         validation_steps=args.validation_steps or (3 if args.smoke else 30), **extra,
     )  # fmt: skip
-    _write_config(args, cfg)
-    return _finish(run_training(PSTFTrainer(opts, base, controlnet), cfg), cfg)
+    _write_config(args, cfg, acc)
+    return _finish(run_training(PSTFTrainer(opts, base, controlnet), cfg, acc), cfg)
