@@ -133,9 +133,9 @@ class ClipTextEncoders(nn.Module):
         device = next(self.encoders.parameters()).device
         outs, pooled = [], None
         for tok, enc in zip(self.tokenizers, self.encoders, strict=True):
-            ids = tok(
-                prompts, max_length=tok.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
-            ).input_ids.to(device)
+            length = int(enc.config.max_position_embeddings)  # 77; some tokenizer folders lack model_max_length
+            ids = tok(prompts, max_length=length, padding="max_length", truncation=True, return_tensors="pt").input_ids
+            ids = ids.to(device)
             if len(self.encoders) == 1:
                 outs.append(enc(ids)[0])
             else:
@@ -228,9 +228,6 @@ def load_base(
 
 
 def _from_folder(path: Path, dtype: torch.dtype) -> BaseModels:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
     if not (path / "model_index.json").is_file():
         raise LikenessError(f"{path} has no model_index.json: it is not a diffusers pipeline folder.")
     sdxl = (path / "text_encoder_2").is_dir()
@@ -238,6 +235,9 @@ def _from_folder(path: Path, dtype: torch.dtype) -> BaseModels:
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
         raise LikenessError(f"{path} lacks the pipeline part(s) {missing}; save the whole pipeline there.")
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
     kw = dict(local_files_only=True, torch_dtype=dtype)
     tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)]
     encoders = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw)]

@@ -84,11 +84,19 @@ class ComfyServer:
         from likeness.models.files.registry import FOLDERS
 
         keys = ["checkpoints", *FOLDERS]
+        # models/ of this server only: tests may drop files there (e.g. a freshly trained adapter) at run time
+        # without touching the shared smoke-model cache; ComfyUI rescans the folders per request.
+        self.private_models = base / "private_models"
+        for key in keys:
+            (self.private_models / key).mkdir(parents=True, exist_ok=True)
         (base / "extra_model_paths.yaml").write_text(
             "likeness_tests:\n"
             f"  base_path: {models}\n"
             + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
+            + "likeness_tests_private:\n"
+            + f"  base_path: {self.private_models}\n"
+            + "".join(f"  {k}: {k}\n" for k in keys)
         )
 
     def start(self, timeout: float = 240.0) -> None:
