@@ -169,3 +169,31 @@ def test_pstf_refuses_an_analyzer_without_embeddings(tmp_path, pack_root):
         prepare_dataset(tmp_path / "empty", tmp_path / "d2", PrepareSettings("wplus"), no_rec, MeanEncoder())
     with pytest.raises(LikenessError, match="is not a folder of photos"):
         prepare_dataset(tmp_path / "nope", tmp_path / "d2", PrepareSettings("wplus"), no_rec, MeanEncoder())
+
+
+def test_prepare_dataset_cli(tmp_path, pack_root, monkeypatch, capsys, cli_run):
+    """The CLI verb: insightface analyzer from --models-dir, e4e from --e4e, landmark-hull masks, a summary line."""
+    import likeness.models.inversion.e4e_model as e4e_model
+
+    class Loaded(MeanEncoder):
+        def to(self, device):
+            assert str(device) == "cpu"
+            return self
+
+    monkeypatch.setattr(e4e_model, "load_e4e", lambda path: Loaded())
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "insightface").symlink_to(pack_root, target_is_directory=True)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(bright_cells((CELL,))).save(photos / "one.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "none.png")
+    argv = ["prepare-dataset", "--photos", str(photos), "--out", str(tmp_path / "d"), "--method", "pstf",
+            "--models-dir", str(models), "--e4e", str(tmp_path / "e4e.pt"), "--size", "128"]  # fmt: skip
+    assert cli_run(argv) == 0
+    captured = capsys.readouterr()
+    assert "1 items ready, 1 skipped (no face: 1)" in captured.out
+    assert "[1/2] none.png: skipped (no face)" in captured.err and "[2/2] one.png: ok" in captured.err
+    info = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert info["settings"]["face_backend"] == "insightface:antelopev2/glintr100.onnx"
+    assert info["settings"]["mask"] == "landmark_hull"

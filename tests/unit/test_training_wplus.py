@@ -167,3 +167,16 @@ def test_two_processes_share_the_batches_and_write_one_checkpoint(tmp_path):
         out / "checkpoint-000003" / "wplus_adapter.bin", sites=sites_of(tiny_unet("sd15"), True)
     )
     assert len(adapter.sites) == 16
+
+
+def test_bf16_mixed_precision_and_gradient_accumulation(tmp_path):
+    out = tmp_path / "acc"
+    argv = ["train-wplus", "--smoke", "--out", str(out), "--steps", "3", "--batch-size", "2", "--grad-accum", "2",
+            "--mixed-precision", "bf16", "--validate-every", "100"]  # fmt: skip
+    assert main(argv) == 0
+    log = read_log(out)
+    assert [r["samples"] for r in log] == [4, 8, 12] and all(np.isfinite(r["loss"]) for r in log)
+    state = torch.load(out / "checkpoint-000003" / "training_state.pt", weights_only=True)
+    assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {3.0}, "one optimizer step per 2 micro"
+    weights = load_file(out / "wplus_adapter.bin")
+    assert all(v.dtype == torch.float32 for part in weights.values() for v in part.values()), "fp32 master weights"
