@@ -34,6 +34,7 @@ from ...models.errors import LikenessError
 
 __all__ = [
     "FILE_LIST_INPUTS",
+    "FOLDER_IN_VALUE",
     "VIRTUAL_NODES",
     "WIDGET_TYPES",
     "InputSpec",
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 # Frontend-only nodes: never sent to the server, skipped by ui_to_api.
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+FOLDER_IN_VALUE = "<folder>/"
+"""A file-list combo whose values start with their folder key (``instantid/ip-adapter.bin``)."""
 # Combos whose options are files on the user's machine: (class_type, input) -> folder.
 FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
@@ -60,6 +63,8 @@ FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
     ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
     ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
     ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
+    ("Likeness_LoadPSTF", "adapter_name"): FOLDER_IN_VALUE,
+    ("ControlNetLoader", "control_net_name"): "controlnet",
 }
 _UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 UI_VERSION = 0.4

@@ -220,7 +220,16 @@ def layout(
     return {"nodes": nodes, "groups": out_groups, "ds": {"scale": scale, "offset": [0, 0]}}
 
 
-def _model_line(folder: str, value: str) -> str:
+def _model_line(folder: str, value: str, sdxl: bool = False) -> str:
+    from .convert import FOLDER_IN_VALUE
+
+    if folder == FOLDER_IN_VALUE:
+        folder, value = value.split("/", 1)
+    if folder == "checkpoints" and sdxl:
+        return (
+            f"- models/checkpoints/{value}: an SDXL checkpoint (InstantID and PSTF-AttControl exist for SDXL only). "
+            "Pick your own SDXL model in the loader. Licence: the checkpoint's (SDXL base: CreativeML OpenRAIL++-M)."
+        )
     if folder == "checkpoints":
         return (
             f"- models/checkpoints/{value}: an SD1.5 checkpoint (the W+ adapter exists for SD1.5 only). "
@@ -248,6 +257,8 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
 
     models: list[str] = []
     images: list[str] = []
+    classes = {node["class_type"] for node in api.values()}
+    sdxl = bool(classes & SDXL_NODES)
     for nid in sorted(api, key=int):
         node = api[nid]
         for name, value in node["inputs"].items():
@@ -255,9 +266,11 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
             if folder == "input":
                 images.append(str(value))
             elif folder is not None:
-                line = _model_line(folder, str(value))
+                line = _model_line(folder, str(value), sdxl)
                 if line not in models:
                     models.append(line)
+    if "Likeness_FaceAnalyzer" in classes and sdxl:
+        models.append(_model_line("insightface", "models/antelopev2"))
     parts = [
         "MODELS THIS WORKFLOW NEEDS",
         "Put them in ComfyUI/models/ (or a folder listed under the same key in extra_model_paths.yaml), then press R "
@@ -271,7 +284,23 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
         "exactly these names: the workflow then runs end to end, but every image it makes is noise.",
         "'likeness doctor --comfyui ComfyUI' lists what was found where and where to get the rest.",
         "",
-        "Licences: the W+ adapter weights are NTU S-Lab License 1.0, NON-COMMERCIAL use only; check every "
-        "licence above before any commercial use. Likeness bundles no weights.",
+        _licence_line(classes),
     ]
     return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
+
+
+SDXL_NODES = frozenset({"Likeness_LoadPSTF", "Likeness_ApplyPSTF", "Likeness_ApplyIdentityNet"})
+
+
+def _licence_line(classes: set[str]) -> str:
+    parts = []
+    if "Likeness_ApplyWPlusAdapter" in classes:
+        parts.append("the W+ adapter weights are NTU S-Lab License 1.0, NON-COMMERCIAL use only")
+    if classes & SDXL_NODES:
+        parts.append(
+            "InstantID's weights are Apache-2.0 on their model card but need insightface antelopev2, whose models are "
+            "NON-COMMERCIAL research only; PSTF-AttControl has no published weights (the smoke file is random, yours "
+            "carry their own terms)"
+        )
+    head = "Licences: " + "; ".join(parts) + "; check" if parts else "Licences: check"
+    return head + " every licence above before any commercial use. Likeness bundles no weights."
