@@ -37,7 +37,7 @@ from .state import (
     save_checkpoint,
 )
 
-__all__ = ["TrainConfig", "TrainingTask", "TrainResult", "run_training", "make_accelerator"]
+__all__ = ["TrainConfig", "TrainingTask", "SampleSource", "TrainResult", "run_training", "make_accelerator"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,16 @@ class TrainConfig:
             raise LikenessError(f"--lr must be a positive number; got {self.lr}.")
 
 
+class SampleSource(Protocol):
+    """Makes the samples of a run: small and picklable (DataLoader workers get a copy), no model inside."""
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One training sample (CPU tensors) of dataset item ``index``."""
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """A batch from samples."""
+
+
 class TrainingTask(Protocol):
     """What a trainer provides to :func:`run_training`."""
 
@@ -111,11 +121,8 @@ class TrainingTask(Protocol):
     def param_groups(self, module: nn.Module, lr: float) -> list[dict[str, Any]]:
         """AdamW parameter groups, each with a ``"name"``."""
 
-    def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        """One training sample (CPU tensors) of dataset item ``index``."""
-
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """A batch from samples."""
+    def samples(self) -> SampleSource:
+        """The picklable sample maker the DataLoader (and its worker processes) use."""
 
     def step(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         """The losses of one micro-step: ``"loss"`` (scalar with grad) plus named parts."""
@@ -151,6 +158,11 @@ def make_accelerator(cfg: TrainConfig) -> Any:
         raise LikenessError("Training needs the accelerate package: pip install accelerate") from None
     if cfg.mixed_precision == "fp16" and (cfg.cpu or not torch.cuda.is_available()):
         raise LikenessError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on the CPU.")
+    from accelerate.state import AcceleratorState
+
+    # AcceleratorState is a per-process singleton; a second run in one process (tests, notebooks) may use another
+    # precision. Only the accelerator-level part is reset; the process group (PartialState) is kept.
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu)
 
 
@@ -266,11 +278,12 @@ def _loader(task: TrainingTask, cfg: TrainConfig, acc: Any, start: int) -> DataL
     sampler = PositionSampler(
         start * cfg.grad_accum, cfg.steps * cfg.grad_accum, cfg.batch_size, acc.num_processes, acc.process_index
     )
+    source = task.samples()
     return DataLoader(
-        PositionDataset(task.sample, order, cfg.seed),
+        PositionDataset(source, order, cfg.seed),
         batch_size=cfg.batch_size,
         sampler=sampler,
-        collate_fn=task.collate,
+        collate_fn=source.collate,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
     )

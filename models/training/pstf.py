@@ -35,7 +35,7 @@ from ..pstf.model import PSTFAdapter, load_pstf_adapter
 from ..pstf.sites import SDXL_SITES, SDXL_TRANSFORMERS
 from .base import BaseModels, load_base
 from .dataset import DatasetItem, load_items
-from .pstf_data import EDIT_KEYS, kps_tensor, pstf_sample, render_edit_targets
+from .pstf_data import EDIT_KEYS, PSTFSamples, kps_tensor, render_edit_targets
 from .sample import ddim_sample, decode_latents, save_strip
 from .state import cpu_state, load_into
 
@@ -274,17 +274,8 @@ class PSTFTrainer:
             {"name": "style_kv", "params": style, "lr": lr},
         ]
 
-    def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        return pstf_sample(self.items[index], rng, self.opts.resolution, self.deltas, self.opts.edit_prob)
-
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {
-            k: torch.stack([s[k] for s in samples])
-            for k in ("image", "kps_image", "embedding", "wplus", "original_size")
-        }
-        out["caption"] = [s["caption"] for s in samples]
-        out["edit"] = torch.tensor([s["edit"] for s in samples])
-        return out
+    def samples(self) -> PSTFSamples:
+        return PSTFSamples(self.items, self.opts.resolution, self.deltas, self.opts.edit_prob)
 
     def _time_ids(self, original: torch.Tensor) -> torch.Tensor:
         size = self.opts.resolution

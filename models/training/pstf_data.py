@@ -14,6 +14,7 @@ identity embedding stays the photo's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "kps_tensor",
     "smoke_decode_fn",
     "StyleGANDecoder",
+    "PSTFSamples",
 ]
 
 #: The 16 PreciseControl keys PSTF's training edits with (all_delta_w_dict.json).
@@ -107,6 +109,27 @@ def pstf_sample(
         "edit": edit,
         "original_size": torch.tensor([aligned.height, aligned.width]),
     }
+
+
+@dataclass(frozen=True)
+class PSTFSamples:
+    """The sample maker of a PSTF run (picklable: items, deltas and settings only)."""
+
+    items: Sequence[DatasetItem]
+    size: int
+    deltas: dict[str, Direction] | None
+    edit_prob: float = EDIT_PROB
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        return pstf_sample(self.items[index], rng, self.size, self.deltas, self.edit_prob)
+
+    @staticmethod
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = ("image", "kps_image", "embedding", "wplus", "original_size")
+        out: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in keys}
+        out["caption"] = [s["caption"] for s in samples]
+        out["edit"] = torch.tensor([s["edit"] for s in samples])
+        return out
 
 
 def render_edit_targets(

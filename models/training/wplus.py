@@ -37,7 +37,7 @@ from .base import BaseModels, load_base
 from .dataset import DatasetItem, load_items
 from .sample import ddim_sample, decode_latents, save_strip
 from .state import cpu_state, load_into
-from .wplus_data import DirectionBank, perturb_wplus, stage1_sample, stage2_sample
+from .wplus_data import DirectionBank, WPlusSamples, perturb_wplus
 
 __all__ = ["WPlusOptions", "WPlusTrainModule", "WPlusTrainer", "install_wplus_processors", "sites_of"]
 
@@ -229,17 +229,8 @@ class WPlusTrainer:
             groups.insert(0, {"name": "w_proj", "params": list(module.w_proj.parameters()), "lr": lr})
         return groups
 
-    def sample(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        item, size = self.items[index], self.opts.resolution
-        if self.opts.stage == 1:
-            return stage1_sample(item, rng, size)
-        return stage2_sample(item, rng, size, self.opts.fullbody)
-
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {k: torch.stack([s[k] for s in samples]) for k in ("image", "mask", "wplus")}
-        out["caption"] = [s["caption"] for s in samples]
-        out["drop_w"] = torch.tensor([s["drop_w"] for s in samples])
-        return out
+    def samples(self) -> WPlusSamples:
+        return WPlusSamples(self.items, self.opts.stage, self.opts.resolution, self.opts.fullbody)
 
     def step(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         base, dtype = self.base, _DTYPES[self.acc.mixed_precision]

@@ -41,6 +41,7 @@ __all__ = [
     "stage2_sample",
     "DirectionBank",
     "perturb_wplus",
+    "WPlusSamples",
 ]
 
 FACE_TEMPLATES = (
@@ -117,6 +118,31 @@ def stage2_sample(item: DatasetItem, rng: np.random.Generator, size: int, fullbo
         "wplus": torch.zeros_like(wplus) if drop_w else wplus,
         "drop_w": drop_w,
     }
+
+
+@dataclass(frozen=True)
+class WPlusSamples:
+    """The sample maker of a W+ run (picklable: items and settings only)."""
+
+    items: Sequence[DatasetItem]
+    stage: int
+    size: int
+    fullbody: bool = False
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict[str, object]:
+        item = self.items[index]
+        return (
+            stage1_sample(item, rng, self.size)
+            if self.stage == 1
+            else stage2_sample(item, rng, self.size, self.fullbody)
+        )
+
+    @staticmethod
+    def collate(samples: list[dict[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {k: torch.stack([s[k] for s in samples]) for k in ("image", "mask", "wplus")}
+        out["caption"] = [s["caption"] for s in samples]
+        out["drop_w"] = torch.tensor([s["drop_w"] for s in samples])
+        return out
 
 
 def _augment(

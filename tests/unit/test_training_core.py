@@ -154,3 +154,16 @@ def test_dataset_manifest_survives_a_truncated_last_line(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"id": 1}\n' + json.dumps(ItemRecord("a", "a.png", "x", "ok").__dict__))
     with pytest.raises(LikenessError, match="line 1 is not a manifest record"):
         read_manifest(tmp_path)
+
+
+def test_sample_sources_pickle_for_dataloader_workers(smoke_items):
+    import pickle
+
+    from likeness.models.training.wplus_data import WPlusSamples
+
+    source = WPlusSamples(smoke_items, 2, 64)
+    copy = pickle.loads(pickle.dumps(source))
+    a, b = source(1, np.random.default_rng(5)), copy(1, np.random.default_rng(5))
+    torch.testing.assert_close(a["image"], b["image"])
+    batch = WPlusSamples.collate([a, b])
+    assert batch["image"].shape == (2, 3, 64, 64) and batch["drop_w"].dtype == torch.bool
