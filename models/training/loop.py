@@ -227,8 +227,7 @@ def run_training(
     loader = _loader(task, cfg, acc, start)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     step, micro, acc_parts, t0 = start, start * cfg.grad_accum, {}, time.perf_counter()
-    module.train()
-    for batch in loader:
+    for batch in loader:  # module modes stay as the task set them (frozen parts eval; no dropout in new layers)
         with acc.accumulate(module):
             gen = step_generator(cfg.seed, micro, acc.process_index, acc.device)
             with acc.autocast():
@@ -324,11 +323,8 @@ def _periodic(task, cfg: TrainConfig, acc, module, optimizer, scheduler, fingerp
             )
     if cfg.validate_every and (step % cfg.validate_every == 0 or step >= cfg.steps):
         if acc.is_main_process:
-            unwrapped = acc.unwrap_model(module)
-            unwrapped.eval()
             with torch.no_grad():
-                path = task.validate(unwrapped, step, cfg.out / "validation")
-            unwrapped.train()
+                path = task.validate(acc.unwrap_model(module), step, cfg.out / "validation")
             if path is not None:
                 logger.info("training: validation image %s", path)
         acc.wait_for_everyone()

@@ -285,11 +285,15 @@ class PSTFTrainer:
     def step(self, module: nn.Module, batch: dict[str, Any], gen: torch.Generator) -> dict[str, torch.Tensor]:
         base, dtype, o = self.base, _DTYPES[self.acc.mixed_precision], self.opts
         images = batch["image"].clone()
-        if o.decoder is not None:
-            render_edit_targets(images, batch["kps_image"], batch["wplus"], batch["edit"], o.decoder, o.kps_analyzer)
-        with torch.no_grad():
+        # StyleGAN2 and the SDXL VAE run in fp32 (the VAE overflows in fp16), outside mixed precision
+        with torch.no_grad(), torch.autocast(device_type=self.acc.device.type, enabled=False):
+            if o.decoder is not None:
+                render_edit_targets(
+                    images, batch["kps_image"], batch["wplus"], batch["edit"], o.decoder, o.kps_analyzer
+                )
             latents = base.vae.encode(images.float()).latent_dist.sample(generator=gen)
             latents = latents * base.vae.config.scaling_factor
+        with torch.no_grad():
             text = base.text(batch["caption"])
         noise = torch.randn(latents.shape, generator=gen, device=gen.device)
         if o.noise_offset:

@@ -38,9 +38,17 @@ def _common(p: argparse.ArgumentParser, lr: float, resolution: int, batch: int) 
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps (default 0)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="default no")
-    p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 2000; --smoke: --steps)")
+    p.add_argument(
+        "--save-every",
+        type=int,
+        help="checkpoint interval in steps (default W+ 2000, PSTF 5000 as the paper; --smoke: --steps)",
+    )
     p.add_argument("--keep-checkpoints", type=int, help="keep only the newest N checkpoints")
-    p.add_argument("--validate-every", type=int, help="validation-image interval in steps (with --validation-face)")
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        help="validation-image interval in steps (default: --save-every when --validation-face is given)",
+    )
     p.add_argument("--validation-face", help="item id of the dataset (see manifest.jsonl) to render while training")
     p.add_argument("--validation-data", help="dataset holding --validation-face (default --data)")
     p.add_argument("--validation-prompt", help="prompt of the validation images")
@@ -59,13 +67,15 @@ def common_config(args: argparse.Namespace, defaults: dict[str, Any]) -> Any:
 
     d = {**defaults, **(SMOKE_DEFAULTS if args.smoke else {})}
     steps = args.steps or d["steps"]
+    save_every = args.save_every or (steps if args.smoke else d["save_every"])
+    # validation images: at every checkpoint when a validation face is given (or in a smoke run), unless set
+    validate_every = args.validate_every or (save_every if args.smoke or args.validation_face else None)
     return TrainConfig(
         out=Path(args.out), steps=steps, batch_size=args.batch_size or d["batch_size"], grad_accum=args.grad_accum,
         lr=args.lr or d["lr"], weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        grad_clip=d.get("grad_clip"), mixed_precision=args.mixed_precision,
-        save_every=args.save_every or (steps if args.smoke else 2000), keep_checkpoints=args.keep_checkpoints,
-        validate_every=args.validate_every or ((args.steps or steps) if args.smoke else None), seed=args.seed,
-        resume=args.resume, num_workers=args.num_workers, cpu=args.cpu or args.smoke,
+        grad_clip=d.get("grad_clip"), mixed_precision=args.mixed_precision, save_every=save_every,
+        keep_checkpoints=args.keep_checkpoints, validate_every=validate_every, seed=args.seed, resume=args.resume,
+        num_workers=args.num_workers, cpu=args.cpu or args.smoke,
     )  # fmt: skip
 
 
@@ -123,6 +133,25 @@ def _write_config(args: argparse.Namespace, cfg: Any, acc: Any) -> None:
     (cfg.out / "config.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 
 
+class StepPrinter:
+    """Training progress on the console: a one-line status on a terminal, every ``every`` steps otherwise."""
+
+    def __init__(self, total: int, every: int = 50, stream=None) -> None:
+        self.total, self.every = total, every
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        parts = " ".join(f"{k} {v:.4f}" for k, v in record["parts"].items())
+        lr = ", ".join(f"{v:.2e}" for v in record["lr"].values())
+        line = f"step {record['step']}/{self.total} loss {record['loss']:.4f} ({parts}) lr {lr} {record['time_s']:.0f}s"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(110) + ("\n" if record["step"] >= self.total else ""))
+        elif record["step"] % self.every == 0 or record["step"] >= self.total:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
 def _finish(result: Any, cfg: Any) -> int:
     if result.weights is None:  # not the main process
         return 0
@@ -139,7 +168,7 @@ def run_train_wplus(args: argparse.Namespace) -> int:
     from ...models.training.smoke import smoke_base, write_smoke_wplus_bank
     from ...models.training.wplus import WPlusOptions, WPlusTrainer
 
-    cfg = common_config(args, {"steps": 100000, "resolution": 512, "batch_size": 8, "lr": 1e-4})
+    cfg = common_config(args, {"steps": 100000, "resolution": 512, "batch_size": 8, "lr": 1e-4, "save_every": 2000})
     acc = make_accelerator(cfg)
     bank = (args.direction_bank, args.ganspace_pca, args.ganspace_configs)
     with acc.main_process_first():  # smoke files are written once, by the main process
@@ -157,7 +186,7 @@ def run_train_wplus(args: argparse.Namespace) -> int:
     )  # fmt: skip
     base = smoke_base("sd15", args.seed) if args.smoke else None
     _write_config(args, cfg, acc)
-    return _finish(run_training(WPlusTrainer(opts, base), cfg, acc), cfg)
+    return _finish(run_training(WPlusTrainer(opts, base), cfg, acc, StepPrinter(cfg.steps)), cfg)
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -190,7 +219,9 @@ def run_train_pstf(args: argparse.Namespace) -> int:
     from ...models.training.pstf_data import smoke_decode_fn
     from ...models.training.smoke import SMOKE_RESAMPLER, smoke_base, smoke_controlnet, write_smoke_pstf_files
 
-    cfg = common_config(args, {"steps": 230000, "resolution": 1024, "batch_size": 2, "lr": 1e-5, "grad_clip": 1.0})
+    cfg = common_config(
+        args, {"steps": 230000, "resolution": 1024, "batch_size": 2, "lr": 1e-5, "grad_clip": 1.0, "save_every": 5000}
+    )
     acc = make_accelerator(cfg)
     with acc.main_process_first():  # smoke files are written once, by the main process
         data = _data(args, "pstf")
@@ -214,4 +245,4 @@ def run_train_pstf(args: argparse.Namespace) -> int:
         validation_steps=args.validation_steps or (3 if args.smoke else 30), **extra,
     )  # fmt: skip
     _write_config(args, cfg, acc)
-    return _finish(run_training(PSTFTrainer(opts, base, controlnet), cfg, acc), cfg)
+    return _finish(run_training(PSTFTrainer(opts, base, controlnet), cfg, acc, StepPrinter(cfg.steps)), cfg)
