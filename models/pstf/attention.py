@@ -3,7 +3,7 @@
 Both hosts call :func:`triplet_attention`: the diffusers
 :class:`~.processor.TripletAttnProcessor` and the ComfyUI attn2 replace. Every
 stream attends with the host layer's own query ``q = to_q(x)``; there is no
-extra query projection (methods.md §4.3):
+extra query projection (PSTF's ip_adapter/attention_processor_style.py):
 
     out = to_out(A_text + scale * A_id + scale_style * A_w)
 

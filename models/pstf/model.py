@@ -10,7 +10,7 @@
   ``.safetensors`` with flattened keys; fp32/fp16/bf16), and says what a wrong
   file is (:mod:`.identify`).
 * CFG: the unconditional tokens of each stream are ``Resampler(zeros)``, as the
-  official pipelines do (methods.md §4.6).
+  official pipelines do (InstantID and PSTF feed zeros to each Resampler for the CFG uncond half).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PSTF-AttControl's face preprocessing (prepare.py / style_instantid_mask_infer.py, methods.md §4.4).
+"""PSTF-AttControl's face preprocessing (prepare.py / style_instantid_mask_infer.py of UnicomAI/PSTF-AttControl).
 
 * the **largest** face of the photo;
 * the identity condition: insightface antelopev2's recognition embedding

@@ -2,7 +2,7 @@
 
 Parameter names follow InstantID's ``ip_adapter/resampler.py`` so the official
 ``image_proj`` (ID stream) and PSTF's ``image_style_proj`` (W+ stream) load with
-``strict=True`` (methods.md §4.2):
+``strict=True``:
 
 * ``latents`` ``[1, Q, dim]`` learned queries; ``proj_in`` Linear(E -> dim, bias);
 * ``layers.{i}.0`` PerceiverAttention: ``norm1`` (on the input), ``norm2`` (on the
@@ -81,7 +81,7 @@ class Resampler(nn.Module):
     antelopev2 embedding as one token ``[B, 1, 512]``; PSTF's W+ stream the same with
     ``embedding_dim = 18 * 512`` on the flattened W+ code ``[B, 1, 9216]``.
     ``Resampler(zeros)`` is not zero (learned latents and biases): it is the CFG
-    unconditional token set (methods.md §4.6).
+    unconditional token set of the official pipelines.
 
     Args:
         dim: latent width (1280).

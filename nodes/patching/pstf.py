@@ -192,6 +192,21 @@ class HoldBackgroundPatch:
         return []  # the weights it needs are none; the masks are small CPU tensors moved per call
 
 
+def _check_options(loaded: LoadedPSTF, has_wplus: bool, has_mask: bool, mask_mode: str) -> None:
+    if mask_mode not in MASK_MODES:
+        raise LikenessError(f"Unknown mask mode {mask_mode!r}; choose one of {list(MASK_MODES)}.")
+    if mask_mode == "hold_background" and not has_mask:
+        raise LikenessError(
+            "hold_background needs the face mask (attn_mask): outside it every image of the sweep takes the "
+            "strength-0 image's attention. Connect Likeness Face Mask, or use mask_mode 'confine'."
+        )
+    if has_wplus and not loaded.adapter.has_style:
+        raise LikenessError(
+            f"{loaded.name} is InstantID (identity stream only): it has no W+ stream for the W+ input. Attribute "
+            "control needs PSTF-AttControl weights (models/pstf); disconnect the W+ input to use InstantID alone."
+        )
+
+
 def apply_pstf(
     model: comfy.model_patcher.ModelPatcher,
     loaded: LoadedPSTF,
@@ -234,18 +249,7 @@ def apply_pstf(
         family="SDXL",
         fits="SDXL base models and their fine-tunes (not SSD-1B, Vega or other distilled layouts)",
     )
-    if mask_mode not in MASK_MODES:
-        raise LikenessError(f"Unknown mask mode {mask_mode!r}; choose one of {list(MASK_MODES)}.")
-    if mask_mode == "hold_background" and mask is None:
-        raise LikenessError(
-            "hold_background needs the face mask (attn_mask): outside it every image of the sweep takes the "
-            "strength-0 image's attention. Connect Likeness Face Mask, or use mask_mode 'confine'."
-        )
-    if wplus is not None and not adapter.has_style:
-        raise LikenessError(
-            f"{loaded.name} is InstantID (identity stream only): it has no W+ stream for the W+ input. Attribute "
-            "control needs PSTF-AttControl weights (models/pstf); disconnect the W+ input to use InstantID alone."
-        )
+    _check_options(loaded, wplus is not None, mask is not None, mask_mode)
     with torch.no_grad():
         id_tokens = (adapter.id_tokens(embeddings).cpu(), adapter.uncond_id_tokens(1).cpu())
         w_tokens = None if wplus is None else (adapter.wplus_tokens(wplus).cpu(), adapter.uncond_wplus_tokens(1).cpu())
