@@ -9,7 +9,7 @@
 * Loss ``MSE(eps_pred, eps)``, gradient norm clipped to 1.0; dropouts and the StyleGAN2-decoded W+
   augmentation of :mod:`.pstf_data`. Trainable weights stay fp32 under mixed precision (the official
   script trains them in fp16).
-* Output: ``pstf_attcontrol.bin`` = ``{"image_proj", "image_style_proj", "ip_adapter"}``, the official
+* Output: ``pytorch_model.bin`` = ``{"image_proj", "image_style_proj", "ip_adapter"}``, the official
   layout that the PSTF loader (:func:`~..pstf.load_pstf_adapter`) and the Likeness nodes read.
 """
 
@@ -191,7 +191,7 @@ class PSTFTrainer:
         controlnet_model: the IdentityNet (smoke); None loads ``opts.controlnet``.
     """
 
-    official_name = "pstf_attcontrol.bin"
+    official_name = "pytorch_model.bin"
 
     def __init__(
         self, opts: PSTFOptions, base_models: BaseModels | None = None, controlnet_model: nn.Module | None = None

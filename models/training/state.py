@@ -3,7 +3,7 @@
 ``<out>/checkpoint-<step>/`` (six digits) holds
 
 * the trained weights in the method's **official layout** (``wplus_adapter.bin`` =
-  ``{"w_proj", "wplus_adapter"}``; ``pstf_attcontrol.bin`` = ``{"image_proj", "image_style_proj",
+  ``{"w_proj", "wplus_adapter"}``; ``pytorch_model.bin`` = ``{"image_proj", "image_style_proj",
   "ip_adapter"}``), a ``torch.save`` dict that the Likeness loaders (and the official code) read as is;
 * ``training_state.pt``: ``{"format", "version", "step", "optimizer", "scheduler", "fingerprint"}``
   for an exact resume (read with ``weights_only=True``).

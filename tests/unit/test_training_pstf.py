@@ -46,7 +46,7 @@ def test_smoke_pstf_learns_and_writes_the_official_layout(pstf_run, tmp_path):
     assert _mean([r["loss"] for r in read_log(control)][-5:]) > last + 0.4
 
     sites = pstf_sites_of(tiny_unet("sdxl"), smoke=True)
-    ckpt = pstf_run / "checkpoint-000030" / "pstf_attcontrol.bin"
+    ckpt = pstf_run / "checkpoint-000030" / "pytorch_model.bin"
     assert set(load_file(ckpt)) == {"image_proj", "image_style_proj", "ip_adapter"}
     adapter = load_pstf_adapter(ckpt, sites=sites, resampler=SMOKE_RESAMPLER)
     assert adapter.kind == "PSTF-AttControl" and len(adapter.sites) == 11
@@ -87,7 +87,7 @@ def test_pstf_resume_is_exact(tmp_path):
     assert main([*common, "--out", str(split), "--steps", "3"]) == 0
     assert main([*common, "--out", str(split), "--steps", "6"]) == 0
     np.testing.assert_allclose([r["loss"] for r in read_log(split)], [r["loss"] for r in read_log(straight)], rtol=1e-5)
-    a, b = load_file(straight / "pstf_attcontrol.bin"), load_file(split / "pstf_attcontrol.bin")
+    a, b = load_file(straight / "pytorch_model.bin"), load_file(split / "pytorch_model.bin")
     for part in a:
         for key in a[part]:
             torch.testing.assert_close(b[part][key], a[part][key], rtol=1e-5, atol=1e-6)
