@@ -4,11 +4,11 @@
 * ``comfy_server``: ComfyUI's own ``main.py --cpu`` on 127.0.0.1 with this pack
   in a temporary ``custom_nodes`` folder and the smoke models on the model paths.
 * ``workflow_server``: the server a shipped workflow runs on: ``comfy_server``, or for
-  SDXL workflows a second one started on first use with ``--bf16-unet --bf16-text-enc``
-  (the smoke SDXL UNet and IdentityNet take 15 GB of RAM in fp32 on a CPU, 7.6 GB in
-  bf16; measured peak of that server over the three SDXL workflows: 16.2 GB, 4.6 min for
-  six runs; with fp8 storage flags 12.6 GB but three times slower). The servers free their
-  cached models whenever the tests switch from one to the other.
+  SDXL workflows a second one with ``--fp8_e4m3fn-unet --fp8_e4m3fn-text-enc`` (the smoke
+  SDXL UNet and IdentityNet take 15 GB of RAM in fp32 on a CPU; measured peak RSS of the
+  fp8 server 9.4 to 12.6 GB, in bf16 16.2 GB, which ran out of memory next to the rest of
+  the tier on a 24 GB machine). Only one of the two servers runs at a time (all test
+  processes together peaked at 14.3 GB in the workflow modules).
 * ``comfy_env``: ComfyUI imported in-process (CPU) with this pack's folders registered,
   for tests that call nodes and patches directly.
 """
@@ -180,7 +180,7 @@ def free_comfy_servers():
     return free_servers
 
 
-SDXL_SERVER_ARGS = ("--bf16-unet", "--bf16-text-enc")
+SDXL_SERVER_ARGS = ("--fp8_e4m3fn-unet", "--fp8_e4m3fn-text-enc")
 
 
 def uses_sdxl(prompt: dict) -> bool:
@@ -190,36 +190,52 @@ def uses_sdxl(prompt: dict) -> bool:
     return any(node["inputs"].get("ckpt_name") == SMOKE_SDXL_CHECKPOINT for node in prompt.values())
 
 
+def _alive(server: ComfyServer) -> bool:
+    return server.proc is not None and server.proc.poll() is None
+
+
 @pytest.fixture(scope="session")
 def workflow_server(request, tmp_path_factory, smoke_models_dir, reference_dir):
-    """``server_for(prompt) -> ComfyServer`` with the reference faces as input images; SDXL gets its own server."""
-    servers: dict[str, ComfyServer] = {}
-    last: list[str] = []
+    """``server_for(prompt) -> ComfyServer`` with the reference faces as input images.
+
+    SDXL workflows get their own server, and only one of the two runs at a time: the SDXL
+    one needs up to 12.6 GB (measured), the shared SD1.5 one keeps its models cached. The shared
+    server is running again when this fixture ends, for the modules that use it directly.
+    """
+    shared = request.getfixturevalue("comfy_server")
+    sdxl: list[ComfyServer] = []
 
     def server_for(prompt: dict) -> ComfyServer:
-        kind = "sdxl" if uses_sdxl(prompt) else "sd15"
-        if last and last[-1] != kind:
-            free_servers()  # the other server's cached models make room for this one's
-        last.append(kind)
-        if kind not in servers:
-            if kind == "sd15":
-                server = request.getfixturevalue("comfy_server")
-            else:
-                server = ComfyServer(
-                    require_comfyui(),
-                    tmp_path_factory.mktemp("comfy_sdxl"),
-                    smoke_models_dir,
-                    extra_args=SDXL_SERVER_ARGS,
+        if not uses_sdxl(prompt):
+            if sdxl and _alive(sdxl[0]):
+                sdxl[0].stop()
+            if not _alive(shared):
+                shared.start()
+            server = shared
+        else:
+            if _alive(shared):
+                shared.stop()
+            if not sdxl:
+                sdxl.append(
+                    ComfyServer(
+                        require_comfyui(),
+                        tmp_path_factory.mktemp("comfy_sdxl"),
+                        smoke_models_dir,
+                        extra_args=SDXL_SERVER_ARGS,
+                    )
                 )
+            server = sdxl[0]
+            if not _alive(server):
                 server.start()
-            for src, name in (("astronaut.png", "likeness_face.png"), ("grace_hopper.png", "likeness_expression.png")):
-                shutil.copy(reference_dir / "faces" / src, server.base / "input" / name)
-            servers[kind] = server
-        return servers[kind]
+        for src, name in (("astronaut.png", "likeness_face.png"), ("grace_hopper.png", "likeness_expression.png")):
+            shutil.copy(reference_dir / "faces" / src, server.base / "input" / name)
+        return server
 
     yield server_for
-    if "sdxl" in servers:
-        servers["sdxl"].stop()
+    if sdxl:
+        sdxl[0].stop()
+    if not _alive(shared):
+        shared.start()
 
 
 @pytest.fixture(scope="session")
