@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
+from likeness.tools.batch.fake_server import FakeComfy, fake_png
 from likeness.tools.batch.manifest import Manifest
 from likeness.tools.batch.runner import format_progress, run_batch
-
-_spec = importlib.util.spec_from_file_location("fake_comfyui", Path(__file__).with_name("fake_comfyui.py"))
-fake_comfyui = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_comfyui)
-FakeComfy = fake_comfyui.FakeComfy
 
 WORKFLOW = {
     "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
@@ -92,7 +86,7 @@ def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path,
     assert rec.inputs["12.image"].startswith("likeness_batch/bob_") and rec.inputs["12.image"] in fake.uploads
     assert fake.uploads[rec.inputs["12.image"]] == b"bob" * 10
     assert [o["file"] for o in rec.outputs] == ["0011_face=bob_age=+2_seed=2_n9_0.png"]
-    assert (tmp_path / "out" / rec.outputs[0]["file"]).read_bytes() == f"{rec.prompt_id}:9".encode()
+    assert (tmp_path / "out" / rec.outputs[0]["file"]).read_bytes() == fake_png(f"{rec.prompt_id}:9".encode())
     assert rec.score == pytest.approx(0.02) and rec.scores == {"20": [0.02]}
     assert rec.started_at <= rec.finished_at and 0 <= rec.seconds < 5
     rows = list(csv.DictReader(report.csv_path.open()))
