@@ -9,66 +9,16 @@ import threading
 import time
 import uuid
 
+import batch_fixtures  # tests/unit is on sys.path
 import pytest
+from batch_fixtures import FAST, WORKFLOW, seeds, sweep12
 
-from likeness.tools.batch.fake_server import FakeComfy, fake_png
+from likeness.tools.batch.fake_server import fake_png
 from likeness.tools.batch.manifest import Manifest
 from likeness.tools.batch.runner import format_progress, run_batch
 
-WORKFLOW = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
-    "12": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load face"}},
-    "10": {
-        "class_type": "LikenessEdit",
-        "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
-        "_meta": {"title": "Likeness edit"},
-    },
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
-        "_meta": {"title": "KSampler"},
-    },
-    "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}},
-    "20": {"class_type": "Likeness_IdentityScore", "inputs": {"image": ["3", 0]}},
-}
-FAST = {"poll_interval": 0.01, "backoff_cap": 0.05, "request_timeout": 5.0}
-
-
-@pytest.fixture()
-def servers():
-    made = []
-
-    def make(n=1, **kw):
-        made.extend(FakeComfy(**kw) for _ in range(n))
-        return made[-n:]
-
-    yield make
-    for fake in made:
-        if fake.alive:
-            fake.kill()
-
-
-@pytest.fixture()
-def face_dir(tmp_path):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for name in ("alice", "bob"):
-        (folder / f"{name}.png").write_bytes(name.encode() * 10)
-    return folder
-
-
-def sweep12(face_dir):
-    return {
-        "faces": {"folder": str(face_dir), "node": "Load face", "input": "image"},
-        "sweep": [{"node": "Likeness edit", "input": "strength_1", "values": [-2, 0, 2], "name": "age"}],
-        "seeds": {"node": "KSampler", "input": "seed", "values": [1, 2]},
-    }
-
-
-def seeds(n, extra=None):
-    spec = {"seeds": {"node": "KSampler", "input": "seed", "values": list(range(1, n + 1))}}
-    spec.update(extra or {})
-    return spec
+face_dir = batch_fixtures.face_dir  # a pytest fixture
+servers = batch_fixtures.servers  # a pytest fixture
 
 
 def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path, face_dir):
@@ -153,7 +103,7 @@ def test_kill_and_restart_mid_batch_loses_and_duplicates_nothing(servers, tmp_pa
 
 
 def test_rejections_and_execution_errors_fail_points_but_not_the_batch(servers, tmp_path):
-    (fake,) = servers()
+    (fake,) = servers(exec_time=0.3)  # long enough for the partly queued prompt to be interrupted
     spec = {
         "sweep": [
             {"node": "Likeness edit", "input": "strength_1", "values": [1, "__bad400__", "__bad200__", "__crash__", 2]}

@@ -20,13 +20,19 @@ Hooks (for tests; all optional):
 * ``kill_after``: ``("files", n)`` kills right after the n-th prompt wrote its files, before its history
   entry exists; ``("history", n)`` right after the n-th history entry was added, before anyone read it.
   ``("partial", n)``: the n-th prompt writes a truncated PNG, then the server dies. ``killed`` is set then.
+  While a kill is planned, a prompt finishes only after a client read every earlier history entry.
 * ``paused`` holds the worker; ``fail_5xx`` / ``fail_view`` make the next N ``POST /prompt`` /
-  ``GET /view`` answer 500 / 503; ``output_names`` replaces the next file names the history reports.
+  ``GET /view`` answer 500 / 503; ``output_names`` replaces the next file names the history reports;
+  ``refuse_uploads`` answers every upload with ComfyUI's bare 400.
 * Input values ``"__bad400__"`` / ``"__bad200__"`` fail validation (400 / 200 with ``node_errors``),
   ``"__crash__"`` makes execution fail. A node whose class contains ``IdentityScore`` reports
   ``identity cosine: <seed/100>`` (the KSampler's seed).
-* Counters survive restarts: ``submissions`` and ``completions`` per prompt id, ``max_depth`` (queue
-  length including the running prompt), ``requests`` per ``METHOD path``.
+* ``POST /interrupt`` stops the running prompt at its next step (history status ``error`` with
+  ``execution_interrupted``; the prompt id lands in ``interrupts``, not in ``completions``).
+* Counters survive restarts: ``submissions`` and ``completions`` (prompts that ran to the end, with
+  success or an execution error) per prompt id, ``max_depth`` (queue
+  length including the running prompt), ``requests`` per ``METHOD path``, ``peers`` (one client address
+  per TCP connection).
 """
 
 from __future__ import annotations
@@ -88,8 +94,11 @@ class FakeComfy:
         self.lock = threading.RLock()
         self.wake = threading.Condition(self.lock)
         self.submissions: Counter[str] = Counter()
+        self.interrupts: set[str] = set()
         self.completions: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.peers: set[tuple[str, int]] = set()  # client (host, port) pairs: one per TCP connection
+        self.refuse_uploads = False
         self.max_depth = 0
         self.fail_5xx = 0
         self.fail_view = 0
@@ -197,10 +206,20 @@ class FakeComfy:
             for step in range(1, self.steps + 1):
                 if stop.wait(self.exec_time / self.steps):
                     return  # killed mid-run: never completes
+                if pid in self.interrupts:
+                    break
                 self._send(cid, "progress", {"value": step, "max": self.steps, "node": "3", "prompt_id": pid})
+            if self.kill_after is not None:
+                self._wait_observed(stop)
             with self.lock:
                 if stop.is_set():
                     return
+                if pid in self.interrupts:
+                    end = ["execution_interrupted", {"prompt_id": pid, "node_id": "3", "node_type": "KSampler"}]
+                    self._record(number, pid, prompt, {}, start, end)
+                    self.running = None
+                    self._send(cid, end[0], end[1])
+                    continue
                 n = sum(self.completions.values()) + 1
                 mode = self.kill_after[0] if self.kill_after and self.kill_after[1] == n else None
                 if mode:
@@ -218,6 +237,15 @@ class FakeComfy:
                 self._send(cid, "executed", {"node": nid, "output": out, "prompt_id": pid})
             self._send(cid, end[0], end[1])
             self._send(cid, "executing", {"node": None, "prompt_id": pid})
+
+    def _wait_observed(self, stop: threading.Event, timeout: float = 5.0) -> None:
+        """Before a planned kill: wait until a client read every earlier history entry (determinism)."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                if set(self.history) <= self.observed:
+                    return
+            time.sleep(0.002)
 
     def _save(self, prefix: str, kind: str, data: bytes) -> dict[str, str]:
         """Store ``data`` like ComfyUI's ``get_save_image_path``: ``<prefix>_<counter:05>_.png``."""
@@ -276,7 +304,8 @@ class FakeComfy:
             "status": {"status_str": "success" if ok else "error", "completed": ok, "messages": messages},
             "meta": {},
         }
-        self.completions[pid] += 1
+        if end[0] != "execution_interrupted":
+            self.completions[pid] += 1
 
     # ---- request handling (called by _Handler under self.lock) ----------------------------------------------
     def post_prompt(self, body: dict) -> tuple[int, dict]:
@@ -332,7 +361,7 @@ class FakeComfy:
     def upload(self, subfolder: str, name: str, data: bytes) -> tuple[int, Any]:
         """``POST /upload/image``; a subfolder or name that leaves the input folder gets ComfyUI's bare 400."""
         path = posixpath.normpath(posixpath.join("input", subfolder, name))
-        if not name or not path.startswith("input/"):
+        if not name or not path.startswith("input/") or self.refuse_uploads:
             return 400, None
         self.uploads[f"{subfolder}/{name}" if subfolder else name] = data
         return 200, {"name": name, "subfolder": subfolder, "type": "input"}
@@ -379,6 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self._dead():  # killed while this request waited
                 return None
             fake.requests[f"GET {url.path.split('/')[1]}"] += 1
+            fake.peers.add(self.client_address)
             if url.path == "/prompt":
                 return self._json(200, {"exec_info": {"queue_remaining": len(fake.queue) + (fake.running is not None)}})
             if url.path == "/queue":
@@ -426,6 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self._dead():
                 return None
             fake.requests[f"POST {self.path.split('/')[1]}"] += 1
+            fake.peers.add(self.client_address)
             if self.path == "/prompt":
                 code, answer = fake.post_prompt(body)
                 return self._json(code, answer)
@@ -434,6 +465,9 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.queue = [i for i in fake.queue if i[1] not in ids]
                 return self._json(200, {})
             if self.path == "/interrupt":
+                target = body.get("prompt_id")
+                if fake.running is not None and target in (None, fake.running[1]):
+                    fake.interrupts.add(fake.running[1])
                 return self._json(200, {})
         return self._json(404, None)
 

@@ -72,6 +72,7 @@ class PointRecord:
     score: float | None = None
     scores: dict[str, list[float]] = field(default_factory=dict)
     history: dict[str, Any] | None = None  # finished history entry kept until its outputs are downloaded
+    note: str | None = None  # e.g. how a point was collected after its server forgot it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PointRecord:
@@ -188,6 +189,7 @@ REPORT_COLUMNS = (
     "seconds",
     "inputs",
     "outputs",
+    "note",
 )
 
 
@@ -217,6 +219,7 @@ def write_reports(out_dir: Path, records: list[PointRecord]) -> tuple[Path, Path
                     "" if rec.seconds is None else f"{rec.seconds:.3f}",
                     json.dumps(rec.inputs, sort_keys=True),
                     ";".join(o["file"] for o in rec.outputs if o.get("file")),
+                    rec.note or "",
                 ]
             )
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}

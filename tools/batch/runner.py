@@ -1,59 +1,72 @@
 """Batch queue: run a sweep of an API workflow on one or more ComfyUI servers, resumably.
 
-``run_batch(workflow, spec, servers, out_dir)`` expands the spec (:mod:`.batch_spec`), then loops:
+``run_batch(workflow, spec, servers, out_dir)`` expands the spec (:mod:`.spec`), then loops:
 
 * **reconcile** each server: snapshot ``GET /queue`` first, then ``GET /history/{id}`` for each of our
   prompts on it. In history -> finished (download outputs, record). In the queue snapshot -> still in
-  flight. Neither -> lost (the server restarted, or the post never arrived): resubmitted with the SAME
-  ``prompt_id`` (ComfyUI moves a prompt from the queue to the history under one lock, so "in neither"
-  after "not in the queue" is reliable). The same check runs when a batch resumes from its manifest.
+  flight. Neither -> the server forgot it (a restart) or the post never arrived (ComfyUI moves a prompt
+  from the queue to the history under one lock, so "in neither" after "not in the queue" is reliable).
+  Such a prompt is first looked up in the server's output folder by its marker (:mod:`.outputs`: every
+  ``filename_prefix`` carries ``_lk<prompt id>``): if every file-saving node left its complete first
+  file, the prompt finished before the server died and its files are collected (``note`` says so);
+  otherwise it is posted again with the SAME ``prompt_id``. The same check runs when a batch resumes.
 * **dispatch**: the next pending point goes to the reachable server with the fewest of our prompts in
   flight, as long as it has fewer than ``max_queue_per_server`` of ours and its whole queue (other users
   included) is shorter than that; so each server runs one prompt with at most one waiting (default 2).
-* **transient failures** (connection refused/reset, timeouts, HTTP 5xx) mark the server down; it is
-  probed again with exponential backoff. After ``server_timeout`` seconds down, its prompts go back to
-  the pending pool (same ``prompt_id``); when every server has been down that long the remaining points
-  fail. A point lost more than ``retries`` times fails. A :class:`PromptRejected` (HTTP 400, or 200 with
-  ``node_errors``) or an execution error fails that point only, with ComfyUI's node id, class and text.
+* **transient failures** (:class:`~.client.ServerUnavailable`: refused/reset, timeouts, HTTP 5xx) mark the
+  server down; it is probed again with exponential backoff. After ``server_timeout`` seconds down, its
+  prompts go back to the pending pool (same ``prompt_id``); when every server has been down that long the
+  remaining points fail. A point lost more than ``retries`` times fails. A refusal that concerns one point
+  fails that point only, with ComfyUI's text: :class:`~.client.PromptRejected` (HTTP 400, or 200 with
+  ``node_errors``), another 4xx answer to its prompt or face upload, an execution error, an output file
+  name with a path component. A server that does not answer ``GET /queue`` like ComfyUI stops the batch
+  ("is it a ComfyUI server?"); so does a local write error (disk full): both are resumable.
 * **progress**: ``progress(BatchProgress)`` is called from the calling thread; the optional websocket
-  (:mod:`.batch_ws`) only speeds reactions up and adds node progress.
+  (:mod:`.ws`) only speeds reactions up and adds node progress.
 
 Outputs: every file record (``images``, ``gifs``, ... with a ``filename``) of every output node is
 fetched via ``/view`` into ``out_dir`` as ``<index:04d>_<label>_n<node>_<i><ext>``; ``report.csv`` and
-``report.json`` are written at the end (see :mod:`.batch_manifest` for columns and identity scores).
+``report.json`` are written at the end (see :mod:`.manifest` for columns and identity scores).
 """
 
 from __future__ import annotations
 
 import copy
-import http.client
 import logging
 import queue as queue_mod
-import re
 import threading
 import time
-import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
-from .client import ComfyClient, PromptRejected, PromptResult
+from .client import (
+    ComfyClient,
+    PromptRejected,
+    PromptResult,
+    ServerAnswerError,
+    ServerUnavailable,
+    is_transient,
+)
 from .manifest import Manifest, PointRecord, extract_scores, write_reports
+from .outputs import (
+    SeenFiles,
+    UnsafeOutputName,
+    check_server_filename,
+    find_marked_files,
+    inside,
+    learn_saved_files,
+    local_name,
+    tag_prompt,
+)
 from .spec import FaceInput, SweepPoint, expand_spec, load_json, load_spec
 from .ws import WsFollower, websocket_available
 
 __all__ = ["run_batch", "BatchReport", "BatchProgress", "format_progress", "is_transient"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Connection refused/reset, timeouts, truncated answers and HTTP 5xx/408/429: worth retrying."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500 or exc.code in (408, 429)
-    return isinstance(exc, (OSError, http.client.HTTPException))
 
 
 @dataclass
@@ -134,8 +147,7 @@ class _Server:
         return self.uploaded[face.path]
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9=+.\-]+", "_", text).strip("_")[:120] or "point"
+_END_ERRORS = ("execution_error", "execution_interrupted")
 
 
 def _timestamps(messages: list[Any]) -> tuple[float | None, float | None]:
@@ -190,6 +202,7 @@ class _Runner:
         self.servers = [_Server(u, self.manifest.client_id, request_timeout) for u in dict.fromkeys(servers)]
         self.by_url = {s.url: s for s in self.servers}
         self.records = [self.manifest.record(p.point_id, p.index, p.label, p.inputs) for p in points]
+        self.learned: dict[str, SeenFiles] = {}  # node id -> what a finished point showed of its files
         self._prepare(retry_failed)
         self.wake = threading.Event()
         self.events: queue_mod.Queue[tuple[str, dict[str, Any]]] = queue_mod.Queue()
@@ -207,6 +220,7 @@ class _Runner:
                 rec.generation += 1
                 rec.prompt_id = self.manifest.prompt_id(rec.point_id, rec.generation)
                 rec.status, rec.server, rec.error, rec.error_details, rec.attempts = "pending", None, None, None, 0
+                rec.note = None
             elif rec.status == "queued" and rec.server not in self.by_url:
                 logger.warning(
                     "point %s was queued on %s, which is not in this run's servers; requeueing it "
@@ -215,6 +229,11 @@ class _Runner:
                     rec.server,
                 )
                 rec.status, rec.server = "pending", None
+            elif rec.status == "done" and rec.outputs and not rec.note:
+                outputs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+                for o in sorted(rec.outputs, key=lambda o: o.get("index", 0)):
+                    outputs.setdefault(str(o.get("node")), {}).setdefault(str(o.get("kind", "images")), []).append(o)
+                self._learn(rec, outputs)
         resumed = sum(r.status != "pending" for r in self.records)
         if resumed:
             logger.info(
@@ -325,10 +344,10 @@ class _Runner:
                     rec.started_at = time.time()
                 if rec.queued_at is not None and time.time() - rec.queued_at > self.point_timeout:
                     self._cancel(server, rec)
-            else:
+            elif not self._recover(server, rec):
                 logger.warning(
-                    "prompt %s (%s) is in neither the queue nor the history of %s; resubmitting it "
-                    "with the same prompt id",
+                    "prompt %s (%s) is in neither the queue nor the history of %s and left no output files; "
+                    "submitting it again with the same prompt id",
                     rec.prompt_id,
                     rec.label,
                     server.url,
@@ -345,6 +364,7 @@ class _Runner:
         )
 
     def _submit(self, server: _Server, rec: PointRecord) -> None:
+        """Post a point (uploading its face first); a refusal fails the point, ServerUnavailable propagates."""
         if rec.attempts > self.retries:
             self._fail(
                 rec,
@@ -353,13 +373,22 @@ class _Runner:
             )
             return
         point = self.points[rec.point_id]
-        prompt = point.prompt
+        prompt, _ = tag_prompt(point.prompt, rec.prompt_id)
         if point.face is not None:
-            value = server.upload(point.face)
+            try:
+                value = server.upload(point.face)
+            except ServerAnswerError as exc:
+                self._fail(
+                    rec,
+                    f"{server.url} refused the upload of face {point.face.path.name} into input/"
+                    f"{point.face.subfolder} (HTTP {exc.status}: {exc.server_message}); check the image and the "
+                    "spec's faces.subfolder",
+                )
+                return
             if value != point.face.value:
                 logger.info("server %s stored face %s as %s", server.url, point.face.path, value)
-                prompt = copy.deepcopy(prompt)
-                prompt[point.face.node_id]["inputs"][point.face.input] = value
+            prompt[point.face.node_id] = copy.deepcopy(prompt[point.face.node_id])
+            prompt[point.face.node_id]["inputs"][point.face.input] = value
         # recorded before posting: a crash in between is caught by the next reconcile (same prompt id)
         rec.status, rec.server, rec.queued_at, rec.started_at = "queued", server.url, time.time(), None
         rec.attempts += 1
@@ -371,13 +400,17 @@ class _Runner:
                 try:
                     server.client.delete_queued([rec.prompt_id])
                     server.client.interrupt(rec.prompt_id)
-                except (OSError, http.client.HTTPException) as cancel_exc:
+                except (ServerUnavailable, ServerAnswerError) as cancel_exc:
                     logger.warning(
                         "could not cancel the partly queued prompt %s on %s: %s", rec.prompt_id, server.url, cancel_exc
                     )
             self._fail(
                 rec, str(exc), {"node_errors": exc.details.get("node_errors", {}), "error": exc.details.get("error")}
             )
+            return
+        except ServerAnswerError as exc:
+            hint = "; is it a ComfyUI server (check the URL and port)?" if exc.status in (404, 405) else ""
+            self._fail(rec, f"{server.url} refused the prompt: {exc}{hint}", {"status": exc.status})
             return
         server.remote_depth += 1
         self._emit("queued", rec, f"{rec.label} -> {server.url}")
@@ -395,62 +428,124 @@ class _Runner:
         outputs = entry.get("outputs", {}) or {}
         if status.get("status_str") == "error":
             rec.history = None
-            result = PromptResult(rec.prompt_id, "error", outputs, messages)
             details = next(
-                (
-                    m[1]
-                    for m in messages
-                    if isinstance(m, (list, tuple))
-                    and len(m) == 2
-                    and m[0] in ("execution_error", "execution_interrupted")
-                ),
+                (m[1] for m in messages if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] in _END_ERRORS),
                 None,
             )
-            self._fail(rec, f"execution failed on {server.url}: {result.error_message()}", details)
+            error = PromptResult(rec.prompt_id, "error", outputs, messages).error_message()
+            self._fail(rec, f"execution failed on {server.url}: {error}", details)
             return
-        files = []
         try:
-            for node_id in sorted(outputs, key=lambda n: (len(n), n)):
-                for kind, items in sorted(outputs[node_id].items()):
-                    if not isinstance(items, list):
-                        continue
-                    for i, item in enumerate(x for x in items if isinstance(x, dict) and "filename" in x):
-                        suffix = Path(item["filename"]).suffix or ".png"
-                        name = f"{rec.index:04d}_{_safe(rec.label)}_n{_safe(node_id)}_{i}{suffix}"
-                        if kind != "images":
-                            name = f"{rec.index:04d}_{_safe(rec.label)}_n{_safe(node_id)}_{kind}{i}{suffix}"
-                        (self.out_dir / name).write_bytes(server.client.view(item))
-                        files.append(
-                            {
-                                "node": node_id,
-                                "kind": kind,
-                                "index": i,
-                                "file": name,
-                                **{k: item.get(k, "") for k in ("filename", "subfolder", "type")},
-                            }
-                        )
-        except urllib.error.HTTPError as exc:
-            if is_transient(exc):
-                raise
+            files = self._download(server, rec, outputs)
+        except UnsafeOutputName as exc:
             rec.history = None
-            if not fresh and exc.code == 404:
+            self._fail(rec, str(exc))
+            return
+        except ServerAnswerError as exc:
+            rec.history = None
+            if not fresh and exc.status == 404:
                 logger.warning("outputs of %s are gone from %s; running the prompt again", rec.label, server.url)
                 self._submit(server, rec)
                 return
-            self._fail(
-                rec, f"could not download {item.get('filename')} (node {node_id}) from {server.url}: HTTP {exc.code}"
-            )
+            self._fail(rec, str(exc))
             return
-        prompt = self.points[rec.point_id].prompt
-        rec.scores = extract_scores(prompt, outputs, self.score_class)
+        self._learn(rec, outputs)
+        rec.note = None
+        rec.scores = extract_scores(self.points[rec.point_id].prompt, outputs, self.score_class)
         rec.score = next((v[0] for v in rec.scores.values() if v), None)
+        self._done(rec, files)
+
+    def _learn(self, rec: PointRecord, outputs: dict[str, Any]) -> None:
+        """Remember where each file-saving node put its first file (for :meth:`_recover`)."""
+        _, markers = tag_prompt(self.points[rec.point_id].prompt, rec.prompt_id)
+        self.learned.update(learn_saved_files(markers, outputs))
+
+    def _done(self, rec: PointRecord, files: list[dict[str, Any]]) -> None:
         rec.outputs, rec.status, rec.error, rec.error_details, rec.history = files, "done", None, None, None
         self.manifest.save()
-        self._emit(
-            "done",
-            rec,
-            f"{rec.label}: {len(files)} file(s)" + (f", score {rec.score:.4g}" if rec.score is not None else ""),
+        score = f", score {rec.score:.4g}" if rec.score is not None else ""
+        self._emit("done", rec, f"{rec.label}: {len(files)} file(s){score}" + (" (recovered)" if rec.note else ""))
+
+    def _download(self, server: _Server, rec: PointRecord, outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Fetch every file record of the history outputs into ``out_dir``; names are checked first."""
+        items = []
+        for node_id in sorted(outputs, key=lambda n: (len(n), n)):
+            node_out = outputs[node_id] if isinstance(outputs[node_id], dict) else {}
+            for kind, records in sorted(node_out.items()):
+                if isinstance(records, list):
+                    records = [x for x in records if isinstance(x, dict) and "filename" in x]
+                    items += [
+                        (node_id, kind, i, check_server_filename(x["filename"], node_id), x)
+                        for i, x in enumerate(records)
+                    ]
+        files = []
+        for node_id, kind, i, filename, item in items:
+            try:
+                data = server.client.view(item)
+            except ServerAnswerError as exc:
+                raise ServerAnswerError(
+                    f"could not download {filename} (node {node_id}) from {server.url}: HTTP {exc.status} "
+                    f"({exc.server_message})",
+                    exc.status,
+                    exc.server_message,
+                ) from exc
+            files.append(self._store(rec, node_id, kind, i, item, data))
+        return files
+
+    def _store(
+        self, rec: PointRecord, node_id: str, kind: str, i: int, item: dict[str, Any], data: bytes
+    ) -> dict[str, Any]:
+        """Write one downloaded file into ``out_dir``; a local write error stops the batch (resumable)."""
+        name = local_name(rec.index, rec.label, node_id, kind, i, item["filename"])
+        path = inside(self.out_dir, name)
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise LikenessError(
+                f"cannot write {path}: {exc.strerror or exc}; check the free space and permissions of the output "
+                f"folder {self.out_dir}, then run the same command again to resume (nothing is lost)"
+            ) from exc
+        return {
+            "node": node_id,
+            "kind": kind,
+            "index": i,
+            "file": name,
+            **{k: str(item.get(k, "")) for k in ("filename", "subfolder", "type")},
+        }
+
+    def _probe(self, server: _Server, subfolder: str, filename: str) -> bytes | None:
+        """A file of the server's output folder, or None when it is not there (or may not be read)."""
+        try:
+            return server.client.view({"filename": filename, "subfolder": subfolder, "type": "output"})
+        except ServerAnswerError as exc:
+            if exc.status != 404:
+                logger.warning("%s refused to show %s/%s: %s", server.url, subfolder, filename, exc)
+            return None
+
+    def _recover(self, server: _Server, rec: PointRecord) -> bool:
+        """Collect a prompt the server forgot (killed after it finished) from its marked output files.
+
+        True when the prompt's files show it finished (:func:`.outputs.find_marked_files`): they are
+        fetched and the point is done. False when it must run again.
+        """
+        _, markers = tag_prompt(self.points[rec.point_id].prompt, rec.prompt_id, self.learned)
+        found, reason = find_marked_files(markers, lambda sub, name: self._probe(server, sub, name))
+        if found is None:
+            logger.info("%s left no complete output on %s: %s", rec.label, server.url, reason)
+            return False
+        files = [
+            self._store(rec, m.node_id, m.kind, i, {"filename": name, "subfolder": m.subfolder, "type": "output"}, data)
+            for m, i, name, data in found
+            if m.kind is not None
+        ]
+        rec.note = (
+            f"collected from {server.url}'s output folder: the server forgot the prompt (restart) after it "
+            "finished; its text outputs (scores) and previews were lost with the server's history"
         )
+        logger.warning("%s: %s", rec.label, rec.note)
+        rec.finished_at = rec.finished_at or time.time()
+        self._done(rec, files)
+        return True
 
     def _dispatch(self) -> None:
         while True:
@@ -467,12 +562,7 @@ class _Runner:
             server = min(ready, key=lambda s: (len(self._mine(s)), s.remote_depth, self.servers.index(s)))
             try:
                 self._submit(server, min(pending, key=lambda r: r.index))
-            except (OSError, http.client.HTTPException) as exc:
-                if not is_transient(exc):
-                    raise LikenessError(
-                        f"server {server.url} refused a request: {exc}; is it a ComfyUI server "
-                        "(check the URL and port)?"
-                    ) from exc
+            except ServerUnavailable as exc:
                 self._mark_down(server, exc)
 
     def _expire(self) -> bool:
@@ -507,13 +597,14 @@ class _Runner:
                         continue
                     try:
                         self._reconcile(server)
-                    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: not JSON
-                        if not is_transient(exc):
-                            raise LikenessError(
-                                f"server {server.url} answered unexpectedly: {exc}; is it a ComfyUI server?"
-                            ) from exc
+                    except ServerUnavailable as exc:
                         self._mark_down(server, exc)
                         continue
+                    except ServerAnswerError as exc:
+                        raise LikenessError(
+                            f"server {server.url} answered unexpectedly ({exc}); is it a ComfyUI server? "
+                            "Check the URL and port"
+                        ) from exc
                     self._mark_up(server)
                 self._dispatch()
                 if not self._expire():
