@@ -259,3 +259,16 @@ def test_cli_queue_prints_progress_and_summary(servers, tmp_path, capsys):
     spec_path.write_text(json.dumps(seeds(1, {"overrides": [{"node": "3", "input": "steps", "value": "__bad400__"}]})))
     assert main(args[:-4] + [str(tmp_path / "o2"), "--poll", "0.01", "--no-websocket"]) == 1
     assert "FAILED seed=1" in capsys.readouterr().out
+
+
+def test_websocket_events_drive_the_batch_between_slow_polls(servers, tmp_path):
+    """With the websocket, a finished prompt is collected at once; polls (every 5 s here) are the safety net."""
+    a, b = servers(2, exec_time=0.05)
+    t0 = time.monotonic()
+    report = run_batch(
+        WORKFLOW, seeds(8), [a.url, b.url], tmp_path / "out", use_websocket=True, poll_interval=5.0, backoff_cap=5.0
+    )
+    assert report.ok and time.monotonic() - t0 < 4.0  # 8 x 50 ms on 2 servers; one poll alone would take 5 s
+    assert sorted((a.completions + b.completions).values()) == [1] * 8
+    # only the server that reported a finished prompt is asked again: about 1 GET /queue per prompt, not per server
+    assert a.requests["GET queue"] + b.requests["GET queue"] <= 2 * 8 + 4

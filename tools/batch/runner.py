@@ -32,10 +32,12 @@ fetched via ``/view`` into ``out_dir`` as ``<index:04d>_<label>_n<node>_<i><ext>
 from __future__ import annotations
 
 import copy
+import heapq
 import logging
 import queue as queue_mod
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,17 +52,9 @@ from .client import (
     ServerUnavailable,
     is_transient,
 )
+from .collect import Collector
 from .manifest import Manifest, PointRecord, extract_scores, write_reports
-from .outputs import (
-    SeenFiles,
-    UnsafeOutputName,
-    check_server_filename,
-    find_marked_files,
-    inside,
-    learn_saved_files,
-    local_name,
-    tag_prompt,
-)
+from .outputs import UnsafeOutputName, tag_prompt
 from .spec import FaceInput, SweepPoint, expand_spec, load_json, load_spec
 from .ws import WsFollower, websocket_available
 
@@ -137,6 +131,9 @@ class _Server:
         self.failures = 0
         self.remote_depth = 0
         self.uploaded: dict[Path, str] = {}
+        self.inflight: dict[str, PointRecord] = {}  # our queued points on this server, by point id
+        self.dirty = True  # reconcile at the next turn (a websocket event, or the first look)
+        self.next_poll = 0.0  # monotonic time of the next reconcile when no event comes
 
     def upload(self, face: FaceInput) -> str:
         """Upload a face once per server (under its content-hashed name); returns the LoadImage value."""
@@ -148,6 +145,7 @@ class _Server:
 
 
 _END_ERRORS = ("execution_error", "execution_interrupted")
+_FINISH_EVENTS = ("execution_success", *_END_ERRORS)
 
 
 def _timestamps(messages: list[Any]) -> tuple[float | None, float | None]:
@@ -202,7 +200,10 @@ class _Runner:
         self.servers = [_Server(u, self.manifest.client_id, request_timeout) for u in dict.fromkeys(servers)]
         self.by_url = {s.url: s for s in self.servers}
         self.records = [self.manifest.record(p.point_id, p.index, p.label, p.inputs) for p in points]
-        self.learned: dict[str, SeenFiles] = {}  # node id -> what a finished point showed of its files
+        self.collector = Collector(out_dir, self.points)
+        self.counts: Counter[str] = Counter()
+        self.pending: list[tuple[int, str]] = []  # heap of (index, point id); stale entries are skipped
+        self.by_prompt: dict[str, PointRecord] = {}
         self._prepare(retry_failed)
         self.wake = threading.Event()
         self.events: queue_mod.Queue[tuple[str, dict[str, Any]]] = queue_mod.Queue()
@@ -230,18 +231,37 @@ class _Runner:
                 )
                 rec.status, rec.server = "pending", None
             elif rec.status == "done" and rec.outputs and not rec.note:
-                outputs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-                for o in sorted(rec.outputs, key=lambda o: o.get("index", 0)):
-                    outputs.setdefault(str(o.get("node")), {}).setdefault(str(o.get("kind", "images")), []).append(o)
-                self._learn(rec, outputs)
-        resumed = sum(r.status != "pending" for r in self.records)
-        if resumed:
+                self.collector.learn_from_record(rec)
+            self.counts[rec.status] += 1
+            self.by_prompt[rec.prompt_id] = rec
+            if rec.status == "pending":
+                heapq.heappush(self.pending, (rec.index, rec.point_id))
+            elif rec.status == "queued":
+                self.by_url[rec.server].inflight[rec.point_id] = rec
+        if len(self.records) - self.counts["pending"]:
             logger.info(
                 "resuming batch in %s: %d done, %d failed, %d queued earlier",
                 self.out_dir,
-                *(sum(r.status == s for r in self.records) for s in ("done", "failed", "queued")),
+                *(self.counts[s] for s in ("done", "failed", "queued")),
             )
         self.manifest.save()
+
+    def _set(self, rec: PointRecord, status: str, server: _Server | None = None) -> None:
+        """Change a point's status, keeping the counts, the pending heap and the per-server sets in step."""
+        if rec.status == "queued" and rec.server in self.by_url:
+            self.by_url[rec.server].inflight.pop(rec.point_id, None)
+        self.counts[rec.status] -= 1
+        self.counts[status] += 1
+        rec.status = status
+        if status == "queued" and server is not None:
+            rec.server = server.url
+            server.inflight[rec.point_id] = rec
+        elif status == "pending":
+            rec.server = None
+            heapq.heappush(self.pending, (rec.index, rec.point_id))
+
+    def _unfinished(self) -> bool:
+        return self.counts["pending"] + self.counts["queued"] > 0
 
     def _emit(
         self,
@@ -251,13 +271,12 @@ class _Runner:
         server: str | None = None,
         node_progress: tuple[int, int] | None = None,
     ) -> None:
-        counts = {s: sum(r.status == s for r in self.records) for s in ("done", "failed", "queued")}
         p = BatchProgress(
             event,
             len(self.records),
-            counts["done"],
-            counts["failed"],
-            counts["queued"],
+            self.counts["done"],
+            self.counts["failed"],
+            self.counts["queued"],
             message,
             rec.label if rec else None,
             server or (rec.server if rec else None),
@@ -269,29 +288,42 @@ class _Runner:
             self.progress_cb(p)
 
     def _fail(self, rec: PointRecord, error: str, details: dict[str, Any] | None = None) -> None:
-        rec.status, rec.error, rec.error_details = "failed", error, details
+        self._set(rec, "failed")
+        rec.error, rec.error_details, rec.history = error, details, None
         rec.finished_at = rec.finished_at or time.time()
-        self.manifest.save()
+        self.manifest.update(rec)
         self._emit("failed", rec, f"{rec.label}: {error.splitlines()[0] if error else ''}")
 
+    def _done(self, rec: PointRecord, files: list[dict[str, Any]]) -> None:
+        self._set(rec, "done")
+        rec.outputs, rec.error, rec.error_details, rec.history = files, None, None, None
+        self.manifest.update(rec)
+        score = f", score {rec.score:.4g}" if rec.score is not None else ""
+        self._emit("done", rec, f"{rec.label}: {len(files)} file(s){score}" + (" (recovered)" if rec.note else ""))
+
+    # ---- websocket events (handed over from the follower threads) ----------------------------------
     def _on_ws(self, url: str, message: dict[str, Any]) -> None:
-        self.events.put((url, message))
-        if message.get("type") in ("executing", "execution_success", "execution_error", "execution_interrupted"):
+        kind = message.get("type")
+        if kind in ("execution_start", "progress", *_FINISH_EVENTS) or kind == "executing":
+            self.events.put((url, message))
+        if kind in _FINISH_EVENTS or (kind == "executing" and (message.get("data") or {}).get("node") is None):
             self.wake.set()
 
     def _drain_ws(self) -> None:
-        by_prompt = {r.prompt_id: r for r in self.records if r.status == "queued"}
+        """Apply websocket events: start times, node progress, and a reconcile of a server that finished one."""
         while True:
             try:
                 url, message = self.events.get_nowait()
             except queue_mod.Empty:
                 return
             data = message.get("data") or {}
-            rec = by_prompt.get(data.get("prompt_id", ""))
-            if rec is None or rec.server != url:
+            rec = self.by_prompt.get(data.get("prompt_id", ""))
+            if rec is None or rec.status != "queued" or rec.server != url:
                 continue
             kind = message.get("type")
-            if kind == "execution_start" and rec.started_at is None:
+            if kind in _FINISH_EVENTS or (kind == "executing" and data.get("node") is None):
+                self.by_url[url].dirty = True
+            elif kind == "execution_start" and rec.started_at is None:
                 ts = data.get("timestamp")
                 rec.started_at = ts / 1000.0 if isinstance(ts, (int, float)) else time.time()
             elif kind == "progress":
@@ -324,14 +356,18 @@ class _Runner:
             self._emit("server_up", message=f"{server.url} is back", server=server.url)
         server.down_since, server.failures = None, 0
 
-    def _mine(self, server: _Server) -> list[PointRecord]:
-        return [r for r in self.records if r.status == "queued" and r.server == server.url]
+    def _due(self, server: _Server, now: float) -> bool:
+        """Reconcile now: a websocket event or the poll interval (every server is polled, events or not)."""
+        if server.down_since is not None:
+            return now >= server.next_try
+        return server.dirty or now >= server.next_poll
 
     def _reconcile(self, server: _Server) -> None:
+        server.dirty, server.next_poll = False, time.monotonic() + self.poll
         running, pending = server.client.queue_ids()  # snapshot BEFORE the history look-ups
         in_queue = set(running) | set(pending)
         server.remote_depth = len(in_queue)
-        for rec in self._mine(server):
+        for rec in sorted(server.inflight.values(), key=lambda r: r.index):
             if rec.history is not None:  # finished earlier; only its downloads are missing
                 self._finish(server, rec, rec.history, fresh=False)
                 continue
@@ -390,9 +426,10 @@ class _Runner:
             prompt[point.face.node_id] = copy.deepcopy(prompt[point.face.node_id])
             prompt[point.face.node_id]["inputs"][point.face.input] = value
         # recorded before posting: a crash in between is caught by the next reconcile (same prompt id)
-        rec.status, rec.server, rec.queued_at, rec.started_at = "queued", server.url, time.time(), None
+        self._set(rec, "queued", server)
+        rec.queued_at, rec.started_at = time.time(), None
         rec.attempts += 1
-        self.manifest.save()
+        self.manifest.update(rec)
         try:
             server.client.queue(prompt, prompt_id=rec.prompt_id)
         except PromptRejected as exc:
@@ -417,9 +454,6 @@ class _Runner:
 
     def _finish(self, server: _Server, rec: PointRecord, entry: dict[str, Any], fresh: bool = True) -> None:
         status = entry.get("status") or {}
-        if fresh:  # keep the entry: if a download fails and the server restarts, the files are still on its disk
-            rec.history = {"outputs": entry.get("outputs", {}), "status": status}
-            self.manifest.save()
         messages = status.get("messages", []) or []
         start, end = _timestamps(messages)
         rec.started_at = start or rec.started_at
@@ -427,7 +461,6 @@ class _Runner:
         rec.seconds = rec.finished_at - rec.started_at if rec.started_at is not None else None
         outputs = entry.get("outputs", {}) or {}
         if status.get("status_str") == "error":
-            rec.history = None
             details = next(
                 (m[1] for m in messages if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] in _END_ERRORS),
                 None,
@@ -435,109 +468,33 @@ class _Runner:
             error = PromptResult(rec.prompt_id, "error", outputs, messages).error_message()
             self._fail(rec, f"execution failed on {server.url}: {error}", details)
             return
+        if fresh and outputs:  # kept until the files are here: a restart or crash mid-download loses nothing
+            rec.history = {"outputs": outputs, "status": status}
+            self.manifest.update(rec)
         try:
-            files = self._download(server, rec, outputs)
+            files = self.collector.download(server.client, rec, outputs)
         except UnsafeOutputName as exc:
-            rec.history = None
             self._fail(rec, str(exc))
             return
         except ServerAnswerError as exc:
-            rec.history = None
             if not fresh and exc.status == 404:
                 logger.warning("outputs of %s are gone from %s; running the prompt again", rec.label, server.url)
+                rec.history = None
                 self._submit(server, rec)
                 return
             self._fail(rec, str(exc))
             return
-        self._learn(rec, outputs)
+        self.collector.learn(rec, outputs)
         rec.note = None
         rec.scores = extract_scores(self.points[rec.point_id].prompt, outputs, self.score_class)
         rec.score = next((v[0] for v in rec.scores.values() if v), None)
         self._done(rec, files)
 
-    def _learn(self, rec: PointRecord, outputs: dict[str, Any]) -> None:
-        """Remember where each file-saving node put its first file (for :meth:`_recover`)."""
-        _, markers = tag_prompt(self.points[rec.point_id].prompt, rec.prompt_id)
-        self.learned.update(learn_saved_files(markers, outputs))
-
-    def _done(self, rec: PointRecord, files: list[dict[str, Any]]) -> None:
-        rec.outputs, rec.status, rec.error, rec.error_details, rec.history = files, "done", None, None, None
-        self.manifest.save()
-        score = f", score {rec.score:.4g}" if rec.score is not None else ""
-        self._emit("done", rec, f"{rec.label}: {len(files)} file(s){score}" + (" (recovered)" if rec.note else ""))
-
-    def _download(self, server: _Server, rec: PointRecord, outputs: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fetch every file record of the history outputs into ``out_dir``; names are checked first."""
-        items = []
-        for node_id in sorted(outputs, key=lambda n: (len(n), n)):
-            node_out = outputs[node_id] if isinstance(outputs[node_id], dict) else {}
-            for kind, records in sorted(node_out.items()):
-                if isinstance(records, list):
-                    records = [x for x in records if isinstance(x, dict) and "filename" in x]
-                    items += [
-                        (node_id, kind, i, check_server_filename(x["filename"], node_id), x)
-                        for i, x in enumerate(records)
-                    ]
-        files = []
-        for node_id, kind, i, filename, item in items:
-            try:
-                data = server.client.view(item)
-            except ServerAnswerError as exc:
-                raise ServerAnswerError(
-                    f"could not download {filename} (node {node_id}) from {server.url}: HTTP {exc.status} "
-                    f"({exc.server_message})",
-                    exc.status,
-                    exc.server_message,
-                ) from exc
-            files.append(self._store(rec, node_id, kind, i, item, data))
-        return files
-
-    def _store(
-        self, rec: PointRecord, node_id: str, kind: str, i: int, item: dict[str, Any], data: bytes
-    ) -> dict[str, Any]:
-        """Write one downloaded file into ``out_dir``; a local write error stops the batch (resumable)."""
-        name = local_name(rec.index, rec.label, node_id, kind, i, item["filename"])
-        path = inside(self.out_dir, name)
-        try:
-            path.write_bytes(data)
-        except OSError as exc:
-            raise LikenessError(
-                f"cannot write {path}: {exc.strerror or exc}; check the free space and permissions of the output "
-                f"folder {self.out_dir}, then run the same command again to resume (nothing is lost)"
-            ) from exc
-        return {
-            "node": node_id,
-            "kind": kind,
-            "index": i,
-            "file": name,
-            **{k: str(item.get(k, "")) for k in ("filename", "subfolder", "type")},
-        }
-
-    def _probe(self, server: _Server, subfolder: str, filename: str) -> bytes | None:
-        """A file of the server's output folder, or None when it is not there (or may not be read)."""
-        try:
-            return server.client.view({"filename": filename, "subfolder": subfolder, "type": "output"})
-        except ServerAnswerError as exc:
-            if exc.status != 404:
-                logger.warning("%s refused to show %s/%s: %s", server.url, subfolder, filename, exc)
-            return None
-
     def _recover(self, server: _Server, rec: PointRecord) -> bool:
-        """Collect a prompt the server forgot (killed after it finished) from its marked output files.
-
-        True when the prompt's files show it finished (:func:`.outputs.find_marked_files`): they are
-        fetched and the point is done. False when it must run again.
-        """
-        _, markers = tag_prompt(self.points[rec.point_id].prompt, rec.prompt_id, self.learned)
-        found, reason = find_marked_files(markers, lambda sub, name: self._probe(server, sub, name))
-        if found is None:
-            logger.info("%s left no complete output on %s: %s", rec.label, server.url, reason)
+        """Collect a prompt the server forgot (killed after it finished) from its marked output files."""
+        files = self.collector.recover(server.client, rec)
+        if files is None:
             return False
-        files = [
-            self._store(rec, m.node_id, m.kind, i, {"filename": name, "subfolder": m.subfolder, "type": "output"}, data)
-            for m, i, name, data in found
-            if m.kind is not None
-        ]
         rec.note = (
             f"collected from {server.url}'s output folder: the server forgot the prompt (restart) after it "
             "finished; its text outputs (scores) and previews were lost with the server's history"
@@ -547,21 +504,27 @@ class _Runner:
         self._done(rec, files)
         return True
 
+    def _next_pending(self) -> PointRecord | None:
+        while self.pending:
+            rec = self.records[self.pending[0][0]]
+            if rec.status == "pending" and rec.point_id == self.pending[0][1]:
+                return rec
+            heapq.heappop(self.pending)  # stale: the point left the pending state
+        return None
+
     def _dispatch(self) -> None:
-        while True:
-            pending = [r for r in self.records if r.status == "pending"]
-            if not pending:
-                return
+        """Give pending points, lowest index first, to the least busy servers with room (see module doc)."""
+        while (rec := self._next_pending()) is not None:
             ready = [
                 s
                 for s in self.servers
-                if s.down_since is None and len(self._mine(s)) < self.max_queue and s.remote_depth < self.max_queue
+                if s.down_since is None and len(s.inflight) < self.max_queue and s.remote_depth < self.max_queue
             ]
             if not ready:
                 return
-            server = min(ready, key=lambda s: (len(self._mine(s)), s.remote_depth, self.servers.index(s)))
+            server = min(ready, key=lambda s: (len(s.inflight), s.remote_depth, self.servers.index(s)))
             try:
-                self._submit(server, min(pending, key=lambda r: r.index))
+                self._submit(server, rec)
             except ServerUnavailable as exc:
                 self._mark_down(server, exc)
 
@@ -570,58 +533,68 @@ class _Runner:
         now = time.monotonic()
         expired = [s for s in self.servers if s.down_since is not None and now - s.down_since > self.server_timeout]
         for server in expired:
-            moved = self._mine(server)
-            for rec in moved:
+            for rec in list(server.inflight.values()):
                 logger.warning(
                     "server %s down for over %.0f s: moving %s to another server (same prompt id)",
                     server.url,
                     self.server_timeout,
                     rec.label,
                 )
-                rec.status, rec.server = "pending", None
-            if moved:
-                self.manifest.save()
+                self._set(rec, "pending")
+                self.manifest.update(rec)
         return len(expired) < len(self.servers)
 
     # ---- main loop -------------------------------------------------------------------------------------
+    def _turn(self) -> bool:
+        """One round: websocket events, due reconciles, dispatch, expiry. False when no server is left."""
+        self._drain_ws()
+        now = time.monotonic()
+        for server in self.servers:
+            if not self._due(server, now):
+                continue
+            try:
+                self._reconcile(server)
+            except ServerUnavailable as exc:
+                self._mark_down(server, exc)
+                continue
+            except ServerAnswerError as exc:
+                raise LikenessError(
+                    f"server {server.url} answered unexpectedly ({exc}); is it a ComfyUI server? Check the URL and port"
+                ) from exc
+            self._mark_up(server)
+        self._dispatch()
+        if self._expire():
+            return True
+        where = ", ".join(s.url for s in self.servers)
+        for rec in [r for r in self.records if r.status in ("pending", "queued")]:
+            self._fail(rec, f"no server reachable for over {self.server_timeout:.0f} s ({where})")
+        return False
+
+    def _sleep(self) -> None:
+        """Wait for a websocket event or the next due reconcile, whichever comes first."""
+        if not self.events.empty():
+            return
+        now = time.monotonic()
+        due = [s.next_try if s.down_since is not None else s.next_poll for s in self.servers]
+        self.wake.wait(max(0.0, min(min(due) - now, self.poll)))
+        self.wake.clear()
+
     def run(self) -> BatchReport:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for follower in self.followers:
             follower.start()
         self._emit("start", message=f"{len(self.records)} points on {len(self.servers)} server(s)")
         try:
-            while any(r.status in ("pending", "queued") for r in self.records):
-                self._drain_ws()
-                for server in self.servers:
-                    if server.down_since is not None and time.monotonic() < server.next_try:
-                        continue
-                    try:
-                        self._reconcile(server)
-                    except ServerUnavailable as exc:
-                        self._mark_down(server, exc)
-                        continue
-                    except ServerAnswerError as exc:
-                        raise LikenessError(
-                            f"server {server.url} answered unexpectedly ({exc}); is it a ComfyUI server? "
-                            "Check the URL and port"
-                        ) from exc
-                    self._mark_up(server)
-                self._dispatch()
-                if not self._expire():
-                    for rec in self.records:
-                        if rec.status in ("pending", "queued"):
-                            self._fail(
-                                rec,
-                                f"no server reachable for over {self.server_timeout:.0f} s "
-                                f"({', '.join(s.url for s in self.servers)})",
-                            )
-                    break
-                if any(r.status in ("pending", "queued") for r in self.records):
-                    self.wake.wait(self.poll)
-                    self.wake.clear()
+            while self._unfinished() and self._turn():
+                if self._unfinished():
+                    self._sleep()
         finally:
             for follower in self.followers:
+                follower.stop(wait=False)
+            for follower in self.followers:
                 follower.stop()
+            for server in self.servers:
+                server.client.close()
             self.manifest.save()
             csv_path, json_path = write_reports(self.out_dir, self.records)
         report = BatchReport(self.out_dir, list(self.records), csv_path, json_path, self.manifest.path)
