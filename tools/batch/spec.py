@@ -20,6 +20,8 @@ A spec (JSON object; ``load_spec`` reads it from a file) has these optional keys
   in spec order, seeds (innermost). ``name`` labels an entry (default: its input name). ``seeds`` may also
   be a list of such objects.
 * ``overrides`` are applied to every point before the sweep values.
+* Limits: a spec expands to at most ``MAX_POINTS`` (10,000) points; ``faces.subfolder`` must be a folder
+  inside the server's input folder (no ``..``, no drive); error messages list at most 20 items.
 
 Each :class:`SweepPoint` carries a human label (``face=alice_age=+2_seed=1``: numbers of sweep entries with
 an explicit sign, seeds and other values as written) and a stable ``point_id``: a hash of the substituted
