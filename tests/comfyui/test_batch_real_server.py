@@ -156,3 +156,27 @@ def test_a_server_killed_right_after_a_prompt_finished_collects_it_instead_of_ru
     assert {name.split("_")[1] for name in saved} == {marker_tag(p.prompt_id) for p in report.points}
     logging.getLogger(__name__).info("server dead %.1f ms after execution_success", timing["after_success_ms"])
     assert timing["after_success_ms"] < 1000, timing  # dead within a moment of finishing (typically ~10 ms)
+
+
+def test_a_point_comfyui_refuses_fails_alone_with_comfyuis_message(comfy_server, reference_dir, tmp_path):
+    from likeness.tools.batch.runner import run_batch
+
+    shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
+    workflow = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
+    spec = {
+        "sweep": [{"node": "Sampler", "input": "sampler_name", "values": ["euler", "no_such_sampler"]}],
+        "overrides": [
+            {"node": "Latent", "input": "width", "value": 64},
+            {"node": "Latent", "input": "height", "value": 64},
+            {"node": "Sampler", "input": "steps", "value": 1},
+            {"node": "Save", "input": "filename_prefix", "value": "rejecttest/run"},
+        ],
+    }
+    report = run_batch(workflow, spec, [comfy_server.url], tmp_path / "out", poll_interval=0.3, use_websocket=False)
+    good, bad = report.points
+    assert good.status == "done" and len(good.outputs) == 1, good
+    assert bad.status == "failed" and bad.attempts == 1
+    lines = bad.error.splitlines()
+    assert lines[0] == "ComfyUI refused the prompt (HTTP 400): Prompt outputs failed validation", bad.error
+    assert lines[1].startswith("node 12 (KSampler): Value not in list: sampler_name: 'no_such_sampler' not in")
+    assert bad.error_details["node_errors"]["12"]["class_type"] == "KSampler"

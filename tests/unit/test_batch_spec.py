@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from batch_fixtures import WORKFLOW  # tests/unit is on sys.path
+from batch_fixtures import WORKFLOW, assert_clear  # tests/unit is on sys.path
 
 from likeness.tools.batch.spec import SpecError, expand_spec, find_node, load_spec
 
@@ -170,3 +170,33 @@ def test_long_lists_in_errors_are_cut_at_twenty_items():
     with pytest.raises(SpecError) as err:
         expand_spec(wf, {"sweep": [{"node": "3", "input": "in1", "values": values}]})
     assert "... and 5 more" in str(err.value)
+
+
+def test_every_spec_error_reads_clearly(faces):
+    wf = {str(i): {"class_type": f"Node{i}", "inputs": {f"in{j}": j for j in range(30)}} for i in range(40)}
+    bad_specs = [
+        {"sweep": [{"node": "missing", "input": "in1", "values": [1]}]},
+        {"sweep": [{"node": "3", "input": "nope", "values": [1]}]},
+        {"sweep": [{"node": "3", "input": "in1", "values": list(range(30)) * 2}]},
+        {"sweep": [{"node": "3", "input": "in1", "values": []}]},
+        {
+            "sweep": [{"node": "3", "input": "in1", "values": list(range(200))}],
+            "seeds": {"node": "4", "input": "in1", "values": list(range(200))},
+        },
+        {"faces": {"folder": str(faces), "node": "3", "input": "in1", "subfolder": "../x"}},
+        {"sweeps": []},
+    ]
+    for spec in bad_specs:
+        with pytest.raises(SpecError) as err:
+            expand_spec(wf, spec)
+        assert_clear(str(err.value))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["try the the other backend", "it is not a e4e file", "nodes: " + ", ".join(str(i) for i in range(25))],
+)
+def test_the_message_checker_catches_each_fault(bad):
+    with pytest.raises(AssertionError):
+        assert_clear(bad)
+    assert_clear("it is not an e4e file; nodes: " + ", ".join(str(i) for i in range(20)) + ", ... and 5 more")
