@@ -119,8 +119,8 @@ def test_a_server_killed_right_after_a_prompt_finished_collects_it_instead_of_ru
                 if message["type"] == "execution_start":
                     started.set()
                 elif message["type"] == "execution_success":
-                    comfy_server.kill()  # SIGKILL, then waits for the process to be gone
                     timing["after_success_ms"] = time.time() * 1000 - data["timestamp"]
+                    comfy_server.kill()  # SIGKILL now, then waits for the process to be gone
                     killed.set()
                     comfy_server.start()
                     restarted.set()
@@ -154,8 +154,8 @@ def test_a_server_killed_right_after_a_prompt_finished_collects_it_instead_of_ru
     saved = sorted(p.name for p in saved_dir.glob("run_*.png"))
     assert len(saved) == 6, saved  # one image per point: the target did not run a second time
     assert {name.split("_")[1] for name in saved} == {marker_tag(p.prompt_id) for p in report.points}
-    logging.getLogger(__name__).info("server dead %.1f ms after execution_success", timing["after_success_ms"])
-    assert timing["after_success_ms"] < 1000, timing  # dead within a moment of finishing (typically ~10 ms)
+    logging.getLogger(__name__).info("SIGKILL sent %.1f ms after execution_success", timing["after_success_ms"])
+    assert timing["after_success_ms"] < 500, timing  # killed within a moment of finishing (typically a few ms)
 
 
 def test_a_point_comfyui_refuses_fails_alone_with_comfyuis_message(comfy_server, reference_dir, tmp_path):

@@ -159,7 +159,7 @@ def _timestamps(messages: list[Any]) -> tuple[float | None, float | None]:
             continue
         if kind == "execution_start":
             start = ts / 1000.0
-        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+        elif kind in _FINISH_EVENTS:
             end = ts / 1000.0
     return start, end
 
