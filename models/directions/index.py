@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files.registry import walk_folders
 from .discovery import (
     DIRECTION_EXTENSIONS,
     MAX_DIRECTION_FILE_BYTES,
@@ -42,18 +43,11 @@ _cache: dict[tuple[str, ...], tuple[tuple, DirectionCatalog]] = {}
 def _entries(base: Path) -> list[tuple[Path, os.stat_result]]:
     """Direction files and folders below ``base`` with their stat results, following symlinks once."""
     found: list[tuple[Path, os.stat_result]] = []
-    seen: set[str] = set()
-    for root, dirs, files in os.walk(base, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs.sort()
-        found.append((Path(root), os.stat(root)))
-        for name in sorted(files):
+    for root, files in walk_folders(base):
+        found.append((root, root.stat()))
+        for name in files:
             if Path(name).suffix.lower() in DIRECTION_EXTENSIONS:
-                path = Path(root) / name
+                path = root / name
                 try:
                     found.append((path, path.stat()))
                 except OSError:  # a dangling link: discovery reports it

@@ -205,21 +205,8 @@ def test_garbage_files_name_the_file(tmp_path, make, match):
 
 def test_discovery_groups_and_reports_problems(tmp_path):
     root = tmp_path / "likeness_directions"
-    e4e = root / "encoder4editing" / "editings"
-    (e4e / "interfacegan_directions").mkdir(parents=True)
-    for i, n in enumerate(("age", "smile")):
-        torch.save(torch.randn(1, 512, generator=_g(i)), e4e / "interfacegan_directions" / f"{n}.pt")
-    (e4e / "ganspace_pca").mkdir()
-    torch.save(_pca(k=80), e4e / "ganspace_pca" / "ffhq_pca.pt")
-    wpa = root / "w-plus-adapter" / "w_direction"
-    (wpa / "latent_directions").mkdir(parents=True)
-    np.save(wpa / "latent_directions" / "age.npy", np.ones((18, 512)))
-    (wpa / "gan_space").mkdir()
-    (wpa / "gan_space" / "ganspace_configs.csv").write_text("smile\t46\t4\t5\t-20\n")
-    (root / "mine").mkdir()
-    save_direction(root / "mine" / "cool.safetensors", _lin("cool"))
+    _official_layout(root)
     (root / "mine" / "broken.pt").write_bytes(b"\x01\x02garbage")
-    np.save(root / "mine" / "stylegan_ffhq_smile_boundary.npy", np.zeros((1, 512)))
     cat = discover_directions({"likeness_directions": [root, tmp_path / "missing"]})
     assert set(cat.sets) == {
         "encoder4editing/interfacegan",
@@ -236,7 +223,7 @@ def test_discovery_groups_and_reports_problems(tmp_path):
     assert cat.get("w-plus-adapter/ganspace:smile").ganspace.pca_idx == 46
     assert "mine/cool:cool" in cat.choices()
     bad = {p.path.name: p.reason for p in cat.problems}
-    assert set(bad) == {"broken.pt", "stylegan_ffhq_smile_boundary.npy"}
+    assert set(bad) == {"broken.pt", "stylegan_ffhq_smile_boundary.npy", "cars_pca.pt"}
     assert "broken.pt" in bad["broken.pt"] and "StyleGAN v1" in bad["stylegan_ffhq_smile_boundary.npy"]
     with pytest.raises(LikenessError, match="nope"):
         cat.get("nope:age")
