@@ -26,10 +26,10 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
             node_id="Likeness_LoadWPlusAdapter",
             display_name="Likeness Load W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "wplus", "ip adapter"],
             description=(
                 "Loads the official W+ adapter (csxmli2016/w-plus-adapter: wplus_adapter.bin = stage 2, the main "
-                "model; "
-                f"wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
+                f"model; wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
             ),
             inputs=[
                 io.Combo.Input(
@@ -56,11 +56,11 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
             node_id="Likeness_ApplyWPlusAdapter",
             display_name="Likeness Apply W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "age", "smile", "personalize"],
             description=(
                 "Conditions an SD1.5 MODEL on an identity's W+ code: every cross-attention gets the adapter's residual "
-                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. A "
-                "W+ "
-                "batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
+                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. "
+                "A W+ batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
             ),
             inputs=[
                 io.Model.Input(
@@ -93,6 +93,7 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
+                    advanced=True,
                     tooltip="Fraction of the steps after which W+ stops acting.",
                 ),
                 io.Mask.Input(
