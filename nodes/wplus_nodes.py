@@ -7,6 +7,8 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..models.attention.schedule import StepWindow
+from ..models.errors import InputError
 from ..models.files.registry import find_file
 from ..models.inversion.codes import WPlusCodes
 from ..models.wplus_adapter.model import load_wplus_adapter
@@ -111,6 +113,17 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, start_at: float | None = None, end_at: float | None = None) -> bool | str:
+        """The step window is checked before the graph runs (it includes the [0, 1] ranges)."""
+        if start_at is None or end_at is None:  # linked from another node: checked when it runs
+            return True
+        try:
+            StepWindow(float(start_at), float(end_at))
+        except InputError as exc:
+            return f"Apply W+ Adapter: {exc}"
+        return True
 
     @classmethod
     def execute(
