@@ -399,16 +399,7 @@ def run_demo(
         report.labels = list(swept.labels)
     with _stage(report, "decode", f"decoding {1 + len(values)} previews at {preview_size} px"):
         previews = _to_uint8(inverter.decode(torch.cat([wplus, swept.wplus]), size=preview_size, fast=fast_preview))
-    with _stage(report, "write", "writing PNGs"):
-        files = {
-            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
-            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
-            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
-            "sweep": (out / f"sweep_{direction.name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
-        }
-        for name, (path, img) in files.items():
-            img.save(path)
-            report.files[name] = path
+    _write_pngs(report, inversion, previews, direction.name)
     if sd15_diffusers is None:
         logger.info("demo: SD1.5 images skipped (give --sd15-diffusers DIR, a local diffusers SD1.5 folder)")
         report.notes.append("SD1.5 images skipped: no --sd15-diffusers folder given")
@@ -418,6 +409,20 @@ def run_demo(
     report.files["report"].write_text(report.to_text(), encoding="utf-8")
     logger.info("demo: report written to %s", report.files["report"])
     return report
+
+
+def _write_pngs(report: DemoReport, inversion: Any, previews: list[np.ndarray], direction_name: str) -> None:
+    out = report.out_dir
+    with _stage(report, "write", "writing PNGs"):
+        files = {
+            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
+            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
+            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
+            "sweep": (out / f"sweep_{direction_name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
+        }
+        for name, (path, img) in files.items():
+            img.save(path)
+            report.files[name] = path
 
 
 def _largest_face(report: DemoReport, rgb: np.ndarray) -> Any:
