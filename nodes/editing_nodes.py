@@ -151,9 +151,10 @@ class LikenessEditAttributes(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
-        slots = edits or {}
-        return check_texts(rows=[slots.get(f"rows_{i}") for i in range(1, MAX_EDITS + 1)], extra_edits=extra_edits)
+    def validate_inputs(cls, extra_edits: str | None = None) -> bool | str:
+        # ComfyUI 0.33 hands validate_inputs only the inputs it names, and a dynamic combo's slots
+        # ('edits.rows_1', ...) cannot be named: their rows are checked when the node runs.
+        return check_texts(extra_edits=extra_edits)
 
     @classmethod
     def execute(
