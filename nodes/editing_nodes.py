@@ -151,9 +151,12 @@ class LikenessEditAttributes(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, extra_edits: str | None = None) -> bool | str:
-        # ComfyUI 0.33 hands validate_inputs only the inputs it names, and a dynamic combo's slots
-        # ('edits.rows_1', ...) cannot be named: their rows are checked when the node runs.
+    def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
+        # ComfyUI 0.33 hands validate_inputs only the inputs it names: a dynamic combo arrives as
+        # {"edits": count} without its slots ('edits.rows_1', ...), whose rows are checked when the node runs.
+        count = (edits or {}).get("edits")
+        if count is not None and str(count) not in {str(n) for n in range(1, MAX_EDITS + 1)}:
+            return f"edits must be a number of slots from 1 to {MAX_EDITS}, got {count!r}"
         return check_texts(extra_edits=extra_edits)
 
     @classmethod

@@ -91,9 +91,10 @@ def test_validate_inputs_of_the_nodes(comfy_env):
     from likeness.nodes.wplus_file_nodes import sanitize_prefix
     from likeness.nodes.wplus_nodes import LikenessApplyWPlusAdapter
 
-    assert LikenessEditAttributes.validate_inputs("smile -1 0-7") is True
-    assert "Cannot read the W+ rows 'x-y'" in LikenessEditAttributes.validate_inputs("smile -1 x-y")
-    assert "extra_edits line 2" in LikenessEditAttributes.validate_inputs("age 1\nsmile")
+    assert LikenessEditAttributes.validate_inputs({"edits": "2"}, "smile -1 0-7") is True
+    assert "Cannot read the W+ rows 'x-y'" in LikenessEditAttributes.validate_inputs({"edits": "1"}, "smile -1 x-y")
+    assert "extra_edits line 2" in LikenessEditAttributes.validate_inputs(None, "age 1\nsmile")
+    assert "from 1 to 8, got '9'" in LikenessEditAttributes.validate_inputs({"edits": "9"}, "")
     assert LikenessAttributeSweep.validate_inputs("-4:4:2", "default", "-1,0,1", "fine") is True
     assert "step" in LikenessAttributeSweep.validate_inputs("-4:4:-2", "default", "1", "default")
     assert LikenessMixIdentities.validate_inputs(None) is True  # linked: checked when it runs
