@@ -7,6 +7,8 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from ..models.attention.schedule import StepWindow
+from ..models.errors import InputError
 from ..models.files.registry import find_file
 from ..models.inversion.codes import WPlusCodes
 from ..models.wplus_adapter.model import load_wplus_adapter
@@ -26,10 +28,10 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
             node_id="Likeness_LoadWPlusAdapter",
             display_name="Likeness Load W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "wplus", "ip adapter"],
             description=(
                 "Loads the official W+ adapter (csxmli2016/w-plus-adapter: wplus_adapter.bin = stage 2, the main "
-                "model; "
-                f"wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
+                f"model; wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
             ),
             inputs=[
                 io.Combo.Input(
@@ -56,11 +58,11 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
             node_id="Likeness_ApplyWPlusAdapter",
             display_name="Likeness Apply W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "age", "smile", "personalize"],
             description=(
                 "Conditions an SD1.5 MODEL on an identity's W+ code: every cross-attention gets the adapter's residual "
-                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. A "
-                "W+ "
-                "batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
+                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. "
+                "A W+ batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
             ),
             inputs=[
                 io.Model.Input(
@@ -93,6 +95,7 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
+                    advanced=True,
                     tooltip="Fraction of the steps after which W+ stops acting.",
                 ),
                 io.Mask.Input(
@@ -110,6 +113,17 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, start_at: float | None = None, end_at: float | None = None) -> bool | str:
+        """The step window is checked before the graph runs (it includes the [0, 1] ranges)."""
+        if start_at is None or end_at is None:  # linked from another node: checked when it runs
+            return True
+        try:
+            StepWindow(float(start_at), float(end_at))
+        except InputError as exc:
+            return f"Apply W+ Adapter: {exc}"
+        return True
 
     @classmethod
     def execute(

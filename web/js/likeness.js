@@ -18,7 +18,8 @@ app.registerExtension({
     if (cls === "Likeness_EditAttributes") {
       const button = node.addWidget("button", "reset strengths", null, () => {
         for (const widget of node.widgets || []) {
-          if (widget.name && widget.name.startsWith("strength")) {
+          // slot widgets are named "edits.strength_<n>" (the node's dynamic slot count)
+          if (widget.name && /(^|\.)strength_\d+$/.test(widget.name)) {
             widget.value = 0;
           }
         }
