@@ -10,8 +10,10 @@ from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse
 from ..models.directions.discovery import discover_directions
 from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes
+from ..models.preview.live import remember_wplus
 from .folders import search_paths
 from .sockets import Directions, WPlus
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -296,14 +298,16 @@ class LikenessMixIdentities(io.ComfyNode):
                 io.String.Input("rows", default="middle", tooltip=ROWS_TOOLTIP),
             ],
             outputs=[WPlus.Output("wplus", tooltip="The mixed W+ code(s).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, wplus_a: WPlusCodes, wplus_b: WPlusCodes, alpha: float, rows: str) -> io.NodeOutput:
         codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=_rows(rows) or "all")
-        return io.NodeOutput(
-            wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
-        )
+        out = wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
+        remember_wplus(cls.hidden.unique_id, "Likeness_MixIdentities", out)
+        text = f"{out.batch} code(s): A with B on rows {rows} at alpha {alpha:g}"
+        return io.NodeOutput(out, ui=node_ui(cls, text))
 
 
 EDITING_NODES = [LikenessLoadDirections, LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from ..models.face import SELECTION_MODES, Face, FaceAnalyzer, to_rgb_uint8
 
-__all__ = ["DetectedFaces", "detect_batch", "FACE_SELECTION_INPUTS", "NO_FACE_INPUT"]
+__all__ = ["DetectedFaces", "detect_batch", "policy_warning", "FACE_SELECTION_INPUTS", "NO_FACE_INPUT"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,13 @@ def detect_batch(analyzer: FaceAnalyzer, image: torch.Tensor) -> DetectedFaces:
         sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
         bar.update(1)
     return DetectedFaces(found, sizes, getattr(analyzer, "name", type(analyzer).__name__))
+
+
+def policy_warning(report) -> str | None:
+    """The lines of a ``PolicyReport`` about images without a face (None when every image had one)."""
+    if not report.missing:
+        return None
+    return "\n".join(report.summary().splitlines()[1:]).replace("  image", "image")
 
 
 FACE_SELECTION_INPUTS = [

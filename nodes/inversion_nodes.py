@@ -13,7 +13,7 @@ import comfy.utils
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..models.errors import LikenessError
 from ..models.face import apply_policy, create_analyzer, select_batch, to_rgb_uint8
@@ -23,9 +23,11 @@ from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
 from ..models.inversion.e4e_model import E4EInverter, load_e4e
 from ..models.inversion.whitening import whiten_background, whitening_mask
 from ..models.parsenet import PARSENET_FILE, load_parsenet
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
+from ..models.preview.live import remember_wplus
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
 from .folders import file_list, search_paths
 from .sockets import E4EModel, FaceAnalyzerType, Faces, WPlus
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +105,10 @@ class LikenessLoadE4E(io.ComfyNode):
     @classmethod
     def execute(cls, e4e_name: str, device: str, dtype: str) -> io.NodeOutput:
         path = find_file("e4e", e4e_name, search_paths())
-        return io.NodeOutput(LoadedE4E(load_e4e(path), e4e_name, device, DTYPES[dtype]))
+        inverter = load_e4e(path)
+        decoder = "with" if inverter.has_decoder else "WITHOUT (no previews)"
+        text = f"{path.name}: e4e encoder {decoder} StyleGAN2 decoder; {device}, {dtype}"
+        return io.NodeOutput(LoadedE4E(inverter, e4e_name, device, DTYPES[dtype]), ui=node_ui(cls, text))
 
 
 def _resolve_whitening(method: str, recipe: str, search: dict):
@@ -181,6 +186,7 @@ class LikenessInvertFace(io.ComfyNode):
                     "info", tooltip="Recipe, whitening and landmark kind used; images skipped or passed through."
                 ),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -206,36 +212,43 @@ class LikenessInvertFace(io.ComfyNode):
         chosen, reasons = select_batch(faces.faces, selection, face_index)
         kept, report = apply_policy([c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons)
         search = search_paths()
-        codes, crops, lines, hashes = [], [], [], []
-        bar = comfy.utils.ProgressBar(max(1, len(kept)))
-        labels = []
+        codes, crops, lines, hashes, labels = [], [], [], [], []
         method, parsenet = _resolve_whitening(whitening, recipe, search)
+        jobs = [(i, n, face) for i in kept for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1])]
         with e4e.running() as inverter:
-            for i in kept:
-                for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1]):
-                    comfy.model_management.throw_exception_if_processing_interrupted()
-                    rgb = to_rgb_uint8(image[i])
-                    landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-                    aligned = align_face(rgb, landmarks, RECIPES[recipe])
-                    x = e4e_input_tensor(aligned, RECIPES[recipe])
-                    used = "none"
-                    if method != "none":
-                        mask, used = whitening_mask(
-                            method, aligned.image, landmarks=aligned.landmarks, parsenet=parsenet, search_paths=search
-                        )
-                        x = whiten_background(x, mask)
-                    with torch.inference_mode():
-                        codes.append(inverter.encode(x.to(inverter.device)).cpu())
-                    crops.append(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
-                    hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
-                    labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
-                    lines.append(
-                        f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
-                        f"landmarks {aligned.landmark_kind}, whitening {used}"
+            # one bar over every face: alignment + whitening, then each stage of the encoder
+            per_face = inverter.encode_stages + 1
+            bar = comfy.utils.ProgressBar(max(1, len(jobs) * per_face))
+            for k, (i, n, face) in enumerate(jobs):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                rgb = to_rgb_uint8(image[i])
+                landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+                aligned = align_face(rgb, landmarks, RECIPES[recipe])
+                x = e4e_input_tensor(aligned, RECIPES[recipe])
+                used = "none"
+                if method != "none":
+                    mask, used = whitening_mask(
+                        method, aligned.image, landmarks=aligned.landmarks, parsenet=parsenet, search_paths=search
                     )
-                bar.update(1)
+                    x = whiten_background(x, mask)
+                bar.update_absolute(k * per_face + 1)
+
+                def encoded(done: int, _total: int, base: int = k * per_face + 1) -> None:
+                    comfy.model_management.throw_exception_if_processing_interrupted()
+                    bar.update_absolute(base + done)
+
+                with torch.inference_mode():
+                    codes.append(inverter.encode(x.to(inverter.device), progress=encoded).cpu())
+                crops.append(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
+                hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
+                labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
+                lines.append(
+                    f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
+                    f"landmarks {aligned.landmark_kind}, whitening {used}"
+                )
         info = "\n".join([report.summary(), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
+        warning = policy_warning(report)
         if not kept:  # every image passed through or skipped: the image outputs carry the input images
             passed = image[..., :3]
             return io.NodeOutput(
@@ -243,7 +256,7 @@ class LikenessInvertFace(io.ComfyNode):
                 passed,
                 passed,
                 info,
-                ui=ui.PreviewText(info),
+                ui=node_ui(cls, info, warning=warning),
             )
         wplus = WPlusCodes(
             torch.cat(codes),
@@ -253,7 +266,9 @@ class LikenessInvertFace(io.ComfyNode):
         )
         aligned_images = images_to_tensor(crops)
         recon = preview_images(e4e, wplus.codes, 256) if reconstruct and e4e.inverter.has_decoder else aligned_images
-        return io.NodeOutput(wplus, aligned_images, recon, info, ui=ui.PreviewText(info))
+        remember_wplus(cls.hidden.unique_id, "Likeness_InvertFace", wplus)
+        shown = [aligned_images] + ([recon] if recon is not aligned_images else [])
+        return io.NodeOutput(wplus, aligned_images, recon, info, ui=node_ui(cls, info, shown, warning))
 
 
 def preview_images(e4e: LoadedE4E, codes: torch.Tensor, size: int) -> torch.Tensor:
@@ -295,6 +310,7 @@ class LikenessPreviewWPlus(io.ComfyNode):
                 ),
             ],
             outputs=[io.Image.Output("images", tooltip="One rendering per W+ code, in batch order.")],
+            is_output_node=True,
         )
 
     @classmethod
@@ -302,7 +318,7 @@ class LikenessPreviewWPlus(io.ComfyNode):
         if wplus.batch == 0:
             raise LikenessError("The W+ input is empty (no face was found upstream): nothing to preview.")
         images = preview_images(e4e, wplus.codes, size)
-        return io.NodeOutput(images, ui=ui.PreviewImage(images, cls=cls))
+        return io.NodeOutput(images, ui=node_ui(cls, "\n".join(wplus.labels), [images]))
 
 
 class LikenessSaveWPlus(io.ComfyNode):
@@ -338,7 +354,9 @@ class LikenessSaveWPlus(io.ComfyNode):
             default=0,
         )
         path = save_wplus(folder / f"{stem}_{n:05d}.safetensors", wplus)
-        return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {path}"))
+        return io.NodeOutput(
+            str(path), ui=node_ui(cls, f"saved {path}\n({wplus.batch} code(s): {', '.join(wplus.labels)})")
+        )
 
 
 class LikenessLoadWPlus(io.ComfyNode):
@@ -358,11 +376,15 @@ class LikenessLoadWPlus(io.ComfyNode):
                 )
             ],
             outputs=[WPlus.Output("wplus", tooltip="The loaded W+ codes.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, wplus_name: str) -> io.NodeOutput:
-        return io.NodeOutput(load_wplus(find_file("likeness_wplus", wplus_name, search_paths())))
+        wplus = load_wplus(find_file("likeness_wplus", wplus_name, search_paths()))
+        remember_wplus(cls.hidden.unique_id, "Likeness_LoadWPlus", wplus)
+        meta = ", ".join(f"{k}: {v}" for k, v in wplus.meta.items() if k in ("file", "recipe", "model"))
+        return io.NodeOutput(wplus, ui=node_ui(cls, f"{wplus.batch} code(s): {', '.join(wplus.labels)}\n{meta}"))
 
 
 INVERSION_NODES = [LikenessLoadE4E, LikenessInvertFace, LikenessPreviewWPlus, LikenessSaveWPlus, LikenessLoadWPlus]

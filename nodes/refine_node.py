@@ -16,12 +16,13 @@ import comfy.samplers
 import comfy.utils
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..models.face import REGIONS, apply_policy, create_analyzer, face_mask, select_batch
 from ..models.refine.core import crop_image, crop_mask, feather_mask, match_color, paste_back, plan_crop, to_segs
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
 from .sockets import FaceAnalyzerType, Faces
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -288,9 +289,8 @@ class LikenessFaceRefine(io.ComfyNode):
             out, masks = out[keep], masks[keep]
         info = "\n".join(lines)
         # with no face refined the "crops" are the untouched images, so list outputs are never empty
-        return io.NodeOutput(
-            out, masks, before or [image[..., :3]], after or [out[..., :3]], seg_out, info, ui=ui.PreviewText(info)
-        )
+        crops = (before or [image[..., :3]], after or [out[..., :3]])
+        return io.NodeOutput(out, masks, *crops, seg_out, info, ui=node_ui(cls, info, warning=policy_warning(report)))
 
 
 REFINE_NODES = [LikenessFaceRefine]

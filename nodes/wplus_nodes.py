@@ -13,6 +13,7 @@ from ..models.wplus_adapter.model import load_wplus_adapter
 from .folders import file_list, search_paths
 from .patching import LoadedWPlusAdapter, apply_wplus_adapter
 from .sockets import WPlus, WPlusAdapterType
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
         path = find_file("wplus", adapter_name, search_paths())
         adapter = load_wplus_adapter(path)
         logger.info("Likeness: loaded W+ adapter %s (%s)", path, adapter.dtype)
-        return io.NodeOutput(LoadedWPlusAdapter.wrap(adapter, adapter_name))
+        text = f"{adapter_name} ({adapter.dtype}). {LICENCE_NOTE}"
+        return io.NodeOutput(LoadedWPlusAdapter.wrap(adapter, adapter_name), ui=node_ui(cls, text))
 
 
 class LikenessApplyWPlusAdapter(io.ComfyNode):
@@ -125,9 +127,11 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
         if wplus.batch == 0:
             warning = "W+ adapter NOT applied: no W+ code (no face was found). " + " ".join(wplus.warnings)
             logger.warning("Likeness: %s", warning)
-            return io.NodeOutput(model, warning)
+            return io.NodeOutput(model, warning, ui=node_ui(cls, warning=warning))
         patched, _ = apply_wplus_adapter(model, adapter, wplus.codes, weight, start_at, end_at, attn_mask)
-        return io.NodeOutput(patched, " ".join(wplus.warnings))
+        warning = " ".join(wplus.warnings)
+        text = f"{wplus.batch} W+ code(s), weight {weight:g}, steps {start_at:g}..{end_at:g}"
+        return io.NodeOutput(patched, warning, ui=node_ui(cls, text, warning=warning or None))
 
 
 WPLUS_NODES = [LikenessLoadWPlusAdapter, LikenessApplyWPlusAdapter]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -263,11 +263,18 @@ class E4EInverter:
             self._decoder.to(device=self._device, dtype=self._dtype)
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def encode_stages(self) -> int:
+        """Number of ``progress`` calls one :meth:`encode` makes (the 24 backbone units and the style blocks)."""
+        return len(self.encoder.body) + len(self.encoder.styles)
+
+    def encode(self, images: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Aligned faces -> absolute W+ (encoder output + latent_avg).
 
         Args:
             images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, methods.md §1.1).
+            progress: called as ``progress(done, total)`` after each backbone unit and style block
+                (``total`` = :attr:`encode_stages`); an exception it raises (e.g. an interruption) stops the encode.
 
         Returns:
             [B, 18, 512] float32 on :attr:`device`.
@@ -282,8 +289,22 @@ class E4EInverter:
         x = images.to(self._device, self._dtype)
         if self._device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            offsets = self.encoder(x)
+        hooks = []
+        if progress is not None:
+            stages = [*self.encoder.body, *self.encoder.styles]
+            done = [0]
+
+            def tick(*_):
+                done[0] += 1
+                progress(done[0], len(stages))
+
+            hooks = [m.register_forward_hook(tick) for m in stages]
+        try:
+            with torch.no_grad():
+                offsets = self.encoder(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
         return offsets.float() + self.latent_avg.unsqueeze(0)
 
     def decoder(self) -> Generator:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -59,6 +60,23 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
         for sub in ("input", "output", "temp", "user", "custom_nodes"):
             (base / sub).mkdir(exist_ok=True)
+        # what the frontend reads from a used install (else it logs 404s for them): a user stylesheet, the
+        # saved-workflow and subgraph folders, the node templates file
+        user = base / "user" / "default"
+        for sub in ("workflows", "subgraphs"):
+            (user / sub).mkdir(parents=True, exist_ok=True)
+        settings = {  # a returning user: no first-run template; full-detail nodes at small zoom, no minimap
+            "Comfy.TutorialCompleted": False,
+            "Comfy.Minimap.Visible": False,
+            "LiteGraph.Canvas.MinFontSizeForLOD": 1,
+        }
+        for name, text in (
+            ("user.css", "/* user stylesheet */\n"),
+            ("comfy.templates.json", "[]\n"),
+            ("comfy.settings.json", json.dumps(settings, indent=1) + "\n"),
+        ):
+            if not (user / name).exists():
+                (user / name).write_text(text)
         link = base / "custom_nodes" / "comfyui-likeness"
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
