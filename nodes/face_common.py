@@ -9,7 +9,8 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..models.face import SELECTION_MODES, Face, FaceAnalyzer, to_rgb_uint8
+from ..models.face import SELECTION_MODES, Face, FaceAnalyzer
+from ..models.images import to_rgb_uint8
 
 __all__ = ["DetectedFaces", "detect_batch", "policy_warning", "FACE_SELECTION_INPUTS", "NO_FACE_INPUT"]
 

@@ -19,8 +19,8 @@ from ..models.face import (
     identity_table,
     select_batch,
     thresholds_for,
-    to_rgb_uint8,
 )
+from ..models.images import to_rgb_uint8
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
 from .folders import search_paths
 from .sockets import FaceAnalyzerType, Faces

@@ -16,8 +16,9 @@ import torch
 from comfy_api.latest import io
 
 from ..models.errors import LikenessError
-from ..models.face import apply_policy, create_analyzer, select_batch, to_rgb_uint8
+from ..models.face import apply_policy, create_analyzer, select_batch
 from ..models.files.registry import find_file
+from ..models.images import to_rgb_uint8
 from ..models.inversion.align import RECIPES, align_face, e4e_input_tensor
 from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
 from ..models.inversion.e4e_model import E4EInverter, load_e4e

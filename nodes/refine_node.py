@@ -19,7 +19,8 @@ import torch
 from comfy_api.latest import io
 
 from ..models.face import REGIONS, apply_policy, create_analyzer, face_mask, select_batch
-from ..models.refine.core import crop_image, crop_mask, feather_mask, match_color, paste_back, plan_crop, to_segs
+from ..models.mask_ops import feather_mask
+from ..models.refine import crop_image, crop_mask, match_color, paste_back, plan_crop, to_segs
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
 from .sockets import FaceAnalyzerType, Faces
 from .ui_output import node_ui
@@ -54,7 +55,7 @@ def _sample(
     else:
         latent = {
             "samples": vae.encode(crop[..., :3]),
-            "noise_mask": feather_mask(mask_crop, noise_feather, mode="outer")[None, None],
+            "noise_mask": feather_mask(mask_crop, noise_feather)[None, None],
         }
     (out,) = common_ksampler(
         model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise

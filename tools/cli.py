@@ -6,6 +6,7 @@ Works without ComfyUI. Commands:
 * ``smoke-models``: write random-weight files in the official formats.
 * ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
 * ``demo``: detect, align, invert, edit and preview one photo (smoke models when real ones are absent).
+* ``workflows``: rewrite the shipped UI workflows and the schema snapshot from a live ComfyUI (developers).
 """
 
 from __future__ import annotations
@@ -117,8 +118,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    from .workflows.convert import regenerate
+
+    return regenerate(args.server, Path(args.root))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likeness", description="Likeness face-identity tools (no ComfyUI needed).")
+    parser = argparse.ArgumentParser(
+        prog="python -m models.cli", description="Likeness face-identity tools (no ComfyUI needed)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -174,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", help="SD1.5 prompt (with --sd15-diffusers)")
     demo.add_argument("--steps", type=int, default=30, help="SD1.5 steps (with --sd15-diffusers, default 30)")
     demo.set_defaults(func=_cmd_demo)
+
+    workflows = sub.add_parser(
+        "workflows", help="rewrite workflows/*.json and the schema snapshot from workflows/api/*.json (developers)"
+    )
+    workflows.add_argument(
+        "--server", required=True, help="a running ComfyUI with this pack, e.g. http://127.0.0.1:8188"
+    )
+    workflows.add_argument("--root", default=".", help="repository root (default: current directory)")
+    workflows.set_defaults(func=_cmd_workflows)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Data types of attribute directions in StyleGAN2-FFHQ W+ and W+ row selection.
 
 One canonical in-memory form for every published format (see
-:mod:`.direction_formats` for the loaders):
+the readers in :mod:`.formats`, :mod:`.ganspace` and :mod:`.likeness_file`):
 
 * ``Direction.vector`` is always a float32 tensor ``[18, 512]`` on the CPU: the
   W+ offset of **every** row per unit of strength. A ``[1, 512]`` InterFaceGAN
@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
+import numpy as np
 import torch
 
-from ..errors import LikenessError
+from ..errors import CheckpointError, LikenessError
 
 __all__ = [
     "NUM_ROWS",
@@ -44,6 +45,9 @@ __all__ = [
     "RowsSpec",
     "resolve_rows",
     "rows_to_str",
+    "SHAPES_HELP",
+    "as_f32",
+    "to_rows",
 ]
 
 NUM_ROWS = 18
@@ -253,3 +257,37 @@ def rows_to_str(rows: Iterable[int]) -> str:
         parts.append(str(rs[i]) if i == j else f"{rs[i]}-{rs[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+SHAPES_HELP = (
+    "Accepted: a [1,512] or [18,512] / [1,18,512] tensor or .npy array, a GANSpace PCA dict "
+    "{mean, comp, std}, a GANSpace configs text file, a list of [1,18,512] tensors, a JSON/dict "
+    "{name: [18,512] list}, or a Likeness .safetensors direction file."
+)
+
+
+def as_f32(x: Any) -> torch.Tensor:
+    """Any array-like -> a float32 CPU tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    return t.detach().to(device="cpu", dtype=torch.float32)
+
+
+def to_rows(value: Any, source: str) -> torch.Tensor:
+    """A [512] / [1,512] / [18,512] / [1,18,512] array-like -> float32 [18,512]."""
+    try:
+        t = as_f32(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: not a numeric array ({exc}). {SHAPES_HELP}") from None
+    shape = tuple(t.shape)
+    if shape in ((LATENT_DIM,), (1, LATENT_DIM)):
+        t = t.reshape(1, LATENT_DIM).repeat(NUM_ROWS, 1)
+    elif shape in ((NUM_ROWS, LATENT_DIM), (1, NUM_ROWS, LATENT_DIM)):
+        t = t.reshape(NUM_ROWS, LATENT_DIM).clone()
+    else:
+        raise CheckpointError(
+            f"{source}: a direction of shape {list(shape)} is not a StyleGAN2 W+ direction "
+            f"(expected [1,512], [512], [18,512] or [1,18,512]). {SHAPES_HELP}"
+        )
+    if not torch.isfinite(t).all():
+        raise CheckpointError(f"{source}: the direction contains NaN or infinite values; the file is damaged.")
+    return t.contiguous()

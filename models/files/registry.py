@@ -8,7 +8,7 @@ they are ``<models dir>/<folder key>``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ __all__ = [
     "list_files",
     "folder_paths_under",
     "walk_files",
+    "walk_folders",
 ]
 
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".sft")
@@ -184,13 +185,12 @@ def folder_paths_under(models_dir: str | Path) -> dict[str, list[Path]]:
     return {key: [root / key] for key in FOLDERS}
 
 
-def walk_files(base: Path) -> list[Path]:
-    """Every file below ``base``, sorted, following symlinked sub-folders (users link model folders in).
+def walk_folders(base: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, sorted file names)`` for ``base`` and every folder below it, following symlinks.
 
-    ``Path.rglob`` does not follow directory symlinks on Python < 3.13; a folder
-    reached twice through links is visited once.
+    ``Path.rglob`` does not follow directory symlinks on Python < 3.13 (users link model folders
+    in); a folder reached twice through links is visited once.
     """
-    found: list[Path] = []
     seen: set[str] = set()
     for root, dirs, files in os.walk(base, followlinks=True):
         real = os.path.realpath(root)
@@ -199,8 +199,12 @@ def walk_files(base: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()
-        found.extend(Path(root) / f for f in files)
-    return sorted(found)
+        yield Path(root), sorted(files)
+
+
+def walk_files(base: Path) -> list[Path]:
+    """Every file below ``base``, sorted (see :func:`walk_folders`)."""
+    return sorted(root / f for root, files in walk_folders(base) for f in files)
 
 
 def list_files(folder: str, search_paths: Mapping[str, Sequence[Path]]) -> list[str]:

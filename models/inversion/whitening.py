@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from ..errors import LikenessError
 from ..files.registry import find_file
+from ..mask_ops import ellipse_mask, polygon_mask
 from ..parsenet import PARSENET_FILE, ParseNet, background_mask, load_parsenet, parse_face
-from .pil_resample import pil_resize
 
 logger = logging.getLogger(__name__)
 
@@ -72,34 +74,20 @@ def whiten_background(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = nn.functional.conv2d(m, kernel.reshape(1, 1, 5, 1))
     m = torch.floor(m + 0.5).clamp(0.0, 255.0)
     if tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
-        m = pil_resize(m, (x.shape[-1], x.shape[-2]), "bicubic")
+        m = _pil_resize_masks(m, (x.shape[-1], x.shape[-2]))
     m = (m / 255.0).to(x.dtype)
     if m.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"mask batch {m.shape[0]} does not match image batch {x.shape[0]}")
     return x * (1 - m) + m
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a[0] * b[1] - a[1] * b[0])
-
-
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """Counter-clockwise convex hull (Andrew's monotone chain) of ``[N, 2]`` points."""
-    pts = np.unique(points, axis=0)
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
-    if len(pts) < 3:
-        return pts
-
-    def half(seq: np.ndarray) -> list[np.ndarray]:
-        chain: list[np.ndarray] = []
-        for p in seq:
-            while len(chain) >= 2 and _cross(chain[-1] - chain[-2], p - chain[-2]) <= 0:
-                chain.pop()
-            chain.append(p)
-        return chain
-
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+def _pil_resize_masks(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[B, 1, H, W]`` 0..255 masks resized with Pillow's bicubic filter (8-bit), as the official script."""
+    out = []
+    for plane in m[:, 0].round().clamp(0, 255).to(torch.uint8).cpu().numpy():
+        small = Image.fromarray(plane, "L").resize(size, Image.Resampling.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(small, dtype=np.float32).copy()))
+    return torch.stack(out)[:, None].to(m.device)
 
 
 #: How far above the eye line the landmark hull reaches, as a multiple of the chin's
@@ -134,44 +122,31 @@ def hull_background_mask(landmarks: Any, size: int, forehead_factor: float = HUL
     """
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] not in (5, 68, 106):
-        raise ValueError(f"landmarks must be [68, 2], [106, 2] or [5, 2], got {pts.shape}")
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        raise LikenessError(f"Landmarks must be [68, 2], [106, 2] or [5, 2]; got {pts.shape}.")
     if pts.shape[0] == 5:
         eye_avg = (pts[0] + pts[1]) / 2
-        mouth_avg = (pts[3] + pts[4]) / 2
-        down = mouth_avg - eye_avg
+        down = (pts[3] + pts[4]) / 2 - eye_avg
         e2m = float(np.hypot(*down))
         down = down / max(e2m, 1e-9)
-        side = np.array([-down[1], down[0]])
-        half_w = _ELLIPSE_HALF_WIDTH * float(np.hypot(*(pts[1] - pts[0])))
         chin = _ELLIPSE_CHIN * e2m
         top = forehead_factor * chin
+        half_w = _ELLIPSE_HALF_WIDTH * float(np.hypot(*(pts[1] - pts[0])))
+        angle = float(np.arctan2(down[0], -down[1]))  # the ellipse's first axis runs across the face
         centre = eye_avg + down * (chin - top) / 2
-        half_h = (chin + top) / 2
-        dx, dy = xx - centre[0], yy - centre[1]
-        a = (dx * side[0] + dy * side[1]) / half_w
-        b = (dx * down[0] + dy * down[1]) / half_h
-        inside = a * a + b * b <= 1.0
+        return 1.0 - ellipse_mask(centre, (half_w, (chin + top) / 2), angle, size, size)
+    if pts.shape[0] == 68:
+        eye_avg = (pts[36:42].mean(0) + pts[42:48].mean(0)) / 2
+        mouth_avg = (pts[48] + pts[54]) / 2
+        jaw = pts[0:17]
     else:
-        if pts.shape[0] == 68:
-            eye_avg = (pts[36:42].mean(0) + pts[42:48].mean(0)) / 2
-            mouth_avg = (pts[48] + pts[54]) / 2
-            jaw = pts[0:17]
-        else:
-            eye_avg = (
-                pts[[33, 35, 36, 37, 39, 40, 41, 42]].mean(0) + pts[[87, 89, 90, 91, 93, 94, 95, 96]].mean(0)
-            ) / 2
-            mouth_avg = (pts[56] + pts[69]) / 2
-            jaw = pts
-        down = mouth_avg - eye_avg
-        down = down / max(float(np.hypot(*down)), 1e-9)
-        depth = (jaw - eye_avg) @ down
-        mirrored = jaw - np.outer(depth * (1.0 + forehead_factor), down)
-        hull = _convex_hull(np.concatenate([pts, mirrored[depth > 0]]))
-        inside = np.ones((size, size), dtype=bool)
-        for p, q in zip(hull, np.roll(hull, -1, axis=0), strict=True):
-            inside &= (q[0] - p[0]) * (yy - p[1]) - (q[1] - p[1]) * (xx - p[0]) >= 0
-    return torch.from_numpy((~inside).astype(np.float32))
+        eye_avg = (pts[[33, 35, 36, 37, 39, 40, 41, 42]].mean(0) + pts[[87, 89, 90, 91, 93, 94, 95, 96]].mean(0)) / 2
+        mouth_avg = (pts[56] + pts[69]) / 2
+        jaw = pts
+    down = mouth_avg - eye_avg
+    down = down / max(float(np.hypot(*down)), 1e-9)
+    depth = (jaw - eye_avg) @ down
+    mirrored = jaw - np.outer(depth * (1.0 + forehead_factor), down)
+    return 1.0 - polygon_mask(np.concatenate([pts, mirrored[depth > 0]]), size, size)
 
 
 def whitening_mask(

@@ -38,7 +38,7 @@ def test_snapshot_equals_live_object_info(live):
     changed = sorted(c for c in snapshot if current[c] != snapshot[c])
     assert not changed, (
         f"node schemas changed since the snapshot: {changed}. Check the workflows still load, then run "
-        "'python -m tools.workflows.convert regenerate --server URL' and commit the result."
+        "'python -m models.cli workflows --server URL' and commit the result."
     )
 
 

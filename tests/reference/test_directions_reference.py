@@ -142,3 +142,9 @@ def test_real_latents_zero_identity_and_linearity(latents, catalog):
     torch.testing.assert_close(edit(w, [(dirs[1], s)]).double(), ref, rtol=0, atol=1e-5)
     res = sweep(w[:2], dirs[0], "-4:4:4")
     assert res.wplus.shape == (6, 18, 512) and res.labels[0] == "age=-4.0 #0"
+
+
+def test_layout_predicts_the_set_names_of_the_published_files(catalog, reference_dir):
+    from likeness.models.directions.index import layout_set_names
+
+    assert layout_set_names([reference_dir / "directions"]) == list(catalog.sets)

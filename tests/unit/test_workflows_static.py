@@ -1,7 +1,7 @@
 """Shipped workflows checked against the schema snapshot, without ComfyUI.
 
 The snapshot (tests/data/object_info_snapshot.json) is written by
-``python -m tools.workflows.convert regenerate`` and kept equal to a live server's
+``python -m models.cli workflows`` and kept equal to a live server's
 ``/object_info`` by tests/comfyui/test_workflows_ui.py.
 """
 

@@ -12,15 +12,14 @@ frontend 1.49, "version 0.4" graphs):
 
 Command line (from the repository root, with a ComfyUI server that has this pack)::
 
-    python -m models.workflow_format regenerate --server http://127.0.0.1:8188
+    python -m models.cli workflows --server http://127.0.0.1:8188
 
 rewrites ``workflows/<name>.json`` from ``workflows/api/<name>.json`` and the schema
-snapshot ``tests/data/object_info_snapshot.json`` used by the unit tests.
+snapshot ``tests/data/object_info_snapshot.json`` used by the unit tests (:func:`regenerate`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
+from .notes import FILE_LIST_INPUTS
 
 __all__ = [
     "FILE_LIST_INPUTS",
@@ -44,7 +44,7 @@ __all__ = [
     "ui_to_api",
     "widget_layout",
     "workflow_classes",
-    "main",
+    "regenerate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,15 +52,6 @@ logger = logging.getLogger(__name__)
 # Frontend-only nodes: never sent to the server, skipped by ui_to_api.
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-# Combos whose options are files on the user's machine: (class_type, input) -> folder.
-FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
-    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-    ("LoadImage", "image"): "input",
-    ("Likeness_LoadE4E", "e4e_name"): "e4e",
-    ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
-    ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
-    ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
-}
 _UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 UI_VERSION = 0.4
 
@@ -348,12 +339,13 @@ def snapshot_entries(object_info: Mapping[str, Any], classes: Iterable[str]) -> 
     return out
 
 
-def _regenerate(args: argparse.Namespace) -> int:
+def regenerate(server: str, root: Path) -> int:
+    """Rewrite the UI workflows and the schema snapshot from the API workflows and a live server."""
     from ..batch.client import ComfyClient
-    from .layout import model_note
+    from .notes import model_note
 
-    root = Path(args.root)
-    client = ComfyClient(args.server, timeout=60)
+    root = Path(root)
+    client = ComfyClient(server, timeout=60)
     object_info = client.object_info()
     stats = client.get("/system_stats")
     pack = _pack_meta(root)
@@ -391,26 +383,3 @@ def _pack_meta(root: Path) -> tuple[str, str]:
     if not all(found.values()):
         raise LikenessError(f"{root / 'pyproject.toml'}: [project] name/version not found")
     return found["name"].group(1), found["version"].group(1)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.workflow_format", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    regen = sub.add_parser(
-        "regenerate", help="rewrite workflows/*.json and the schema snapshot from workflows/api/*.json"
-    )
-    regen.add_argument(
-        "--server", required=True, help="URL of a running ComfyUI with this pack, e.g. http://127.0.0.1:8188"
-    )
-    regen.add_argument("--root", default=".", help="repository root (default: current directory)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _regenerate(args)
-    except LikenessError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
