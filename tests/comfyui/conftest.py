@@ -81,13 +81,24 @@ class ComfyServer:
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
         from likeness.models.files.registry import FOLDERS
+        from likeness.tools.workflows.shipped import SMOKE_NAMES
 
+        # the model names the shipped workflows use, linked to the smoke models, so a template opens in the
+        # frontend with nothing missing (API tests substitute the smoke names with shipped.smoke_prompt)
+        aliases = base / "shipped_names"
+        for (folder, shipped), smoke in SMOKE_NAMES.items():
+            link = aliases / folder / shipped
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(models / folder / smoke)
         keys = ["checkpoints", *FOLDERS]
         (base / "extra_model_paths.yaml").write_text(
             "likeness_tests:\n"
             f"  base_path: {models}\n"
             + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
+            + f"likeness_shipped_names:\n  base_path: {aliases}\n"
+            + "".join(f"  {folder}: {folder}\n" for folder in sorted({f for f, _ in SMOKE_NAMES}))
         )
 
     def start(self, timeout: float = 240.0) -> None:
