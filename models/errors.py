@@ -7,7 +7,7 @@ so it is written for artists, not for developers.
 
 from __future__ import annotations
 
-__all__ = ["LikenessError", "MissingModelError", "CheckpointError", "NoFaceError"]
+__all__ = ["LikenessError", "MissingModelError", "CheckpointError", "NoFaceError", "InputError"]
 
 
 class LikenessError(Exception):
@@ -24,3 +24,10 @@ class CheckpointError(LikenessError, ValueError):
 
 class NoFaceError(LikenessError, ValueError):
     """No usable face was found and the user chose the ``error`` policy."""
+
+
+class InputError(LikenessError, ValueError):
+    """A value the user gave (a widget, a mask or SEGS input, an argument) is malformed or out of range.
+
+    Also a ``ValueError``, so code that validated inputs with ``except ValueError`` keeps working.
+    """

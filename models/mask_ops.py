@@ -24,6 +24,8 @@ import torch
 from kornia.filters import gaussian_blur2d
 from kornia.morphology import dilation, erosion
 
+from .errors import InputError
+
 __all__ = ["convex_hull", "polygon_mask", "ellipse_mask", "grow_mask", "feather_mask", "feather_reach"]
 
 #: Largest disk radius of one kornia morphology pass; larger grows run as several passes (the
@@ -145,7 +147,7 @@ def feather_mask(mask: torch.Tensor, width: float, *, inside: bool = False) -> t
         Same shape, float (``mask``'s float dtype, else float32), values in [0, 1].
     """
     if not math.isfinite(width) or width < 0:
-        raise ValueError(f"feather width must be >= 0 pixels, got {width}")
+        raise InputError(f"feather width must be >= 0 pixels, got {width}.")
     if width == 0:
         return mask
     radius = math.ceil(width / 2)

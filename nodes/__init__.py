@@ -13,11 +13,13 @@ except ImportError as exc:  # pragma: no cover - depends on the user's ComfyUI
         "Update ComfyUI and restart."
     ) from exc
 
+from .directions_nodes import LikenessLoadDirections
 from .doctor_node import DOCTOR_NODES
 from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
 from .inversion_nodes import INVERSION_NODES
 from .refine_node import REFINE_NODES
+from .wplus_file_nodes import WPLUS_FILE_NODES
 from .wplus_nodes import WPLUS_NODES
 
 __all__ = ["LikenessExtension", "NODES"]
@@ -25,6 +27,8 @@ __all__ = ["LikenessExtension", "NODES"]
 NODES: list[type[io.ComfyNode]] = [
     *FACE_NODES,
     *INVERSION_NODES,
+    *WPLUS_FILE_NODES,
+    LikenessLoadDirections,
     *EDITING_NODES,
     *WPLUS_NODES,
     *REFINE_NODES,

@@ -1,4 +1,4 @@
-"""Attribute editing in W+: load a direction set, edit with sliders, sweep, mix identities."""
+"""Attribute editing in W+: edit with sliders, sweep, mix identities."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse_strengths, rows_to_str, sweep
-from ..models.directions.discovery import discover_directions
+from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse_strengths, resolve_rows, sweep
 from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes
 from ..models.preview.live import remember_wplus
-from .folders import search_paths
 from .sockets import Directions, WPlus
-from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
-EDIT_SLOTS = 4
+MAX_EDITS = 8
 ROWS_TOOLTIP = (
     "W+ rows the edit touches: 'default' (the direction's own rows), 'all', 'coarse' (0-3: pose, face shape), "
     "'middle' (4-7: expression, hair), 'fine' (8-17: colour, texture), 'seeprettyface' (0-7), or a list like '0-3,8'."
@@ -29,70 +26,15 @@ GANSPACE_TOOLTIP = (
 )
 
 
-def _catalog():
-    return discover_directions(search_paths()["likeness_directions"])
-
-
-def _set_names() -> list[str]:
-    names = list(_catalog().sets)
-    return names or ["(no direction files found: see the Likeness Doctor node)"]
-
-
-def describe_set(ds: DirectionSet) -> str:
-    """One line per direction: name, recommended range, default rows; then the licence."""
-    lines = [f"{ds.name}  ({len(ds.directions)} directions; licence: {ds.licence})"]
-    for name, d in ds.directions.items():
-        lo, hi = d.recommended_range
-        lines.append(f"  {name:24s} range {lo:+g}..{hi:+g}  rows {rows_to_str(d.default_rows)}  [{d.kind}]")
-    if ds.note:
-        lines.append(ds.note)
-    return "\n".join(lines)
-
-
-class LikenessLoadDirections(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="Likeness_LoadDirections",
-            display_name="Likeness Load Directions",
-            category="likeness/editing",
-            description=(
-                "Loads a set of attribute directions (age, smile, pose, ...) from models/likeness_directions. "
-                "Licences differ per set: encoder4editing, InterFaceGAN and PreciseControl are MIT; the w-plus-adapter "
-                "configs are S-Lab NON-COMMERCIAL and seeprettyface latent_directions are Nvidia NON-COMMERCIAL."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "direction_set",
-                    options=_set_names(),
-                    tooltip="A direction set found in models/likeness_directions (subfolders allowed).",
-                ),
-            ],
-            outputs=[
-                Directions.Output(
-                    "directions", tooltip="The named directions, for Edit Attributes and Attribute Sweep."
-                ),
-                io.String.Output(
-                    "info", tooltip="Each direction with its recommended strength range, rows and the set's licence."
-                ),
-            ],
-        )
-
-    @classmethod
-    def execute(cls, direction_set: str) -> io.NodeOutput:
-        catalog = _catalog()
-        if direction_set not in catalog.sets:
-            raise LikenessError(
-                f"Direction set {direction_set!r} was not found. Available: {', '.join(catalog.sets) or 'none'}. "
-                "Put the direction files in models/likeness_directions (see README, 'Directions') and refresh."
-            )
-        ds = catalog.sets[direction_set]
-        info = describe_set(ds)
-        if catalog.problems:
-            info += "\n\nUnusable files in the folder:\n" + "\n".join(
-                f"  {p.path}: {p.reason}" for p in catalog.problems
-            )
-        return io.NodeOutput(ds, info, ui=ui.PreviewText(info))
+def _ganspace_input() -> io.Combo.Input:
+    return io.Combo.Input(
+        "ganspace_mode",
+        options=["offset", "set"],
+        default="offset",
+        optional=True,
+        advanced=True,
+        tooltip=GANSPACE_TOOLTIP,
+    )
 
 
 def _slot_inputs(i: int) -> list:
@@ -100,7 +42,6 @@ def _slot_inputs(i: int) -> list:
         io.String.Input(
             f"attribute_{i}",
             default="",
-            optional=True,
             tooltip=f"Edit {i}: a direction name of the set (empty = unused). See the loader's info output.",
         ),
         io.Float.Input(
@@ -109,11 +50,23 @@ def _slot_inputs(i: int) -> list:
             min=STRENGTH_MIN,
             max=STRENGTH_MAX,
             step=0.1,
-            optional=True,
             tooltip=f"Edit {i}: strength (0 = no change). Recommended ranges are listed in the loader's info output.",
         ),
-        io.String.Input(f"rows_{i}", default="default", optional=True, tooltip=ROWS_TOOLTIP),
+        io.String.Input(f"rows_{i}", default="default", tooltip=ROWS_TOOLTIP),
     ]
+
+
+def _edits_input() -> io.DynamicCombo.Input:
+    """How many slider slots the node shows (1 to :data:`MAX_EDITS`); each slot is name, strength, rows."""
+    options = [
+        io.DynamicCombo.Option(str(n), [inp for i in range(1, n + 1) for inp in _slot_inputs(i)])
+        for n in range(1, MAX_EDITS + 1)
+    ]
+    return io.DynamicCombo.Input(
+        "edits",
+        options=options,
+        tooltip=f"Number of attribute sliders (1 to {MAX_EDITS}); more edits fit in 'extra_edits'.",
+    )
 
 
 def parse_extra_edits(text: str) -> list[tuple[str, float, str]]:
@@ -138,14 +91,41 @@ def _rows(spec: str):
     return None if spec == "default" else spec
 
 
+def _requested(edits: dict, extra_edits: str) -> list[tuple[str, float, str]]:
+    """``(name, strength, rows)`` of the filled slots, then of the extra lines."""
+    requested = []
+    for i in range(1, MAX_EDITS + 1):
+        name = (edits.get(f"attribute_{i}") or "").strip()
+        if name:
+            requested.append((name, float(edits.get(f"strength_{i}", 0.0)), edits.get(f"rows_{i}") or "default"))
+    return requested + parse_extra_edits(extra_edits or "")
+
+
+def check_texts(rows: list[str | None] = (), strengths: list[str | None] = (), extra_edits: str | None = None):
+    """``True`` or the first problem of the text inputs a node can check before the graph runs."""
+    try:
+        for spec in rows:
+            if isinstance(spec, str) and _rows(spec) is not None:
+                resolve_rows(_rows(spec))
+        for text in strengths:
+            if isinstance(text, str):
+                parse_strengths(text)
+        for _, _, spec in parse_extra_edits(extra_edits) if isinstance(extra_edits, str) else []:
+            if _rows(spec) is not None:
+                resolve_rows(_rows(spec))
+    except LikenessError as exc:
+        return str(exc)
+    return True
+
+
 class LikenessEditAttributes(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        slots = [inp for i in range(1, EDIT_SLOTS + 1) for inp in _slot_inputs(i)]
         return io.Schema(
             node_id="Likeness_EditAttributes",
             display_name="Likeness Edit Attributes",
             category="likeness/editing",
+            search_aliases=["age", "smile", "pose", "glasses", "expression", "attribute slider", "face edit"],
             description=(
                 "Moves an identity's W+ code along attribute directions (age, smile, pose, glasses, ...): "
                 "w' = w + strength * direction on the chosen rows. Strength 0 leaves the code exactly unchanged. "
@@ -154,21 +134,16 @@ class LikenessEditAttributes(io.ComfyNode):
             inputs=[
                 WPlus.Input("wplus", tooltip="The identity's W+ code(s), from Invert Face or Load W+."),
                 Directions.Input("directions", tooltip="A direction set from Load Directions."),
-                *slots,
+                _edits_input(),
                 io.String.Input(
                     "extra_edits",
                     default="",
                     multiline=True,
                     optional=True,
+                    advanced=True,
                     tooltip="More edits, one per line: 'name strength [rows]', e.g. 'smile -1 0-7'.",
                 ),
-                io.Combo.Input(
-                    "ganspace_mode",
-                    options=["offset", "set"],
-                    default="offset",
-                    optional=True,
-                    tooltip=GANSPACE_TOOLTIP,
-                ),
+                _ganspace_input(),
             ],
             outputs=[
                 WPlus.Output("wplus", tooltip="The edited W+ code(s), same batch as the input."),
@@ -177,17 +152,17 @@ class LikenessEditAttributes(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
+        slots = edits or {}
+        return check_texts(rows=[slots.get(f"rows_{i}") for i in range(1, MAX_EDITS + 1)], extra_edits=extra_edits)
+
+    @classmethod
     def execute(
-        cls, wplus: WPlusCodes, directions: DirectionSet, extra_edits: str = "", ganspace_mode: str = "offset", **slots
+        cls, wplus: WPlusCodes, directions: DirectionSet, edits: dict, extra_edits: str = "", ganspace_mode="offset"
     ) -> io.NodeOutput:
-        requested = []
-        for i in range(1, EDIT_SLOTS + 1):
-            name = (slots.get(f"attribute_{i}") or "").strip()
-            if name:
-                requested.append((name, float(slots.get(f"strength_{i}", 0.0)), slots.get(f"rows_{i}", "default")))
-        requested += parse_extra_edits(extra_edits or "")
-        edits = [Edit(directions[name], strength, _rows(rows)) for name, strength, rows in requested]
-        codes = edit(wplus.codes, edits, ganspace_mode=ganspace_mode) if edits else wplus.codes
+        requested = _requested(edits, extra_edits)
+        chosen = [Edit(directions[name], strength, _rows(rows)) for name, strength, rows in requested]
+        codes = edit(wplus.codes, chosen, ganspace_mode=ganspace_mode) if chosen else wplus.codes
         summary = ", ".join(f"{n} {s:+g} (rows {r})" for n, s, r in requested) or "no edits"
         out = wplus.with_codes(codes, wplus.labels, edits=summary)
         return io.NodeOutput(out, summary, ui=ui.PreviewText(summary))
@@ -200,6 +175,7 @@ class LikenessAttributeSweep(io.ComfyNode):
             node_id="Likeness_AttributeSweep",
             display_name="Likeness Attribute Sweep",
             category="likeness/editing",
+            search_aliases=["age", "smile", "attribute sweep", "strip", "grid", "aging"],
             description=(
                 "One attribute over a list of strengths (or a grid over two attributes) as one W+ batch with labels. "
                 "Feed it to Apply W+ Adapter with a latent batch of the same size to render an age/smile strip in one "
@@ -220,16 +196,14 @@ class LikenessAttributeSweep(io.ComfyNode):
                     tooltip="Optional second direction: makes a grid (empty = a strip).",
                 ),
                 io.String.Input(
-                    "strengths_b", default="-1,0,1", optional=True, tooltip="Strengths of the second direction."
-                ),
-                io.String.Input("rows_b", default="default", optional=True, tooltip=ROWS_TOOLTIP),
-                io.Combo.Input(
-                    "ganspace_mode",
-                    options=["offset", "set"],
-                    default="offset",
+                    "strengths_b",
+                    default="-1,0,1",
                     optional=True,
-                    tooltip=GANSPACE_TOOLTIP,
+                    advanced=True,
+                    tooltip="Strengths of the second direction.",
                 ),
+                io.String.Input("rows_b", default="default", optional=True, advanced=True, tooltip=ROWS_TOOLTIP),
+                _ganspace_input(),
             ],
             outputs=[
                 WPlus.Output(
@@ -240,6 +214,12 @@ class LikenessAttributeSweep(io.ComfyNode):
                 io.Int.Output("batch_size", tooltip="Number of sweep points: set the latent batch to this."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(
+        cls, strengths: str | None = None, rows: str | None = None, strengths_b: str | None = None, rows_b=None
+    ) -> bool | str:
+        return check_texts(rows=[rows, rows_b], strengths=[strengths, strengths_b])
 
     @classmethod
     def execute(
@@ -255,19 +235,14 @@ class LikenessAttributeSweep(io.ComfyNode):
         ganspace_mode: str = "offset",
     ) -> io.NodeOutput:
         dir_a = directions[attribute.strip()]
+        values = parse_strengths(strengths)
         if attribute_b and attribute_b.strip():
+            dir_b, values_b = directions[attribute_b.strip()], parse_strengths(strengths_b)
             result = grid_sweep(
-                wplus.codes,
-                dir_a,
-                parse_strengths(strengths),
-                directions[attribute_b.strip()],
-                parse_strengths(strengths_b),
-                _rows(rows),
-                _rows(rows_b),
-                ganspace_mode=ganspace_mode,
+                wplus.codes, dir_a, values, dir_b, values_b, _rows(rows), _rows(rows_b), ganspace_mode=ganspace_mode
             )
         else:
-            result = sweep(wplus.codes, dir_a, parse_strengths(strengths), _rows(rows), ganspace_mode=ganspace_mode)
+            result = sweep(wplus.codes, dir_a, values, _rows(rows), ganspace_mode=ganspace_mode)
         out = wplus.with_codes(result.wplus, tuple(result.labels), sweep=attribute)
         labels = "\n".join(result.labels)
         return io.NodeOutput(out, labels, out.batch, ui=ui.PreviewText(labels))
@@ -280,6 +255,7 @@ class LikenessMixIdentities(io.ComfyNode):
             node_id="Likeness_MixIdentities",
             display_name="Likeness Mix Identities",
             category="likeness/editing",
+            search_aliases=["identity mix", "face blend", "expression transfer", "morph faces"],
             description=(
                 "Mixes two W+ codes: on the chosen rows w = lerp(A, B, alpha), other rows from A. alpha 1 on 'middle' "
                 "rows takes the expression of B onto the identity of A; 'all' with 0.5 averages two faces."
@@ -302,12 +278,16 @@ class LikenessMixIdentities(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, rows: str | None = None) -> bool | str:
+        return check_texts(rows=[rows])
+
+    @classmethod
     def execute(cls, wplus_a: WPlusCodes, wplus_b: WPlusCodes, alpha: float, rows: str) -> io.NodeOutput:
         codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=_rows(rows) or "all")
         out = wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
-        remember_wplus(cls.hidden.unique_id, "Likeness_MixIdentities", out)
+        remember_wplus(cls.hidden.unique_id, "Likeness_MixIdentities", out)  # the live preview may start from it
         text = f"{out.batch} code(s): A with B on rows {rows} at alpha {alpha:g}"
-        return io.NodeOutput(out, ui=node_ui(cls, text))
+        return io.NodeOutput(out, ui=ui.PreviewText(text))
 
 
-EDITING_NODES = [LikenessLoadDirections, LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]
+EDITING_NODES = [LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]

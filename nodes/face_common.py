@@ -12,7 +12,23 @@ from comfy_api.latest import io
 from ..models.face import SELECTION_MODES, Face, FaceAnalyzer
 from ..models.images import to_rgb_uint8
 
-__all__ = ["DetectedFaces", "detect_batch", "policy_warning", "FACE_SELECTION_INPUTS", "NO_FACE_INPUT"]
+__all__ = [
+    "DetectedFaces",
+    "detect_batch",
+    "policy_warning",
+    "FACE_SELECTION_INPUTS",
+    "NO_FACE_INPUT",
+    "GROW_TOOLTIP",
+    "FEATHER_TOOLTIP",
+]
+
+#: The shared meaning of the mask edge inputs on every node (see models/mask_ops.py).
+GROW_TOOLTIP = (
+    "Grow (positive) or shrink (negative) the mask by this many pixels: a round dilation/erosion of its edge."
+)
+FEATHER_TOOLTIP = (
+    "Soft edge in pixels: the mask ramps from 0 to 1 over this width, centred on the (grown) edge. 0 = hard edge."
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,13 @@ FACE_SELECTION_INPUTS = [
         "all faces.",
     ),
     io.Int.Input(
-        "face_index", default=0, min=0, max=63, optional=True, tooltip="Face index for the index modes (0 = first)."
+        "face_index",
+        default=0,
+        min=0,
+        max=63,
+        optional=True,
+        advanced=True,
+        tooltip="Face index for the index modes (0 = first).",
     ),
 ]
 

@@ -21,7 +21,15 @@ from ..models.face import (
     thresholds_for,
 )
 from ..models.images import to_rgb_uint8
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch, policy_warning
+from .face_common import (
+    FACE_SELECTION_INPUTS,
+    FEATHER_TOOLTIP,
+    GROW_TOOLTIP,
+    NO_FACE_INPUT,
+    DetectedFaces,
+    detect_batch,
+    policy_warning,
+)
 from .folders import search_paths
 from .sockets import FaceAnalyzerType, Faces
 from .ui_output import node_ui
@@ -42,6 +50,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
             node_id="Likeness_FaceAnalyzer",
             display_name="Likeness Face Analyzer",
             category="likeness/face",
+            search_aliases=["face detector", "insightface", "face recognition", "identity", "antelopev2"],
             description="Chooses the face detector / recogniser. " + BACKEND_NOTE,
             inputs=[
                 io.Combo.Input(
@@ -54,6 +63,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                     "insightface_pack",
                     options=["antelopev2", "buffalo_l"],
                     default="antelopev2",
+                    advanced=True,
                     tooltip="insightface model pack folder name (insightface backend only).",
                 ),
                 io.Combo.Input(
@@ -68,6 +78,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                         "OpenVINOExecutionProvider",
                     ],
                     default="cpu",
+                    advanced=True,
                     tooltip="ONNX Runtime provider for insightface; 'auto' picks the best available. CPU is the safe "
                     "default.",
                 ),
@@ -77,10 +88,17 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                     min=160,
                     max=1280,
                     step=32,
+                    advanced=True,
                     tooltip="Detector input size in pixels; smaller finds big faces faster, larger finds small faces.",
                 ),
                 io.Float.Input(
-                    "det_threshold", default=0.5, min=0.05, max=0.99, step=0.01, tooltip="Minimum detection confidence."
+                    "det_threshold",
+                    default=0.5,
+                    min=0.05,
+                    max=0.99,
+                    step=0.01,
+                    advanced=True,
+                    tooltip="Minimum detection confidence.",
                 ),
             ],
             outputs=[
@@ -129,6 +147,7 @@ class LikenessDetectFaces(io.ComfyNode):
             node_id="Likeness_DetectFaces",
             display_name="Likeness Detect Faces",
             category="likeness/face",
+            search_aliases=["face detection", "landmarks", "find faces", "identity"],
             description="Detects faces (boxes, 5 points, 68 points and identity embeddings when the backend has "
             "them) in every image of a batch.",
             inputs=[
@@ -164,6 +183,7 @@ class LikenessFaceMask(io.ComfyNode):
             node_id="Likeness_FaceMask",
             display_name="Likeness Face Mask",
             category="likeness/face",
+            search_aliases=["face mask", "eyes mask", "mouth mask", "face segmentation", "face parts"],
             description="A MASK at image resolution from detected faces: the whole face (landmark hull or ellipse) "
             "or parts (eyes, nose, mouth), grown and feathered in pixels.",
             inputs=[
@@ -174,21 +194,8 @@ class LikenessFaceMask(io.ComfyNode):
                     default="face",
                     tooltip="Whole face, one part, both eyes, or all parts (FaceA-Net's local tasks).",
                 ),
-                io.Int.Input(
-                    "grow",
-                    default=0,
-                    min=-256,
-                    max=256,
-                    tooltip="Grow (positive) or shrink (negative) the mask, in pixels.",
-                ),
-                io.Float.Input(
-                    "feather",
-                    default=0.0,
-                    min=0.0,
-                    max=256.0,
-                    step=0.5,
-                    tooltip="Soft edge width in pixels (Gaussian).",
-                ),
+                io.Int.Input("grow", default=0, min=-128, max=128, tooltip=GROW_TOOLTIP),
+                io.Float.Input("feather", default=0.0, min=0.0, max=200.0, step=1.0, tooltip=FEATHER_TOOLTIP),
                 *FACE_SELECTION_INPUTS,
             ],
             outputs=[
@@ -224,12 +231,11 @@ class LikenessIdentityScore(io.ComfyNode):
             node_id="Likeness_IdentityScore",
             display_name="Likeness Identity Score",
             category="likeness/face",
+            search_aliases=["identity", "face similarity", "likeness score", "same person", "face verification"],
             description=(
                 "Cosine similarity between the face in a reference photo and the best-matching face in each image, "
-                "with a "
-                "verdict (same person / uncertain / different) from thresholds documented per recogniser. Prefer a "
-                "recogniser "
-                "other than the one that conditioned the generation."
+                "with a verdict (same person / uncertain / different) from thresholds documented per recogniser. "
+                "Prefer a recogniser other than the one that conditioned the generation."
             ),
             inputs=[
                 io.Image.Input("reference", tooltip="Photo of the person (its largest face is the reference)."),
@@ -243,7 +249,10 @@ class LikenessIdentityScore(io.ComfyNode):
             ],
             outputs=[
                 io.Float.Output(
-                    "scores", tooltip="One cosine similarity per image (NaN where no face).", is_output_list=True
+                    "scores",
+                    tooltip="One cosine similarity per image (NaN where no face; images skipped by on_no_face = skip "
+                    "have none).",
+                    is_output_list=True,
                 ),
                 io.String.Output(
                     "table", tooltip="Readable table: image, face, cosine, L2, verdict, and the rule used."
@@ -268,8 +277,10 @@ class LikenessIdentityScore(io.ComfyNode):
             )
         faces = detect_batch(analyzer, images)
         _, report = apply_policy(faces.faces, on_no_face, faces.sizes)
-        scores = identity_scores(ref, faces.faces)
+        scores = [s for s in identity_scores(ref, faces.faces) if s.index not in report.skipped]
         table = identity_table(scores, ref.embedding_model, thresholds_for(ref.embedding_model))
+        if report.missing:
+            table += "\n" + report.summary()
         warning = policy_warning(report)
         return io.NodeOutput([s.cosine for s in scores], table, ui=node_ui(cls, table, warning=warning))
 

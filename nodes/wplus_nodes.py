@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..models.files.registry import find_file
 from ..models.inversion.codes import WPlusCodes
 from ..models.wplus_adapter.model import load_wplus_adapter
-from .folders import file_list, search_paths
+from .folders import file_choices, search_paths, validate_file
 from .patching import LoadedWPlusAdapter, apply_wplus_adapter
 from .sockets import WPlus, WPlusAdapterType
 from .ui_output import node_ui
@@ -27,20 +27,24 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
             node_id="Likeness_LoadWPlusAdapter",
             display_name="Likeness Load W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "wplus", "ip adapter"],
             description=(
                 "Loads the official W+ adapter (csxmli2016/w-plus-adapter: wplus_adapter.bin = stage 2, the main "
-                "model; "
-                f"wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
+                f"model; wplus_adapter_stage1.bin = stage 1) from models/wplus. SD1.5 only. {LICENCE_NOTE}"
             ),
             inputs=[
                 io.Combo.Input(
                     "adapter_name",
-                    options=file_list("wplus") or ["wplus_adapter.bin"],
+                    options=file_choices("wplus"),
                     tooltip=f"File in models/wplus. {LICENCE_NOTE}",
                 ),
             ],
             outputs=[WPlusAdapterType.Output("adapter", tooltip="The loaded adapter, for Apply W+ Adapter.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, adapter_name: str) -> bool | str:
+        return validate_file("wplus", adapter_name)
 
     @classmethod
     def execute(cls, adapter_name: str) -> io.NodeOutput:
@@ -58,11 +62,11 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
             node_id="Likeness_ApplyWPlusAdapter",
             display_name="Likeness Apply W+ Adapter",
             category="likeness/adapter",
+            search_aliases=["w+ adapter", "identity", "face id", "age", "smile", "personalize"],
             description=(
                 "Conditions an SD1.5 MODEL on an identity's W+ code: every cross-attention gets the adapter's residual "
-                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. A "
-                "W+ "
-                "batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
+                "branch to_out(h_text + weight * h_W+). Returns a patched copy; the input MODEL is never modified. "
+                "A W+ batch maps one code per latent (e.g. an attribute sweep). Stacks with IPAdapter-style patches."
             ),
             inputs=[
                 io.Model.Input(
@@ -95,6 +99,7 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
                     min=0.0,
                     max=1.0,
                     step=0.01,
+                    advanced=True,
                     tooltip="Fraction of the steps after which W+ stops acting.",
                 ),
                 io.Mask.Input(

@@ -35,6 +35,8 @@ __all__ = [
     "shapes_of",
     "validate_shapes",
     "identify",
+    "CONTEXT_FAMILIES",
+    "family_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,16 @@ logger = logging.getLogger(__name__)
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_REPORTED = 5
+
+#: Stable Diffusion families by the UNet's cross-attention context width.
+CONTEXT_FAMILIES: dict[int, str] = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
+
+
+def family_name(context_width: int | None, unknown: str | None = None) -> str:
+    """``"SD1.5"``/``"SD2.x"``/``"SDXL"`` for a context width, else ``unknown`` (default "context width N")."""
+    if context_width in CONTEXT_FAMILIES:
+        return CONTEXT_FAMILIES[context_width]
+    return unknown if unknown is not None else f"context width {context_width}"
 
 
 def _sniff(path: Path) -> str:
@@ -213,14 +225,12 @@ def identify(state: Mapping[str, torch.Tensor]) -> str:
 
     if has("wplus_adapter.") or has("w_proj."):
         ctx = width("to_k_wplus.weight")
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, f"context width {ctx}")
-        return f"a W+ adapter for {family} (context width {ctx})"
+        return f"a W+ adapter for {family_name(ctx)} (context width {ctx})"
     if has("image_style_proj."):
         return "a PSTF-AttControl checkpoint (SDXL; image_proj + image_style_proj + ip_adapter)"
     if has("image_proj.") and has("ip_adapter."):
         ctx = width("to_k_ip.weight")
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, f"context width {ctx}")
-        return f"an IP-Adapter/InstantID checkpoint for {family}"
+        return f"an IP-Adapter/InstantID checkpoint for {family_name(ctx)}"
     if has("state_dict.encoder.") or has("encoder.styles."):
         return "an e4e/pSp encoder checkpoint"
     if has("g_ema.") or has("decoder.style.") or has("style.1.weight"):
@@ -231,7 +241,6 @@ def identify(state: Mapping[str, torch.Tensor]) -> str:
             if k.endswith("attn2.to_k.weight") and k.startswith("model.diffusion_model."):
                 ctx = int(state[k].shape[1])
                 break
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, "a diffusion model")
-        return f"a full Stable Diffusion checkpoint ({family})"
+        return f"a full Stable Diffusion checkpoint ({family_name(ctx, 'a diffusion model')})"
     tops = sorted({k.split(".", 1)[0] for k in keys})
     return f"an unknown layout with {len(keys)} tensors, top-level keys {tops[:8]}"

@@ -224,19 +224,17 @@ class E4EInverter:
         self._decoder: Generator | None = None
         self.opts = dict(opts or {})
         self.source = source
-        self._device = torch.device("cpu")
-        self._dtype = torch.float32
-        self.to(next(encoder.parameters()).device, next(encoder.parameters()).dtype)
+        self.to()
 
     @property
     def device(self) -> torch.device:
-        """Device of the encoder (and of the decoder once built)."""
-        return self._device
+        """Device of the encoder's weights (a host such as ComfyUI may move them between calls)."""
+        return next(self.encoder.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype of the networks; outputs are always float32."""
-        return self._dtype
+        return next(self.encoder.parameters()).dtype
 
     @property
     def has_decoder(self) -> bool:
@@ -252,15 +250,15 @@ class E4EInverter:
         """Move the networks (in place) and return self; ``latent_avg`` stays float32."""
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"E4EInverter dtype must be a floating dtype, got {dtype}")
-        self._device = torch.device(device) if device is not None else self._device
-        self._dtype = dtype or self._dtype
-        self.encoder.to(device=self._device, dtype=self._dtype)
-        if self._device.type == "cpu":
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        self.encoder.to(device=device, dtype=dtype)
+        if device.type == "cpu":
             # oneDNN convolutions are faster in NHWC; changes W+ by ~3e-6 (fp32), see bench/bench_inversion.py
             self.encoder.to(memory_format=torch.channels_last)
-        self.latent_avg = self.latent_avg.to(self._device, torch.float32)
+        self.latent_avg = self.latent_avg.to(device, torch.float32)
         if self._decoder is not None:
-            self._decoder.to(device=self._device, dtype=self._dtype)
+            self._decoder.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -286,8 +284,9 @@ class E4EInverter:
             )
         if images.numel() and float(images.min()) >= 0.0:
             logger.warning("e4e: input has no negative values; expected RGB in [-1, 1], not [0, 1]")
-        x = images.to(self._device, self._dtype)
-        if self._device.type == "cpu":
+        device = self.device
+        x = images.to(device, self.dtype)
+        if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         hooks = []
         if progress is not None:
@@ -305,7 +304,7 @@ class E4EInverter:
         finally:
             for hook in hooks:
                 hook.remove()
-        return offsets.float() + self.latent_avg.unsqueeze(0)
+        return offsets.float() + self.latent_avg.to(device).unsqueeze(0)
 
     def decoder(self) -> Generator:
         """The StyleGAN2-1024 decoder, built (strictly) from the kept weights on first use.
@@ -323,9 +322,9 @@ class E4EInverter:
                 gen = Generator(STYLEGAN_SIZE, STYLE_DIM, 8, channel_multiplier=2)
             gen.load_state_dict(self._decoder_state, strict=True, assign=True)
             gen.eval().requires_grad_(False)
-            self._decoder = gen.to(device=self._device, dtype=self._dtype)
+            self._decoder = gen.to(device=self.device, dtype=self.dtype)
             self._decoder_state = None
-            logger.info("e4e: built the StyleGAN2 decoder from %s on %s (%s)", self.source, self._device, self._dtype)
+            logger.info("e4e: built the StyleGAN2 decoder from %s on %s (%s)", self.source, self.device, self.dtype)
         return self._decoder
 
     def decode(self, wplus: torch.Tensor, size: int | None = None, fast: bool = False) -> torch.Tensor:
@@ -347,13 +346,14 @@ class E4EInverter:
         if not 1 <= out_size <= STYLEGAN_SIZE:
             raise ValueError(f"preview size must be in 1..1024 pixels, got {size}")
         gen = self.decoder()
+        param = next(gen.parameters())
         stop = STYLEGAN_SIZE
         if fast:
             stop = 4
             while stop < out_size:
                 stop *= 2
         with torch.no_grad():
-            img = gen(wplus.to(self._device, self._dtype), max_resolution=stop).float()
+            img = gen(wplus.to(param.device, param.dtype), max_resolution=stop).float()
         if img.shape[-1] != out_size:
             img = F.interpolate(img, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
         return img

@@ -7,17 +7,15 @@ PSFRGAN's ParseNet (19 classes, :mod:`..parsenet`), marks background (0) and clo
 with Pillow's default (bicubic) filter and composites ``x * (1 - M) + M`` on the
 e4e input.
 
-Fallbacks are explicit user choices (:func:`whitening_mask` ``method``):
-``"parsenet"`` (the official network; needs ``parse_multi_iter_90000.pth`` in the
-``face_parsing`` folder), ``"landmark_hull"`` (a geometric mask from landmarks,
-no model) and ``"none"`` (no whitening).
+Fallbacks are explicit user choices (:func:`.pipeline.resolve_whitening` decides and loads
+the model once): ``"parsenet"`` (the official network; needs ``parse_multi_iter_90000.pth``
+in the ``face_parsing`` folder), ``"landmark_hull"`` (a geometric mask from landmarks, no
+model) and ``"none"`` (no whitening).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +24,8 @@ from PIL import Image
 from torch import nn
 
 from ..errors import LikenessError
-from ..files.registry import find_file
 from ..mask_ops import ellipse_mask, polygon_mask
-from ..parsenet import PARSENET_FILE, ParseNet, background_mask, load_parsenet, parse_face
+from ..parsenet import ParseNet, background_mask, parse_face
 
 logger = logging.getLogger(__name__)
 
@@ -150,43 +147,34 @@ def hull_background_mask(landmarks: Any, size: int, forehead_factor: float = HUL
 
 
 def whitening_mask(
-    method: str,
-    image: np.ndarray,
-    *,
-    landmarks: Any = None,
-    parsenet: ParseNet | None = None,
-    search_paths: Mapping[str, Sequence[Path]] | None = None,
-) -> tuple[torch.Tensor, str]:
-    """The background mask for whitening, by an explicit user choice.
+    method: str, image: np.ndarray, *, landmarks: Any = None, parsenet: ParseNet | None = None
+) -> torch.Tensor:
+    """The background mask of one resolved whitening method (see :func:`.pipeline.resolve_whitening`).
 
     Args:
         method: ``"parsenet"`` (official), ``"landmark_hull"`` (no model) or ``"none"``.
         image: aligned uint8 ``[S, S, 3]`` face (512 px for ``"parsenet"``).
         landmarks: landmarks in aligned pixel coordinates (``AlignedFace.landmarks``);
             required for ``"landmark_hull"``.
-        parsenet: a loaded :class:`ParseNet`; when None, ``parse_multi_iter_90000.pth`` is
-            looked up in the ``face_parsing`` folders of ``search_paths`` and loaded.
-        search_paths: ``{folder key: [directories]}`` (see :mod:`.registry`).
+        parsenet: the loaded :class:`ParseNet`; required for ``"parsenet"``.
 
     Returns:
-        ``(mask, method_used)``: float32 ``[S, S]`` mask (1 = background) and the method.
+        float32 ``[S, S]`` mask, 1 = background (all 0 for ``"none"``).
 
     Raises:
-        ValueError: unknown method, or no landmarks for ``"landmark_hull"``.
-        MissingModelError: ``"parsenet"`` without a model and no file found (lists the folders
-            searched and where to download it; ``"landmark_hull"`` works without it).
+        ValueError: unknown method or a missing landmark/model argument (programming errors).
+        LikenessError: ParseNet on a face that is not 512 px (align with the wplus_adapter recipe).
     """
     if method not in WHITENING_METHODS:
         raise ValueError(f"unknown whitening method {method!r}; choose one of {list(WHITENING_METHODS)}")
     size = int(image.shape[0])
     if method == "none":
-        return torch.zeros(size, size), "none"
+        return torch.zeros(size, size)
     if method == "landmark_hull":
         if landmarks is None:
             raise ValueError("whitening method 'landmark_hull' needs the face landmarks (in aligned coordinates)")
         logger.info("whitening: landmark-hull background mask (no face-parsing model used)")
-        return hull_background_mask(landmarks, size), "landmark_hull"
+        return hull_background_mask(landmarks, size)
     if parsenet is None:
-        parsenet = load_parsenet(find_file("face_parsing", PARSENET_FILE, search_paths or {}))
-    labels = parse_face(parsenet, image)
-    return background_mask(labels).cpu(), "parsenet"
+        raise ValueError("whitening method 'parsenet' needs the loaded ParseNet (see pipeline.resolve_whitening)")
+    return background_mask(parse_face(parsenet, image)).cpu()

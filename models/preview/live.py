@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from ..directions import DirectionSet, Edit, edit, rows_to_str
-from ..directions.discovery import DirectionCatalog, discover_directions
+from ..directions.discovery import DirectionCatalog
+from ..directions.index import cached_catalog
 from ..errors import LikenessError
-from ..files.registry import walk_files
 from ..inversion.codes import WPlusCodes
 
 __all__ = [
@@ -169,16 +169,6 @@ def parse_request(body: Any) -> PreviewRequest:
     )
 
 
-def _files_signature(folders: Sequence[Path]) -> tuple:
-    sig = []
-    for base in folders:
-        if Path(base).is_dir():
-            for p in walk_files(Path(base)):
-                st = p.stat()
-                sig.append((str(p), st.st_size, st.st_mtime_ns))
-    return tuple(sig)
-
-
 class Models:
     """Models the previews need, loaded once and reloaded when their files change.
 
@@ -197,17 +187,11 @@ class Models:
         self.search_paths, self.list_files, self.load_inverter = search_paths, list_files, load_inverter
         self._lock = threading.Lock()
         self.decode_lock = threading.Lock()
-        self._catalog: tuple[tuple, DirectionCatalog] | None = None
         self._inverter: tuple[tuple[str, int], Any] | None = None
 
     def catalog(self) -> DirectionCatalog:
-        """Every direction set under ``likeness_directions`` (cached until a file changes)."""
-        folders = list(self.search_paths().get("likeness_directions", ()))
-        sig = _files_signature(folders)
-        with self._lock:
-            if self._catalog is None or self._catalog[0] != sig:
-                self._catalog = (sig, discover_directions(folders))
-            return self._catalog[1]
+        """Every direction set under ``likeness_directions`` (the shared cache, recomputed when files change)."""
+        return cached_catalog(list(self.search_paths().get("likeness_directions", ())))
 
     def resolve(self, folder: str, name: str, what: str) -> Path:
         """A file the loader combos list (so never a path outside the model folders), as a full path."""

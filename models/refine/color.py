@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
 
+from ..errors import InputError
 from .paste import as_mask3, check_image, match_batch
 
 __all__ = ["match_color"]
@@ -54,7 +55,7 @@ def match_color(
     if method == "none":
         return refined
     if method != "reinhard":
-        raise ValueError(f"method must be 'reinhard' or 'none', got {method!r}")
+        raise InputError(f"color_match must be 'reinhard' or 'none', got {method!r}.")
     check_image(refined, "refined")
     check_image(reference, "reference")
     batch, h, w, channels = refined.shape

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["CropRegion", "crop_region", "working_size", "plan_crop", "check_bbox", "check_image_size"]
 
 
@@ -65,9 +67,9 @@ class CropRegion:
 def check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     values = [float(v) for v in np.asarray(bbox, dtype=np.float64).reshape(-1)]
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"bbox must be 4 finite numbers (x1, y1, x2, y2) in pixels, got {list(bbox)!r}")
+        raise InputError(f"A face box must be 4 finite numbers (x1, y1, x2, y2) in pixels, got {list(bbox)!r}.")
     if values[2] <= values[0] or values[3] <= values[1]:
-        raise ValueError(f"bbox {values} is empty: x2 must exceed x1 and y2 must exceed y1")
+        raise InputError(f"The face box {values} is empty: x2 must exceed x1 and y2 must exceed y1.")
     return values[0], values[1], values[2], values[3]
 
 
@@ -111,7 +113,7 @@ def crop_region(
     x1, y1, x2, y2 = check_bbox(bbox)
     height, width = check_image_size(image_size)
     if not (math.isfinite(crop_factor) and crop_factor > 0):
-        raise ValueError(f"crop_factor must be a positive number, got {crop_factor!r}")
+        raise InputError(f"crop_factor must be a positive number, got {crop_factor!r}.")
     cw, ch = (x2 - x1) * crop_factor, (y2 - y1) * crop_factor
     if square:
         cw = ch = max(cw, ch)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .paste import check_inside
 from .regions import CropRegion, check_bbox, check_image_size
 
@@ -88,7 +89,10 @@ def from_seg(seg: Any, image_size: Sequence[int]) -> tuple[CropRegion, torch.Ten
     check_inside(region, height, width)
     cm = torch.as_tensor(np.asarray(seg.cropped_mask, dtype=np.float32))
     if tuple(cm.shape) != (region.height, region.width):
-        raise ValueError(f"SEG cropped_mask {tuple(cm.shape)} does not match its crop_region {region.as_list()}")
+        raise InputError(
+            f"A SEG's cropped_mask {tuple(cm.shape)} does not match its crop_region {region.as_list()}: the SEGS "
+            "input is inconsistent (check the node that made it)."
+        )
     mask = torch.zeros(height, width, dtype=torch.float32)
     mask[y0:y1, x0:x1] = cm
     return region, mask

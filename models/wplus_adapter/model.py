@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..files.checkpoints import flatten, load_file, validate_shapes
+from ..files.checkpoints import family_name, flatten, load_file, validate_shapes
 from .processor import WPlusAttnProcessor, WPlusSiteLayer
 from .sites import SD15_CONTEXT_DIM, SD15_WPLUS_SITES, WPlusSite
 
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 W_ROWS = 18
 W_DIM = 512
 _ROW_GROUPS = ((0, 4), (4, 8), (8, 12), (12, 18))
-_FAMILIES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
 
 
 class WProjModel(nn.Module):
@@ -185,8 +184,7 @@ class WPlusAdapter(nn.Module):
     def check_context_dim(self, context_dim: int, model_name: str = "the MODEL") -> None:
         """Raise :class:`CheckpointError` if the host UNet's context width differs from the adapter's."""
         if int(context_dim) != self.cross_attention_dim:
-            mine = _FAMILIES.get(self.cross_attention_dim, f"context width {self.cross_attention_dim}")
-            theirs = _FAMILIES.get(int(context_dim), f"context width {context_dim}")
+            mine, theirs = family_name(self.cross_attention_dim), family_name(int(context_dim))
             raise CheckpointError(
                 f"The W+ adapter{_from(self.source)} is for {mine} (context width {self.cross_attention_dim}) "
                 f"but {model_name} is {theirs} (context width {context_dim}). The W+ adapter exists only for "
@@ -246,7 +244,7 @@ def _refuse_other_families(flat: Mapping[str, torch.Tensor], source: str) -> Non
         widths.add(int(proj.shape[0]))
     other = sorted(w for w in widths if w != SD15_CONTEXT_DIM)
     if other:
-        family = _FAMILIES.get(other[0], f"context width {other[0]}")
+        family = family_name(other[0])
         raise CheckpointError(
             f"{source} is a W+ adapter for {family} (context width {other[0]}), but the W+ adapter runs on "
             f"SD1.5 models only (context width {SD15_CONTEXT_DIM}; no official {family} weights exist). "

@@ -12,7 +12,6 @@ clone.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,7 +63,6 @@ class WPlusPatch:
         weight: λ, the residual scale.
         window: the steps in which W+ acts (start 0.2 = the official delay).
         mask: optional ``[Bm,H,W]`` mask in image space (1 = W+ acts there).
-        hits: per-site call counter (tests and diagnostics).
     """
 
     loaded: LoadedWPlusAdapter
@@ -72,7 +70,6 @@ class WPlusPatch:
     weight: float
     window: StepWindow = field(default_factory=lambda: StepWindow(0.2, 1.0))
     mask: torch.Tensor | None = None
-    hits: Counter = field(default_factory=Counter)
     _tokens: dict = field(default_factory=dict)
     _last_sigmas: torch.Tensor | None = None
     _last_active: bool = False
@@ -139,7 +136,6 @@ class WPlusSiteReplace:
         self.previous = previous
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
-        self.patch.hits[self.key] += 1
         heads = extra_options["n_heads"]
         attention = host_attention(extra_options)
         h_t = self.previous(q, k, v, extra_options) if self.previous is not None else attention(q, k, v, heads)

@@ -207,3 +207,27 @@ def sd15_checkpoint(comfy_env):
     path = comfy_env.models / "checkpoints" / SMOKE_CHECKPOINT
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
     return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def count_site_calls():
+    """A context manager counting calls of every W+ site replace, per ComfyUI key (a spy, not a hook)."""
+    from collections import Counter
+    from contextlib import contextmanager
+    from unittest import mock
+
+    @contextmanager
+    def counting():
+        from likeness.nodes.patching.wplus import WPlusSiteReplace
+
+        hits: Counter = Counter()
+        real = WPlusSiteReplace.__call__
+
+        def spy(self, q, k, v, extra_options):
+            hits[self.key] += 1
+            return real(self, q, k, v, extra_options)
+
+        with mock.patch.object(WPlusSiteReplace, "__call__", spy):
+            yield hits
+
+    return counting

@@ -17,7 +17,7 @@ def test_twelve_prompt_sweep_with_a_server_restart_loses_and_duplicates_nothing(
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
     workflow = smoke_prompt(json.loads((ROOT / "example_workflows" / "api" / "likeness_portrait.json").read_text()))
     spec = {
-        "sweep": [{"node": "Edit attributes", "input": "strength_1", "values": [-2, 0, 2], "name": "age"}],
+        "sweep": [{"node": "Edit attributes", "input": "edits.strength_1", "values": [-2, 0, 2], "name": "age"}],
         "seeds": {"node": "Sampler", "input": "seed", "values": [101, 102, 103, 104]},
         "overrides": [
             {"node": "Latent", "input": "width", "value": 64},

@@ -150,7 +150,7 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
             frontend.page.evaluate(
                 """([id, value]) => {
                   const node = window.app.graph.getNodeById(id);
-                  const w = node.widgets.find((x) => x.name === 'strength_1');
+                  const w = node.widgets.find((x) => x.name === 'edits.strength_1');
                   w.value = value;
                   w.callback(value);
                 }""",
@@ -172,7 +172,7 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     )
     assert shown[0] and "age +4.00" in shown[1], shown
     kind = frontend.page.evaluate(
-        """(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'strength_1').type""", edit_id
+        """(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').type""", edit_id
     )
     assert kind == "slider"
     assert frontend.take_problems() == []

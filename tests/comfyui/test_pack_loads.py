@@ -53,3 +53,18 @@ def test_workflows_are_listed_as_templates_of_the_pack(comfy_server):
     assert ours, templates
     expected = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
     assert sorted(ours[0]) == expected
+
+
+def test_search_aliases_find_the_nodes_and_rare_inputs_are_advanced(comfy_server):
+    info = comfy_server.client().object_info()
+    ours = {name: spec for name, spec in info.items() if name.startswith("Likeness_")}
+    assert all(spec.get("search_aliases") for spec in ours.values()), [
+        n for n, s in ours.items() if not s.get("search_aliases")
+    ]
+    for word in ("age", "smile", "e4e", "identity"):
+        found = [n for n, s in ours.items() if any(word in alias for alias in s["search_aliases"])]
+        assert found, f"no node answers the search '{word}'"
+    refine = ours["Likeness_FaceRefine"]["input"]
+    advanced = [k for sec in ("required", "optional") for k, v in refine.get(sec, {}).items() if v[1].get("advanced")]
+    assert {"crop_factor", "guide_size", "max_size", "feather", "noise_mask_feather", "grow"} <= set(advanced)
+    assert len(advanced) >= 8

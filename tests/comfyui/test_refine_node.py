@@ -35,12 +35,12 @@ def test_refine_redraws_inside_the_face_mask_only(sd15_checkpoint, photo):
         scheduler="normal",
         denoise=0.6,
         mask_region="face",
-        mask_grow=4,
+        grow=4,
         crop_factor=1.5,
         guide_size=64,
         max_size=256,
-        feather=3,
-        noise_mask_feather=4,
+        feather=6,
+        noise_mask_feather=8,
         color_match="none",
     )
     refined, mask, before, after, segs, info = out.args
@@ -74,7 +74,7 @@ def test_no_face_pass_through_returns_the_image_untouched(sd15_checkpoint):
         scheduler="normal",
         denoise=0.5,
         mask_region="face",
-        mask_grow=0,
+        grow=0,
         crop_factor=3.0,
         guide_size=64,
         max_size=128,
@@ -106,7 +106,7 @@ def test_no_face_error_names_the_image(sd15_checkpoint):
             scheduler="normal",
             denoise=0.5,
             mask_region="face",
-            mask_grow=0,
+            grow=0,
             crop_factor=3.0,
             guide_size=64,
             max_size=128,
@@ -114,3 +114,16 @@ def test_no_face_error_names_the_image(sd15_checkpoint):
             noise_mask_feather=0,
             color_match="none",
         )
+
+
+def test_append_prompt_concatenates_like_conditioning_concat(sd15_checkpoint):
+    from likeness.nodes.refine_node import _append_prompt
+
+    _, clip, _ = sd15_checkpoint
+    positive = _conditioning(clip, "a close-up photo of a face")
+    out = _append_prompt(clip, "smiling, old", positive)
+    extra = _conditioning(clip, "smiling, old")
+    assert len(out) == len(positive) == 1
+    assert out[0][0].shape == (1, 154, 768)  # two 77-token blocks, as ConditioningConcat makes them
+    assert torch.equal(out[0][0][:, :77], positive[0][0]) and torch.equal(out[0][0][:, 77:], extra[0][0])
+    assert out[0][1].keys() == positive[0][1].keys() and out[0][1] is not positive[0][1]  # options copied

@@ -43,15 +43,16 @@ def _run(model, step=5, cond_or_uncond=(0,), seed=1):
         return model.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=options)
 
 
-def test_every_sd15_site_is_discovered_and_hit_once_per_call(sd15, loaded_adapter):
+def test_every_sd15_site_is_discovered_and_hit_once_per_call(sd15, loaded_adapter, count_site_calls):
     from likeness.nodes.patching import apply_wplus_adapter, discover_attn2_sites
 
     sites = discover_attn2_sites(sd15)
     assert len(sites) == 16 and ("middle", 0, 0) in sites
     assert {k: v[1] for k, v in sites.items()} == {s.comfy_key: s.hidden_size for s in loaded_adapter.adapter.sites}
-    patched, patch = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
-    _run(patched)
-    assert dict(patch.hits) == {key: 1 for key in sites}
+    patched, _ = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
+    with count_site_calls() as hits:
+        _run(patched)
+    assert dict(hits) == {key: 1 for key in sites}
 
 
 def test_input_model_is_not_mutated_and_weight_zero_is_bit_identical(sd15, loaded_adapter):

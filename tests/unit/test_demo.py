@@ -22,7 +22,6 @@ from likeness.tools.demo.run import (
     is_smoke_direction,
     is_smoke_e4e,
     load_demo_image,
-    resolve_whitening,
     run_demo,
     sweep_strip,
 )
@@ -49,18 +48,6 @@ def test_sweep_strip_layout():
         sweep_strip(imgs, ["x"])
     with pytest.raises(ValueError, match="all must be"):
         sweep_strip([imgs[0], np.zeros((16, 16, 3), np.uint8)], ["x", "y"])
-
-
-def test_resolve_whitening(tmp_path):
-    assert resolve_whitening("auto", "wplus_adapter", None)[0] == "landmark_hull"
-    assert resolve_whitening("auto", "wplus_adapter", tmp_path / "p.pth") == (
-        "parsenet",
-        f"auto: found {tmp_path / 'p.pth'}",
-    )
-    assert resolve_whitening("auto", "e4e_official", tmp_path / "p.pth")[0] == "none"
-    assert resolve_whitening("none", "wplus_adapter", None) == ("none", "chosen explicitly")
-    with pytest.raises(LikenessError, match="Unknown whitening 'white'"):
-        resolve_whitening("white", "wplus_adapter", None)
 
 
 def test_load_demo_image(tmp_path, monkeypatch):

@@ -173,17 +173,17 @@ def test_hull_mask_sanity():
         hull_background_mask(np.zeros((7, 2)), 64)
 
 
-def test_whitening_mask_methods(tmp_path):
+def test_whitening_mask_methods():
     img = np.zeros((32, 32, 3), np.uint8)
-    mask, used = whitening_mask("none", img)
-    assert used == "none" and torch.count_nonzero(mask) == 0
+    assert torch.count_nonzero(whitening_mask("none", img)) == 0
     lm = np.array([[12.0, 12.0], [20.0, 12.0], [16.0, 16.0], [13.0, 20.0], [19.0, 20.0]])
-    mask, used = whitening_mask("landmark_hull", img, landmarks=lm)
-    assert used == "landmark_hull" and mask[14, 16] == 0 and mask[0, 0] == 1
-    mask, used = whitening_mask("parsenet", img, parsenet=tiny_net().eval())
-    assert used == "parsenet" and mask.shape == (32, 32)
-    with pytest.raises(MissingModelError, match=r"parse_multi_iter_90000\.pth.*'face_parsing'"):
-        whitening_mask("parsenet", img, search_paths={"face_parsing": [tmp_path]})
+    mask = whitening_mask("landmark_hull", img, landmarks=lm)
+    assert mask[14, 16] == 0 and mask[0, 0] == 1
+    net = tiny_net().eval()
+    mask = whitening_mask("parsenet", img, parsenet=net)
+    assert mask.shape == (32, 32) and torch.equal(mask, background_mask(parse_face(net, img)))
+    with pytest.raises(ValueError, match="needs the loaded ParseNet"):
+        whitening_mask("parsenet", img)
     with pytest.raises(ValueError, match="landmarks"):
         whitening_mask("landmark_hull", img)
     with pytest.raises(ValueError, match="choose one of"):

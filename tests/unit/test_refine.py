@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from likeness.models.errors import InputError
 from likeness.models.mask_ops import feather_mask
 from likeness.models.refine import (
     SEG,
@@ -88,12 +89,12 @@ def test_region_shifted_not_clipped_at_border():
 
 @pytest.mark.parametrize("bad", [(10, 10, 10, 20), (0, 0, float("nan"), 5), (1, 2, 3)])
 def test_region_rejects_bad_boxes_quoting_them(bad):
-    with pytest.raises(ValueError, match="bbox"):
+    with pytest.raises(InputError, match="face box"):
         crop_region(bad, (64, 64))
 
 
 def test_region_rejects_bad_crop_factor():
-    with pytest.raises(ValueError, match="crop_factor must be a positive number, got 0"):
+    with pytest.raises(InputError, match="crop_factor must be a positive number, got 0"):
         crop_region((1, 1, 5, 5), (64, 64), 0)
 
 

@@ -48,7 +48,6 @@ __all__ = [
     "ModelUse",
     "run_demo",
     "load_demo_image",
-    "resolve_whitening",
     "sweep_strip",
     "is_smoke_e4e",
     "is_smoke_direction",
@@ -63,7 +62,6 @@ E4E_FILE = "e4e_ffhq_encode.pt"
 WPLUS_FILE = "wplus_adapter.bin"
 DIRECTION_SET = "encoder4editing/interfacegan"
 LABEL_BAND = 40
-WHITENING_CHOICES = ("auto", "parsenet", "landmark_hull", "none")
 SMOKE_BANNER = "SMOKE MODELS (random weights): every image of this demo is NOISE, not a face edit"
 _SMOKE_SEEDS = (0, 1, 2, 3)
 
@@ -233,29 +231,6 @@ def is_smoke_direction(name: str, vector: torch.Tensor, seeds: Sequence[int] = _
     return any(torch.allclose(row, smoke_direction(name, s).reshape(-1, 512)[0], atol=1e-6) for s in seeds)
 
 
-def resolve_whitening(whitening: str, recipe: str, parsenet_path: Path | None) -> tuple[str, str]:
-    """Which whitening method to run, and why.
-
-    ``auto``: with the ``wplus_adapter`` recipe (the only pipeline that whitens) ParseNet when its
-    file was found, else the model-free landmark hull; with other recipes ``none``.
-
-    Returns:
-        ``(method, reason)``.
-
-    Raises:
-        LikenessError: an unknown choice.
-    """
-    if whitening not in WHITENING_CHOICES:
-        raise LikenessError(f"Unknown whitening {whitening!r}; choose one of {list(WHITENING_CHOICES)}.")
-    if whitening != "auto":
-        return whitening, "chosen explicitly"
-    if recipe != "wplus_adapter":
-        return "none", f"auto: the {recipe} recipe does not whiten the background"
-    if parsenet_path is not None:
-        return "parsenet", f"auto: found {parsenet_path}"
-    return "landmark_hull", "auto: no face_parsing/parse_multi_iter_90000.pth, so the model-free landmark hull"
-
-
 def _font(size: int) -> Any:
     """Pillow's bundled font at ``size`` px; its fixed bitmap font when Pillow lacks FreeType."""
     return ImageFont.load_default(size=size) if features.check("freetype2") else ImageFont.load_default()
@@ -389,12 +364,9 @@ def run_demo(
         LikenessError: bad arguments, unreadable photo or model file.
     """
     from ...models.directions import parse_strengths, sweep
-    from ...models.face import create_analyzer, select_faces
-    from ...models.files.registry import find_file, folder_paths_under
-    from ...models.inversion.align import RECIPES, align_face, e4e_input_tensor
-    from ...models.inversion.codes import WPlusCodes, save_wplus
-    from ...models.inversion.whitening import whiten_background, whitening_mask
-    from ...models.parsenet import PARSENET_FILE
+    from ...models.files.registry import folder_paths_under
+    from ...models.inversion.align import RECIPES
+    from ...models.inversion.pipeline import WHITENING_CHOICES
 
     if recipe not in RECIPES:
         raise LikenessError(f"Unknown alignment recipe {recipe!r}; choose one of {list(RECIPES)}.")
@@ -418,43 +390,9 @@ def run_demo(
         inverter = _prepare_e4e(report, search, models_dir, seed)
         direction = _prepare_direction(report, search, models_dir, attribute, seed)
     with _stage(report, "detect", "detecting faces (embedded backend)"):
-        faces = create_analyzer("embedded", embeddings=False).detect(rgb)
-        chosen = select_faces(faces, "largest")
-        report.faces_found = len(faces)
-        if not chosen:
-            raise NoFaceError(
-                f"No face found in {report.image_source} ({rgb.shape[1]}x{rgb.shape[0]} px). Use a photo where a "
-                "face is visible and at least about 64 px wide."
-            )
-        face = chosen[0]
-        report.face_box = tuple(float(v) for v in face.bbox)  # type: ignore[assignment]
-        report.face_score = face.score
-        report.models.append(ModelUse("face", "embedded (yuface + dlib, from PyPI wheels)", False))
-    with _stage(report, "align", f"aligning the largest face ({recipe})"):
-        landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-        report.landmark_kind = "lm68" if face.landmarks68 is not None else "kps5"
-        if face.landmarks68 is None:
-            report.notes.append("dlib is not installed: aligned from 5 keypoints instead of the official 68 landmarks")
-        aligned = align_face(rgb, landmarks, RECIPES[recipe])
-    with _stage(report, "whitening", f"background whitening ({whitening})"):
-        try:
-            parsenet_path: Path | None = find_file("face_parsing", PARSENET_FILE, search)
-        except MissingModelError:
-            parsenet_path = None
-        method, reason = resolve_whitening(whitening, recipe, parsenet_path)
-        mask, report.whitening = whitening_mask(method, aligned.image, landmarks=aligned.landmarks, search_paths=search)
-        report.notes.append(f"whitening {report.whitening}: {reason}")
-        if report.whitening == "parsenet":
-            report.models.append(ModelUse("face_parsing", str(parsenet_path), False))
-        x = e4e_input_tensor(aligned, recipe)
-        if report.whitening != "none":
-            x = whiten_background(x, mask)
-    with _stage(report, "encode", "e4e encoding to W+"):
-        wplus = inverter.encode(x)
-    with _stage(report, "save", "saving the identity W+"):
-        meta = {"source": report.image_source, "recipe": recipe, "whitening": report.whitening,
-                "e4e": report.models[0].path, "smoke": report.models[0].smoke}  # fmt: skip
-        report.files["identity"] = save_wplus(out / "identity.safetensors", WPlusCodes(wplus, ("identity",), meta))
+        face = _largest_face(report, rgb)
+    inversion = _invert(report, inverter, rgb, face, whitening, search)
+    wplus = inversion.wplus
     with _stage(report, "sweep", f"sweeping {report.direction} over {values}"):
         swept = sweep(wplus, direction, values)
         report.labels = list(swept.labels)
@@ -462,8 +400,8 @@ def run_demo(
         previews = _to_uint8(inverter.decode(torch.cat([wplus, swept.wplus]), size=preview_size, fast=fast_preview))
     with _stage(report, "write", "writing PNGs"):
         files = {
-            "aligned": (out / "aligned.png", Image.fromarray(aligned.image)),
-            "e4e_input": (out / "e4e_input.png", Image.fromarray(_to_uint8(x)[0])),
+            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
+            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
             "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
             "sweep": (out / f"sweep_{direction.name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
         }
@@ -479,6 +417,51 @@ def run_demo(
     report.files["report"].write_text(report.to_text(), encoding="utf-8")
     logger.info("demo: report written to %s", report.files["report"])
     return report
+
+
+def _largest_face(report: DemoReport, rgb: np.ndarray) -> Any:
+    from ...models.face import create_analyzer, select_faces
+
+    faces = create_analyzer("embedded", embeddings=False).detect(rgb)
+    chosen = select_faces(faces, "largest")
+    report.faces_found = len(faces)
+    if not chosen:
+        raise NoFaceError(
+            f"No face found in {report.image_source} ({rgb.shape[1]}x{rgb.shape[0]} px). Use a photo where a "
+            "face is visible and at least about 64 px wide."
+        )
+    face = chosen[0]
+    report.face_box = tuple(float(v) for v in face.bbox)  # type: ignore[assignment]
+    report.face_score = face.score
+    report.models.append(ModelUse("face", "embedded (yuface + dlib, from PyPI wheels)", False))
+    report.landmark_kind = "lm68" if face.landmarks68 is not None else "kps5"
+    if face.landmarks68 is None:
+        report.notes.append("dlib is not installed: aligned from 5 keypoints instead of the official 68 landmarks")
+    return face
+
+
+def _invert(
+    report: DemoReport, inverter: Any, rgb: np.ndarray, face: Any, whitening: str, search: dict[str, list[Path]]
+) -> Any:
+    """Align, whiten and encode the face with the shared pipeline; save the identity."""
+    from ...models.inversion.codes import WPlusCodes, save_wplus
+    from ...models.inversion.pipeline import invert_face, resolve_whitening
+
+    with _stage(report, "whitening", f"background whitening ({whitening})"):
+        plan = resolve_whitening(whitening, report.recipe, search)
+        report.whitening = plan.method
+        report.notes.append(f"whitening {plan.method}: {plan.reason}")
+        if plan.parsenet_path is not None:
+            report.models.append(ModelUse("face_parsing", str(plan.parsenet_path), False))
+    with _stage(report, "encode", f"aligning ({report.recipe}) and encoding the face to W+"):
+        landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+        inversion = invert_face(inverter, rgb, landmarks, report.recipe, plan)
+    with _stage(report, "save", "saving the identity W+"):
+        meta = {"source": report.image_source, "recipe": report.recipe, "whitening": report.whitening,
+                "e4e": report.models[0].path, "smoke": report.models[0].smoke}  # fmt: skip
+        codes = WPlusCodes(inversion.wplus, ("identity",), meta)
+        report.files["identity"] = save_wplus(report.out_dir / "identity.safetensors", codes)
+    return inversion
 
 
 def _run_sd15(

@@ -45,6 +45,9 @@ __all__ = [
     "snapshot_entries",
     "ui_to_api",
     "widget_layout",
+    "expand_specs",
+    "all_specs",
+    "DYNAMIC_COMBO",
     "workflow_classes",
     "regenerate",
 ]
@@ -54,6 +57,7 @@ logger = logging.getLogger(__name__)
 # Frontend-only nodes: never sent to the server, skipped by ui_to_api.
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 _UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 UI_VERSION = 0.4
 
@@ -68,6 +72,9 @@ class InputSpec:
         choices: combo choices (``None`` for other types).
         section: "required" or "optional".
         widget: True when the frontend shows it as a widget (not a socket).
+
+    A dynamic combo (``COMFY_DYNAMICCOMBO_V3``) is a combo widget whose chosen option adds more
+    inputs right after it, named ``<combo>.<input>`` in both formats (:meth:`children`).
     """
 
     __slots__ = ("name", "type", "options", "choices", "section", "widget")
@@ -81,7 +88,26 @@ class InputSpec:
         else:
             self.type = str(raw_type)
             self.choices = list(self.options.get("options", [])) if self.type == "COMBO" else None
-        self.widget = self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+        if self.type == DYNAMIC_COMBO:
+            self.choices = [option["key"] for option in self.options.get("options", [])]
+        self.widget = (self.type in WIDGET_TYPES or self.type == DYNAMIC_COMBO) and not self.options.get("forceInput")
+
+    @property
+    def default(self) -> Any:
+        """The value the frontend gives a new widget: the schema's default, else the first choice."""
+        return self.options.get("default", self.choices[0] if self.choices else None)
+
+    def children(self, key: Any) -> list[InputSpec]:
+        """The inputs a dynamic combo shows for its option ``key`` (empty for other inputs)."""
+        for option in self.options.get("options", []) if self.type == DYNAMIC_COMBO else []:
+            if option["key"] == key:
+                sections = option.get("inputs", {})
+                return [
+                    InputSpec(f"{self.name}.{name}", spec, section)
+                    for section in ("required", "optional")
+                    for name, spec in sections.get(section, {}).items()
+                ]
+        return []
 
     def extra_widget_values(self) -> list[Any]:
         """Frontend-only widget values that follow this input's value in ``widgets_values``."""
@@ -115,13 +141,47 @@ def input_specs(entry: Mapping[str, Any]) -> list[InputSpec]:
     ]
 
 
-def widget_layout(entry: Mapping[str, Any]) -> list[tuple[str | None, int]]:
-    """Positional meaning of ``widgets_values``: (input name or None for a frontend-only value, index)."""
+def expand_specs(specs: Sequence[InputSpec], pick: Any) -> list[InputSpec]:
+    """``specs`` with each dynamic combo followed by the inputs of its chosen option (``pick(spec)``)."""
+    out: list[InputSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.type == DYNAMIC_COMBO:
+            out.extend(expand_specs(spec.children(pick(spec)), pick))
+    return out
+
+
+def all_specs(entry: Mapping[str, Any]) -> list[InputSpec]:
+    """Every input a node can show, including those of every dynamic combo option (first one wins)."""
+    found: dict[str, InputSpec] = {}
+    pending = list(input_specs(entry))
+    while pending:
+        spec = pending.pop(0)
+        found.setdefault(spec.name, spec)
+        for key in (spec.choices or []) if spec.type == DYNAMIC_COMBO else []:
+            pending.extend(spec.children(key))
+    return list(found.values())
+
+
+def widget_layout(entry: Mapping[str, Any], values: Sequence[Any] | None = None) -> list[tuple[str | None, int]]:
+    """Positional meaning of ``widgets_values``: (input name or None for a frontend-only value, index).
+
+    A dynamic combo's children follow it; which ones depends on its value, read from ``values``
+    (the node's ``widgets_values``) when given, else its default.
+    """
     layout: list[tuple[str | None, int]] = []
-    for spec in input_specs(entry):
-        if spec.widget:
-            layout.append((spec.name, len(layout)))
+
+    def walk(specs: Sequence[InputSpec]) -> None:
+        for spec in specs:
+            if not spec.widget:
+                continue
+            at = len(layout)
+            layout.append((spec.name, at))
             layout.extend((None, len(layout) + i) for i in range(len(spec.extra_widget_values())))
+            if spec.type == DYNAMIC_COMBO:
+                walk(spec.children(values[at] if values is not None and at < len(values) else spec.default))
+
+    walk(input_specs(entry))
     return layout
 
 
@@ -170,7 +230,8 @@ def api_to_ui(
     for nid, node in api.items():
         if not nid.isdigit():
             raise LikenessError(f"API node id '{nid}' is not a number; the UI format needs integer ids.")
-        specs[nid] = input_specs(_entry(object_info, node["class_type"], f"node {nid}"))
+        top = input_specs(_entry(object_info, node["class_type"], f"node {nid}"))
+        specs[nid] = expand_specs(top, lambda spec, node=node: node["inputs"].get(spec.name, spec.default))
 
     ui_nodes: dict[str, dict[str, Any]] = {}
     links: list[list[Any]] = []
@@ -192,9 +253,9 @@ def api_to_ui(
                     linked_widgets.append(
                         {"name": spec.name, "type": spec.type, "widget": {"name": spec.name}, "link": value}
                     )
-                    value = spec.options.get("default", spec.choices[0] if spec.choices else None)
+                    value = spec.default
                 elif spec.name not in node["inputs"]:
-                    value = spec.options.get("default", spec.choices[0] if spec.choices else None)
+                    value = spec.default
                 widgets_values.append(value)
                 widgets_values.extend(spec.extra_widget_values())
             else:
@@ -295,7 +356,7 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str
             raise LikenessError(f"node {nid} ({cls}) is bypassed; un-bypass or delete it before converting.")
         entry = _entry(object_info, cls, f"node {nid}")
         values = list(node.get("widgets_values") or [])
-        layout = widget_layout(entry)
+        layout = widget_layout(entry, values)
         if len(values) < len(layout):
             raise LikenessError(
                 f"node {nid} ({cls}) has {len(values)} widget values, its schema needs {len(layout)} "

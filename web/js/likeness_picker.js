@@ -69,6 +69,7 @@ function strengthFor(node, attributeWidget) {
 
 // Dropdown choices and slider ranges follow the connected direction set and the chosen attributes.
 function refreshPicker(node) {
+  watchWidgets(node);
   const set = directionSet(node);
   const names = set ? set.attributes.map((a) => a.name) : allNames();
   for (const w of node.widgets || []) {
@@ -222,35 +223,49 @@ function schedulePreview(node) {
   }, DEBOUNCE_MS);
 }
 
+// Edits re-render the preview; a changed attribute re-ranges its slider; a changed slot count (DynamicCombo)
+// brings new widgets, which get the same treatment. Idempotent.
 function watchWidgets(node) {
   for (const w of node.widgets || []) {
-    if (!/attribute|strength|rows|extra_edits|ganspace_mode/.test(w.name)) continue;
+    if (w.likenessWatched || !/attribute|strength|rows|extra_edits|ganspace_mode|^edits$/.test(w.name)) continue;
+    w.likenessWatched = true;
     const callback = w.callback;
     w.callback = function (value) {
       const r = callback?.apply(this, arguments);
-      if (ATTRIBUTE.test(w.name)) refreshPicker(node);
+      if (w.name === "edits") {
+        setTimeout(() => {
+          watchWidgets(node);
+          refreshPicker(node);
+        }, 0);
+      } else if (ATTRIBUTE.test(w.name)) refreshPicker(node);
       schedulePreview(node);
       return r;
     };
   }
 }
 
-// Text inputs named attribute... become dropdowns; strengths of Edit Attributes become sliders.
-// Returns the names of the attribute inputs that may be left empty.
+// Text inputs named attribute... become dropdowns; strengths of Edit Attributes become sliders. Also inside a
+// DynamicCombo (Edit Attributes' "edits": 1..8 slots named edits.attribute_1, edits.strength_1, ...).
+// Returns the names of the attribute inputs that may be left empty (with their DynamicCombo prefix).
 function pickerInputs(nodeData) {
   const names = allNames();
   const optionalNames = new Set();
-  for (const section of ["required", "optional"]) {
-    for (const [name, spec] of Object.entries(nodeData.input?.[section] || {})) {
-      if (ATTRIBUTE.test(name) && spec[0] === "STRING" && names.length) {
-        const optional = section === "optional" || spec[1]?.default === "";
-        if (optional) optionalNames.add(name);
-        nodeData.input[section][name] = [optional ? ["", ...names] : names, { ...(spec[1] || {}) }];
-      } else if (/strength/.test(name) && spec[0] === "FLOAT" && nodeData.name === PREVIEW_NODE) {
-        nodeData.input[section][name] = ["FLOAT", { ...(spec[1] || {}), display: "slider" }];
+  const convert = (inputs, prefix, optionalSection) => {
+    for (const section of ["required", "optional"]) {
+      for (const [name, spec] of Object.entries(inputs?.[section] || {})) {
+        if (spec?.[0] === "COMFY_DYNAMICCOMBO_V3") {
+          for (const option of spec[1]?.options || []) convert(option.inputs, `${prefix}${name}.`, false);
+        } else if (ATTRIBUTE.test(name) && spec[0] === "STRING" && names.length) {
+          const optional = optionalSection || section === "optional" || spec[1]?.default === "";
+          if (optional) optionalNames.add(prefix + name);
+          inputs[section][name] = [optional ? ["", ...names] : names, { ...(spec[1] || {}) }];
+        } else if (/strength/.test(name) && spec[0] === "FLOAT" && nodeData.name === PREVIEW_NODE) {
+          inputs[section][name] = ["FLOAT", { ...(spec[1] || {}), display: "slider" }];
+        }
       }
     }
-  }
+  };
+  convert(nodeData.input, "", false);
   return optionalNames;
 }
 
