@@ -15,7 +15,9 @@ import pytest
 from likeness.models.errors import LikenessError
 from likeness.tools.workflows.convert import (
     VIRTUAL_NODES,
+    all_specs,
     api_to_ui,
+    expand_specs,
     input_specs,
     is_file_list,
     ui_to_api,
@@ -38,7 +40,7 @@ def _load(path: Path) -> dict:
 
 
 def _spec(cls: str, name: str):
-    return next(s for s in input_specs(SNAPSHOT[cls]) if s.name == name)
+    return next(s for s in all_specs(SNAPSHOT[cls]) if s.name == name)
 
 
 def check_value(cls: str, name: str, value) -> str | None:
@@ -81,8 +83,9 @@ def test_api_workflow_types_links_and_values(path):
         if cls not in SNAPSHOT:
             errors.append(f"node {nid}: unknown class {cls}")
             continue
-        specs = {s.name: s for s in input_specs(SNAPSHOT[cls])}
-        required = {s.name for s in specs.values() if s.section == "required"}
+        specs = {s.name: s for s in all_specs(SNAPSHOT[cls])}
+        chosen = expand_specs(input_specs(SNAPSHOT[cls]), lambda s, n=node: n["inputs"].get(s.name, s.default))
+        required = {s.name for s in chosen if s.section == "required"}
         missing = required - set(node["inputs"])
         if missing:
             errors.append(f"node {nid} ({cls}): required inputs missing {sorted(missing)}")
@@ -132,7 +135,7 @@ def test_ui_workflow_structure_links_and_values(path):
             or SNAPSHOT[cls]["python_module"] in ("nodes",)
             or SNAPSHOT[cls]["python_module"].startswith("comfy_extras")
         ), f"{cls} is neither ours nor core"
-        layout = widget_layout(SNAPSHOT[cls])
+        layout = widget_layout(SNAPSHOT[cls], node["widgets_values"])
         if len(node["widgets_values"]) != len(layout):
             errors.append(
                 f"node {node['id']} ({cls}): {len(node['widgets_values'])} widget values, schema has {len(layout)}"
