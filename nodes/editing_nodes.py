@@ -123,6 +123,7 @@ class LikenessEditAttributes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_EditAttributes",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Edit Attributes",
             category="likeness/editing",
             search_aliases=["age", "smile", "pose", "glasses", "expression", "attribute slider", "face edit"],
@@ -173,6 +174,7 @@ class LikenessAttributeSweep(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_AttributeSweep",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Attribute Sweep",
             category="likeness/editing",
             search_aliases=["age", "smile", "attribute sweep", "strip", "grid", "aging"],
@@ -253,6 +255,7 @@ class LikenessMixIdentities(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_MixIdentities",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Mix Identities",
             category="likeness/editing",
             search_aliases=["identity mix", "face blend", "expression transfer", "morph faces"],

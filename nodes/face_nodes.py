@@ -48,6 +48,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_FaceAnalyzer",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Face Analyzer",
             category="likeness/face",
             search_aliases=["face detector", "insightface", "face recognition", "identity", "antelopev2"],

@@ -33,6 +33,7 @@ class LikenessLoadE4E(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadE4E",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load e4e",
             category="likeness/inversion",
             search_aliases=["e4e", "encoder4editing", "gan inversion", "stylegan encoder", "identity"],
@@ -87,6 +88,7 @@ class LikenessInvertFace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_InvertFace",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Invert Face",
             category="likeness/inversion",
             search_aliases=["e4e", "identity", "gan inversion", "w+", "face to latent", "stylegan"],

@@ -1,10 +1,8 @@
 """``Likeness Face Refine``: FaceA-Net-style ID-context decoupling.
 
-The scene comes first (any model); then each face is detected, masked, cropped,
-redrawn by the identity-conditioned MODEL from the face prompt (ComfyUI's own
-sampler with a latent noise mask, or inpaint conditioning for inpainting
-models), and pasted back. Pixels outside the (unfeathered) face mask are never
-changed.
+The scene comes first (any model); then each face is detected, masked, cropped, redrawn by the identity-conditioned
+MODEL from the face prompt (ComfyUI's own sampler with a latent noise mask, or inpaint conditioning for inpainting
+models), and pasted back. Pixels outside the (unfeathered) face mask are never changed.
 """
 
 from __future__ import annotations
@@ -213,6 +211,7 @@ class LikenessFaceRefine(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_FaceRefine",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Face Refine",
             category="likeness/refine",
             search_aliases=["face detailer", "identity", "face fix", "inpaint face", "faceanet"],

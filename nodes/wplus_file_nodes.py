@@ -67,6 +67,7 @@ class LikenessLoadWPlus(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadWPlus",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load W+",
             category="likeness/inversion",
             search_aliases=["load identity", "identity", "load w+", "load face code"],

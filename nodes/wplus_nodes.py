@@ -25,6 +25,7 @@ class LikenessLoadWPlusAdapter(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadWPlusAdapter",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load W+ Adapter",
             category="likeness/adapter",
             search_aliases=["w+ adapter", "identity", "face id", "wplus", "ip adapter"],
@@ -60,6 +61,7 @@ class LikenessApplyWPlusAdapter(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_ApplyWPlusAdapter",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Apply W+ Adapter",
             category="likeness/adapter",
             search_aliases=["w+ adapter", "identity", "face id", "age", "smile", "personalize"],
