@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
-from .notes import FILE_LIST_INPUTS
-from .shipped import WORKFLOW_DIR, model_metadata, ui_path
+from .shipped import FILE_LIST_INPUTS, WORKFLOW_DIR, model_metadata, ui_path
 
 __all__ = [
     "FILE_LIST_INPUTS",

@@ -7,23 +7,12 @@ from typing import Any
 
 from ...models.files.doctor import cli_command
 from ...models.files.registry import MODEL_FILES
+from .shipped import FILE_LIST_INPUTS, SHIPPED_MODELS
 
 __all__ = ["FILE_LIST_INPUTS", "model_note"]
 
-# Combos whose options are files on the user's machine: (class_type, input) -> folder.
-FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
-    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-    ("LoadImage", "image"): "input",
-    ("Likeness_LoadE4E", "e4e_name"): "e4e",
-    ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
-    ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
-    ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
-}
-
 
 def _model_line(folder: str, value: str) -> str:
-    from .shipped import SHIPPED_MODELS
-
     link = SHIPPED_MODELS.get(value)
     if link is not None and link.directory == folder:
         return f"- models/{folder}/{value}: {link.what}. Download: {link.url} . Licence: {link.licence}."

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FILE_LIST_INPUTS",
     "WORKFLOW_DIR",
     "TITLES",
     "ModelLink",
@@ -28,6 +29,15 @@ __all__ = [
     "smoke_prompt",
 ]
 
+# Combos whose options are files on the user's machine: (class_type, input) -> folder.
+FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
+    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
+    ("LoadImage", "image"): "input",
+    ("Likeness_LoadE4E", "e4e_name"): "e4e",
+    ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
+    ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
+    ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
+}
 WORKFLOW_DIR = "example_workflows"
 # API stem -> template title (the UI file's name: the template browser shows it as it is).
 TITLES: dict[str, str] = {
@@ -107,8 +117,6 @@ def api_path(ui_file: Path) -> Path:
 
 def model_metadata(class_type: str, inputs: Mapping[str, Any]) -> list[dict[str, str]]:
     """ComfyUI's ``properties.models`` entries (name, url, directory) for the files a loader node names."""
-    from .notes import FILE_LIST_INPUTS
-
     out = []
     for name, value in inputs.items():
         folder = FILE_LIST_INPUTS.get((class_type, name))
@@ -120,8 +128,6 @@ def model_metadata(class_type: str, inputs: Mapping[str, Any]) -> list[dict[str,
 
 def smoke_prompt(api: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of an API prompt whose model file names are the smoke models' (for tests on smoke weights)."""
-    from .notes import FILE_LIST_INPUTS
-
     out = copy.deepcopy(dict(api))
     for node in out.values():
         for name, value in node["inputs"].items():
