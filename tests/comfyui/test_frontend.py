@@ -144,6 +144,8 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     is_preview = lambda r: r.url.endswith("/likeness/preview") and r.request.method == "POST"  # noqa: E731
     with frontend.page.expect_response(is_preview, timeout=600_000) as first:
         assert frontend.run(FAST_WIDGETS)["status"] == "success"  # Edit Attributes ran: a preview follows
+    assert first.value.status == 200, f"first preview after the run: {first.value.status} {first.value.text()[:300]}"
+    assert first.value.headers.get("content-type") == "image/png", first.value.text()[:300]
     bodies = [first.value.body()]
     for value in (-4.0, 4.0):
         with frontend.page.expect_response(is_preview, timeout=120_000) as answer:
