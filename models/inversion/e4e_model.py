@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
-from ..errors import CheckpointError
+from ..errors import CheckpointError, a_or_an
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
 
@@ -153,9 +153,9 @@ def _refuse_non_dict(obj: Any, source: str | Path) -> CheckpointError:
         if tuple(obj.shape[-2:]) == (N_LATENT, STYLE_DIM):
             what += " (it looks like a saved W+ latent code, not a model)"
     else:
-        what = f"a {type(obj).__name__}"
+        what = a_or_an(type(obj).__name__)
     return CheckpointError(
-        f"{source} is not a {E4E_WHAT} checkpoint: it holds {what}, not a dict with 'state_dict' and "
+        f"{source} is not {a_or_an(E4E_WHAT)} checkpoint: it holds {what}, not a dict with 'state_dict' and "
         "'latent_avg'. Put the released e4e_ffhq_encode.pt in models/e4e."
     )
 

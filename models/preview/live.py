@@ -26,6 +26,7 @@ from ..directions.discovery import DirectionCatalog
 from ..directions.index import cached_catalog
 from ..errors import LikenessError
 from ..inversion.codes import WPlusCodes
+from ..validation import STRENGTH_LIMIT, check_wplus
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_EDITS = 16
-MAX_ABS_STRENGTH = 1000.0
+MAX_ABS_STRENGTH = STRENGTH_LIMIT  # the strength sliders' range, as on the nodes
 MAX_NAME_CHARS = 256
 SIZE_RANGE = (64, 512)
 MAX_REMEMBERED = 64
@@ -63,7 +64,7 @@ class PreviewError(LikenessError):
 
 def remember_wplus(node_id: str | None, node_class: str, wplus: WPlusCodes) -> None:
     """Keep the last W+ output of a node (by its prompt id) for previews; the oldest of 64 nodes is dropped."""
-    if not node_id or wplus.batch == 0:
+    if not node_id or not wplus.present:
         return
     with _LAST_LOCK:
         _LAST_WPLUS[str(node_id)] = (node_class, wplus)
@@ -132,7 +133,10 @@ def _edits(raw: Any) -> tuple[tuple[str, float, str], ...]:
             continue  # an unused slot
         strength = _number(item.get("strength", 0.0), f"edit {n} ({name}) strength")
         if abs(strength) > MAX_ABS_STRENGTH:
-            raise PreviewError(f"edit {n} ({name}) strength {strength} is beyond +-{MAX_ABS_STRENGTH:g}.")
+            raise PreviewError(
+                f"edit {n} ({name}) strength {strength:g} is outside -{MAX_ABS_STRENGTH:g}..{MAX_ABS_STRENGTH:g}, "
+                "the range of the strength sliders."
+            )
         out.append((name, strength, _text(item, "rows", "default") or "default"))
     return tuple(out)
 
@@ -238,6 +242,8 @@ class Models:
             )
         if not 0 <= req.index < wplus.batch:
             raise PreviewError(f"'index' {req.index} is outside the W+ batch of {wplus.batch}.")
+        if req.index in wplus.absent:
+            raise PreviewError(f"item {req.index} of that W+ batch has no code (no face was found in its image).")
         return wplus.codes[req.index : req.index + 1]
 
     def direction_set(self, name: str | None) -> DirectionSet | None:
@@ -287,7 +293,8 @@ def render_png(models: Models, req: PreviewRequest) -> bytes:
     edits = _edit_list(models.direction_set(req.direction_set), req.edits)
     try:
         code = edit(code, edits, ganspace_mode=req.ganspace_mode) if edits else code
-    except (ValueError, LikenessError) as exc:  # bad rows text and the like
+        check_wplus(code, "live preview: the edited code", fix="Lower the strengths.")
+    except (ValueError, LikenessError) as exc:  # bad rows text, a code pushed out of range and the like
         raise PreviewError(str(exc)) from exc
     inverter = models.inverter(req.e4e)
     if not inverter.has_decoder:

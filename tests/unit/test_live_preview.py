@@ -113,7 +113,7 @@ def test_last_node_output_is_the_source_and_index_picks_the_code(models):
         (body(source={}), 400, "needs 'node'"),
         (body(size=2048), 400, "'size' must be an integer in 64..512"),
         (body(edits=[{"attribute": "age", "strength": float("nan")}]), 400, "finite number"),
-        (body(edits=[{"attribute": "age", "strength": 5000}]), 400, "beyond"),
+        (body(edits=[{"attribute": "age", "strength": 5000}]), 400, "outside -30..30, the range of the strength"),
         (body(edits=[{"attribute": "age"}] * 17), 400, "at most 16 edits"),
         (body(ganspace_mode="sideways"), 400, "ganspace_mode"),
         (body(source={"node": "nope"}), 404, "queue the workflow once"),
