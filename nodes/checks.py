@@ -15,7 +15,7 @@ from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes, wplus_input
 from ..models.validation import check_number
 
-__all__ = ["display_name", "check_widgets", "first_problem", "wplus_in"]
+__all__ = ["display_name", "node_id", "check_widgets", "first_problem", "wplus_in"]
 
 
 @functools.cache
@@ -36,6 +36,11 @@ def _limits(cls: type[io.ComfyNode]) -> dict[str, tuple[float | None, float | No
 def display_name(cls: type[io.ComfyNode]) -> str:
     """The node's display name, for messages."""
     return cls.define_schema().display_name or cls.__name__
+
+
+def node_id(cls: type[io.ComfyNode]) -> str | None:
+    """The id of the node in the running prompt; None when ``execute`` is called directly (tests, scripts)."""
+    return getattr(cls.hidden, "unique_id", None)
 
 
 def check_widgets(cls: type[io.ComfyNode], **values) -> bool | str:

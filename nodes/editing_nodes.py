@@ -10,8 +10,8 @@ from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, sweep
 from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes
 from ..models.preview.live import remember_wplus
-from ..models.validation import check_sweep_size, check_wplus, parse_strengths
-from .checks import check_widgets, first_problem, wplus_in
+from ..models.validation import check_sweep_size, check_wplus, parse_edit_lines, parse_strengths
+from .checks import check_widgets, first_problem, node_id, wplus_in
 from .editing_inputs import (
     LOWER,
     MAX_EDITS,
@@ -63,15 +63,21 @@ class LikenessEditAttributes(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
-        slots = edits or {}
-        rows = {f"rows_{i}": slots.get(f"rows_{i}") for i in range(1, MAX_EDITS + 1)}
-        strengths = {k: v for k, v in slots.items() if k.startswith("strength_")}
-        if isinstance(extra_edits, str):
-            try:
-                rows.update({f"extra_edits (line {e.line})": e.rows for e in requested_edits({}, extra_edits)})
-            except LikenessError as exc:
-                return str(exc)
-        return first_problem(check_widgets(cls, **strengths), check_texts("Edit Attributes", rows))
+        """The number of slots and the extra edit lines, with the sliders' limits.
+
+        ComfyUI hands ``edits`` over as ``{"edits": <slots>, "attribute_1": None, ...}``: the slot values are
+        only known when the node runs (a NaN slot strength is refused then; ComfyUI checks their min/max).
+        """
+        slots = edits.get("edits") if isinstance(edits, dict) else edits
+        if slots is not None and str(slots) not in {str(n) for n in range(1, MAX_EDITS + 1)}:
+            return f"Edit Attributes input 'edits': {slots!r} is not a number of sliders between 1 and {MAX_EDITS}."
+        if not isinstance(extra_edits, str):
+            return True
+        try:
+            lines = parse_edit_lines(extra_edits, "Edit Attributes input 'extra_edits'")
+        except LikenessError as exc:
+            return str(exc)
+        return check_texts("Edit Attributes", {f"extra_edits (line {e.line})": e.rows for e in lines})
 
     @classmethod
     def execute(
@@ -230,7 +236,7 @@ class LikenessMixIdentities(io.ComfyNode):
         absent = set(wplus_a.absent) | (set(wplus_b.absent) if wplus_b.batch == wplus_a.batch else set())
         source = wplus_b.meta.get("source", "B")
         out = wplus_a.with_codes(codes, wplus_a.labels, absent=tuple(absent), mixed_with=source, mix_rows=rows)
-        remember_wplus(cls.hidden.unique_id, "Likeness_MixIdentities", out)  # the live preview may start from it
+        remember_wplus(node_id(cls), "Likeness_MixIdentities", out)  # the live preview may start from it
         text = f"{out.batch} code(s): A with B on rows {rows} at alpha {alpha:g}"
         if out.absent:
             text += f"; items {list(out.absent)} have no code (no face) and stay absent"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..models.files.registry import FOLDERS
+from ..models.files.registry import FOLDERS, file_problem
 
 __all__ = ["register_model_folders", "search_paths", "file_list", "file_choices", "validate_file", "NO_FILE"]
 
@@ -63,9 +63,13 @@ def file_choices(key: str) -> list[str]:
 def validate_file(key: str, name: str) -> bool | str:
     """``True`` when ``name`` is a file of the folder key, else the message ComfyUI shows before the run."""
     files = file_list(key)
-    if name in files:
+    paths = search_paths()[key]
+    if name in files and any((base / name).is_file() for base in paths):
         return True
-    where = ", ".join(str(p) for p in search_paths()[key])
+    problems = "; ".join(p for p in (file_problem(base / name) for base in paths) if p)
+    if problems:  # a folder or a broken link of that name
+        return f"{name!r} is not a usable file: {problems}. Remove it, or replace it with the file."
+    where = ", ".join(str(p) for p in paths)
     if not files:
         return f"{NO_FILE[key]} (the '{key}' folders are empty: {where})."
     return f"{name!r} is not in the '{key}' folders ({where}); found: {', '.join(files[:10])}. Run Likeness Doctor."

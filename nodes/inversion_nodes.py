@@ -19,7 +19,7 @@ from ..models.inversion.codes import WPlusCodes
 from ..models.inversion.pipeline import WHITENING_CHOICES, invert_face, resolve_whitening
 from ..models.preview.live import remember_wplus
 from ..models.validation import check_wplus
-from .checks import wplus_in
+from .checks import node_id, wplus_in
 from .e4e_runtime import DTYPES, LoadedE4E, preview_images
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, faces_for, policy_warning
 from .folders import file_choices, search_paths, validate_file
@@ -203,7 +203,7 @@ class LikenessInvertFace(io.ComfyNode):
             recon_faces = preview_images(e4e, torch.cat(codes), 256)
         aligned = _interleave(image, order, aligned_faces)
         recon = _interleave(image, order, recon_faces)
-        remember_wplus(cls.hidden.unique_id, "Likeness_InvertFace", wplus)  # the live preview starts from it
+        remember_wplus(node_id(cls), "Likeness_InvertFace", wplus)  # the live preview starts from it
         shown = [aligned] + ([recon] if recon_faces is not aligned_faces else [])
         return io.NodeOutput(wplus, aligned, recon, info, ui=node_ui(cls, info, shown, policy_warning(report)))
 

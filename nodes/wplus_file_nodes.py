@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..models.files.registry import find_file
 from ..models.inversion.codes import WPlusCodes, load_wplus, sanitize_prefix, save_wplus
 from ..models.preview.live import remember_wplus
-from .checks import wplus_in
+from .checks import node_id, wplus_in
 from .folders import file_choices, search_paths, validate_file
 from .sockets import WPlus
 from .ui_output import node_ui
@@ -91,7 +91,7 @@ class LikenessLoadWPlus(io.ComfyNode):
     @classmethod
     def execute(cls, wplus_name: str) -> io.NodeOutput:
         wplus = load_wplus(find_file("likeness_wplus", wplus_name, search_paths()))
-        remember_wplus(cls.hidden.unique_id, "Likeness_LoadWPlus", wplus)  # the live preview starts from it
+        remember_wplus(node_id(cls), "Likeness_LoadWPlus", wplus)  # the live preview starts from it
         meta = ", ".join(f"{k}: {v}" for k, v in wplus.meta.items() if k in ("file", "recipe", "model"))
         return io.NodeOutput(wplus, ui=node_ui(cls, f"{wplus.batch} code(s): {', '.join(wplus.labels)}\n{meta}"))
 

@@ -92,8 +92,14 @@ class ComfyServer:
             if not link.exists():
                 link.symlink_to(models / folder / smoke)
         keys = ["checkpoints", *FOLDERS]
+        # an empty model tree searched before the smoke models, for tests that put odd files in the way
+        self.scratch = base / "scratch_models"
+        for key in FOLDERS:
+            (self.scratch / key).mkdir(parents=True, exist_ok=True)
         (base / "extra_model_paths.yaml").write_text(
-            "likeness_tests:\n"
+            f"likeness_scratch:\n  base_path: {self.scratch}\n"
+            + "".join(f"  {k}: {k}\n" for k in FOLDERS)
+            + "likeness_tests:\n"
             f"  base_path: {models}\n"
             + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
