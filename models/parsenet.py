@@ -40,7 +40,7 @@ __all__ = [
     "background_mask",
 ]
 
-#: PSFRGAN / CelebAMask-HQ class order used by ParseNet (methods.md 3.1).
+#: PSFRGAN / CelebAMask-HQ class order used by ParseNet (0 = background, 18 = cloth).
 PARSE_CLASSES: tuple[str, ...] = (
     "background",
     "skin",

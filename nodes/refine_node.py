@@ -1,8 +1,8 @@
 """``Likeness Face Refine``: FaceA-Net-style ID-context decoupling.
 
-The scene comes first (any model); then each face is detected, masked, cropped, redrawn by the identity-conditioned
-MODEL from the face prompt (ComfyUI's own sampler with a latent noise mask, or inpaint conditioning for inpainting
-models), and pasted back. Pixels outside the (unfeathered) face mask are never changed.
+The scene comes first (any model); then each face is detected, masked, cropped, redrawn by the
+identity-conditioned MODEL (ComfyUI's own sampler with a latent noise mask, or inpaint conditioning
+for inpainting models) and pasted back. Pixels outside the (unfeathered) face mask never change.
 """
 
 from __future__ import annotations

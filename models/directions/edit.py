@@ -4,7 +4,7 @@ Every published direction format is converted by :mod:`.formats`
 into a :class:`Direction` (float32 ``[18, 512]`` offset per unit strength plus
 default rows); this module applies them.
 
-Edit rules (methods.md §2), for a W+ batch ``w`` ``[B, 18, 512]`` and rows R:
+Edit rules (docs/design.md, "Attribute edits"), for a W+ batch ``w`` ``[B, 18, 512]`` and rows R:
 
 * linear (InterFaceGAN, seeprettyface, PreciseControl, own files):
   ``w'[:, R] = w[:, R] + s * d[R]``; rows outside R are untouched.
@@ -130,7 +130,7 @@ def ganspace_delta(
     end: int,
     strength: float,
 ) -> torch.Tensor:
-    """The official GANSpace "set coordinate" delta (e4e / w-plus-adapter, methods.md §2.3).
+    """The official GANSpace "set coordinate" delta (e4e / w-plus-adapter editing code).
 
     ``coord_b = <wplus[b, 0] - mean, comp_k> / std_k`` (row 0 only), and
     ``delta[b, r] = (strength - coord_b) * comp_k * std_k`` for ``start <= r < end``,

@@ -1,6 +1,6 @@
 """Readers for every published W+ direction format, recognised by content.
 
-Formats are recognised by **content** (via :func:`.checkpoints.load_file`):
+Formats are recognised by **content** (via :func:`..files.checkpoints.load_file`):
 
 =====================================  ==============================================  ===============
 content                                 origin                                          default rows
@@ -57,7 +57,7 @@ __all__ = ["TRAINING_BANK_NAMES", "refusal_reason", "load_directions", "directio
 logger = logging.getLogger(__name__)
 
 
-# att_direction_scale.pth, identified by cosine 1.0 (methods.md §2.4). Entries 3.. are seeprettyface vectors.
+# att_direction_scale.pth, each entry identified by cosine 1.0 with a published direction; 3.. are seeprettyface.
 TRAINING_BANK_NAMES: tuple[str, ...] = (
     "e4e_age", "e4e_pose", "e4e_smile", "age", "emotion_angry", "emotion_disgust", "emotion_fear",
     "emotion_sad", "emotion_happy", "emotion_surprise", "gender", "glasses", "width", "race_white",

@@ -34,7 +34,7 @@ _CARS = re.compile(r"car", re.IGNORECASE)
 
 GanspaceConfig = tuple[str, int, int, int, "float | None"]
 
-# e4e inference demo (methods.md §2.3, [inferred]): name -> (pca_idx, start, end, strength).
+# The named GANSpace edits of e4e's inference demo: name -> (pca_idx, start, end, strength).
 E4E_DEMO_GANSPACE_CONFIGS: dict[str, tuple[int, int, int, float]] = {
     "eye_openness": (54, 7, 8, 20.0),
     "smile": (46, 4, 5, -20.0),

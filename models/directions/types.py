@@ -10,7 +10,7 @@ the readers in :mod:`.formats`, :mod:`.ganspace` and :mod:`.likeness_file`):
   caller does not choose (seeprettyface: rows 0-7, GANSpace: ``[start, end)``,
   everything else: all 18). Rows outside the selection are never changed.
 
-Row presets (rosinality layer order, methods.md §1.3): ``coarse`` = rows 0-3
+Row presets (rosinality layer order): ``coarse`` = rows 0-3
 (4²-8², pose and face shape), ``middle`` = 4-7 (16²-32², features and
 expression), ``fine`` = 8-17 (64²-1024², colour and texture), ``all`` = 0-17,
 ``seeprettyface`` = 0-7 (the rows w-plus-adapter edits with latent_directions).
@@ -76,7 +76,7 @@ RowsSpec = Union[None, str, int, slice, Iterable[int]]
 
 @dataclass(frozen=True, eq=False)
 class GanspaceParams:
-    """What a GANSpace edit needs besides its offset vector (methods.md §2.3).
+    """What a GANSpace edit needs besides its offset vector (see :func:`.edit.ganspace_delta`).
 
     Attributes:
         pca: the loaded PCA dict ``{"mean": [1,512], "comp": [K,1,512], "std": [K]}``

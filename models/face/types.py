@@ -99,11 +99,6 @@ class Face:
         return np.array([(self.bbox[0] + self.bbox[2]) / 2, (self.bbox[1] + self.bbox[3]) / 2], dtype=np.float32)
 
     @property
-    def inter_ocular(self) -> float:
-        """Distance between the two eye points of :attr:`kps`, in pixels."""
-        return float(np.linalg.norm(self.kps[1] - self.kps[0]))
-
-    @property
     def normed_embedding(self) -> np.ndarray | None:
         """``embedding / ||embedding||`` (float32) or ``None``."""
         if self.embedding is None:

@@ -33,7 +33,6 @@ __all__ = [
     "load_file",
     "flatten",
     "unflatten_prefix",
-    "shapes_of",
     "validate_shapes",
     "identify",
     "CONTEXT_FAMILIES",
@@ -179,11 +178,6 @@ def unflatten_prefix(flat: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
     """Keys under ``prefix.`` with the prefix stripped: a module's state dict."""
     cut = prefix + "."
     return {k[len(cut) :]: v for k, v in flat.items() if k.startswith(cut)}
-
-
-def shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` of a state dict."""
-    return {k: tuple(v.shape) for k, v in state.items()}
 
 
 def validate_shapes(

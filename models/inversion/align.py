@@ -1,4 +1,4 @@
-"""FFHQ face alignment for e4e inversion (docs/methods.md sections 0, 1.1, 3.1, 4.4).
+"""FFHQ face alignment for e4e inversion (docs/design.md, "Pipeline").
 
 Public API:
 
@@ -42,7 +42,7 @@ __all__ = [
     "e4e_input_tensor",
 ]
 
-# insightface 106-point indices used by PSTF-AttControl (methods.md section 4.4).
+# insightface 106-point indices PSTF-AttControl's prepare.py averages for the eyes and takes for the mouth.
 _LM106_EYE_LEFT = [33, 35, 36, 37, 39, 40, 41, 42]
 _LM106_EYE_RIGHT = [87, 89, 90, 91, 93, 94, 95, 96]
 _LM106_MOUTH_LEFT, _LM106_MOUTH_RIGHT = 56, 69
@@ -107,11 +107,6 @@ class AlignedFace:
     def source_to_aligned(self) -> np.ndarray:
         """Inverse of :attr:`aligned_to_source`, float64 ``[3, 3]``."""
         return np.linalg.inv(self.aligned_to_source)
-
-    @property
-    def matrix_2x3(self) -> np.ndarray:
-        """``aligned_to_source[:2]``, float64 ``[2, 3]``."""
-        return self.aligned_to_source[:2].copy()
 
 
 def _quad_from_points(
@@ -200,7 +195,7 @@ def ffhq_quad_from_106(lm106: Any) -> tuple[np.ndarray, float]:
     """The FFHQ crop square from insightface's 106 points as PSTF-AttControl computes it.
 
     Eyes: means of points 33,35,36,37,39,40,41,42 and 87,89,90,91,93,94,95,96;
-    mouth corners: points 56 and 69 (methods.md section 4.4).
+    mouth corners: points 56 and 69.
     """
     lm = _points(lm106, 106, "106-point landmarks")
     return _quad_from_points(
@@ -395,7 +390,7 @@ def e4e_input_tensor(face: AlignedFace | np.ndarray, recipe: AlignRecipe | str =
       a no-op for the 256 px aligned image), ``ToTensor`` (x / 255), ``Normalize(0.5, 0.5)``.
     * ``wplus_adapter``: ``PIL.Image.resize((256, 256))`` (Pillow's default, bicubic) of the
       512 px face, then ``(x - 127.5) / 127.5``. Background whitening is separate
-      (:func:`likeness.models.face_parsing.whiten_background`).
+      (:func:`.whitening.whiten_background`, run by :func:`.pipeline.invert_face`).
     * ``pstf``: Pillow bilinear ``Resize(1024)``, ``ToTensor``, ``Normalize(0.5, 0.5)``, then a
       tensor ``Resize((256, 256))`` (bilinear, antialias on as in torchvision >= 0.17;
       [inferred]: PSTF pins no torchvision version).

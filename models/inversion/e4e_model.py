@@ -1,6 +1,6 @@
 """Load ``e4e_ffhq_encode.pt`` and invert aligned faces to absolute W+ codes.
 
-Official layout (omertov/encoder4editing, training/coach.py; methods.md §1.4)::
+Official layout (omertov/encoder4editing, training/coach.py; see docs/design.md, 'File formats')::
 
     {"state_dict": {"encoder.*": 621 tensors, "decoder.*": 171 tensors},
      "latent_avg": [18, 512] (also accepted: [512], [1, 18, 512]),
@@ -8,7 +8,7 @@ Official layout (omertov/encoder4editing, training/coach.py; methods.md §1.4)::
 
 Files saved with ``save_training_data`` may also hold ``optimizer``,
 ``discriminator_state_dict`` etc.; those are ignored. The file is read with
-:func:`.checkpoints.load_file` (``weights_only=True``, CPU), every key and shape
+:func:`..files.checkpoints.load_file` (``weights_only=True``, CPU), every key and shape
 is validated against the modules built here, and the encoder is loaded
 strictly. A file without any ``decoder.*`` key is accepted (inversion works,
 previews raise); a partial decoder is refused.
@@ -164,7 +164,7 @@ def e4e_from_checkpoint(ckpt: Any, source: str | Path = "checkpoint") -> E4EInve
     """Validate an already-loaded official checkpoint object and build the inverter.
 
     Args:
-        ckpt: what :func:`.checkpoints.load_file` returned for the file.
+        ckpt: what :func:`..files.checkpoints.load_file` returned for the file.
         source: file name for messages.
 
     Raises:
@@ -270,7 +270,7 @@ class E4EInverter:
         """Aligned faces -> absolute W+ (encoder output + latent_avg).
 
         Args:
-            images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, methods.md §1.1).
+            images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, see :mod:`.align`).
             progress: called as ``progress(done, total)`` after each backbone unit and style block
                 (``total`` = :attr:`encode_stages`); an exception it raises (e.g. an interruption) stops the encode.
 

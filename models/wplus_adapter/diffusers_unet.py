@@ -3,7 +3,7 @@
 diffusers is duck-typed here and imported lazily only by
 :func:`remove_wplus_adapter`, so ``models/`` imports without it.
 The processor-index -> module-name mapping comes from the adapter's explicit
-site table (:mod:`.wplus_sites`) and is checked against
+site table (:mod:`.sites`) and is checked against
 ``unet.attn_processors`` order before anything is installed.
 """
 

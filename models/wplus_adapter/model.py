@@ -1,15 +1,15 @@
 """W+ adapter (csxmli2016/w-plus-adapter, CVPR 2024): mapping network, weights and loader.
 
 * :class:`WProjModel` maps an absolute e4e W+ code ``[B,18,512]`` to 4 context
-  tokens ``[B,4,C]`` (methods.md §3.2).
+  tokens ``[B,4,C]``.
 * :class:`WPlusAdapter` holds ``w_proj`` and one :class:`WPlusSiteLayer` per
   attn2 site; its state dict is the official file's layout
-  (``w_proj.*`` / ``wplus_adapter.{i}.*``, methods.md §3.8).
+  (``w_proj.*`` / ``wplus_adapter.{i}.*``, docs/design.md, 'File formats').
 * :func:`load_wplus_adapter` reads and validates an official checkpoint.
 
-The residual attention maths is in :mod:`.attention_math`; the diffusers
-processor in :mod:`.wplus_processor` (re-exported here as
-:class:`WPlusAttnProcessor`); diffusers UNet helpers in :mod:`.wplus_diffusers`.
+The residual attention maths is in :mod:`.attention`; the diffusers
+processor in :mod:`.processor` (re-exported here as
+:class:`WPlusAttnProcessor`); diffusers UNet helpers in :mod:`.diffusers_unet`.
 """
 
 from __future__ import annotations
@@ -156,13 +156,6 @@ class WPlusAdapter(nn.Module):
         index = site.index if isinstance(site, WPlusSite) else int(site)
         return self.wplus_adapter[str(index)]
 
-    def site_for_comfy_key(self, key: tuple[str, int, int]) -> WPlusSite:
-        """The site registered under a ComfyUI attn2 key ``(block, number, index)``."""
-        for site in self.sites:
-            if site.comfy_key == tuple(key):
-                return site
-        raise KeyError(f"no W+ adapter site at ComfyUI key {key}; known: {[s.comfy_key for s in self.sites]}")
-
     def tokens(self, wplus: torch.Tensor) -> torch.Tensor:
         """Cond tokens ``WProj(W)``.
 
@@ -177,7 +170,7 @@ class WPlusAdapter(nn.Module):
         return self.w_proj(wplus.to(device=self.device, dtype=self.dtype))
 
     def uncond_tokens(self, batch: int = 1) -> torch.Tensor:
-        """Uncond tokens ``WProj(zeros)`` ``[batch,4,C]`` (methods.md §3.5); equal to ``norm.bias`` per token."""
+        """Uncond tokens ``WProj(zeros)`` ``[batch,4,C]`` (the CFG uncond half); equal to ``norm.bias`` per token."""
         zeros = torch.zeros(batch, W_ROWS, self.w_proj.embeddings_dim, device=self.device, dtype=self.dtype)
         return self.w_proj(zeros)
 

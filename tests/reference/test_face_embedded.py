@@ -70,7 +70,7 @@ def test_grey_profile_found(analyzer, faces_dir, ref):
     img = _load(faces_dir, "camera_profile.png")
     assert img.ndim == 2  # 'L' PNG: grey input path
     faces = analyzer.detect(img)
-    assert len(faces) == 1  # yuface finds the profile (ecosystem.md §5)
+    assert len(faces) == 1  # yuface finds the profile
     assert _iou(faces[0].bbox, ref["camera_profile.png"]["yuface"][0]["box_xyxy"]) >= 0.9
 
 

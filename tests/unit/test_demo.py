@@ -1,4 +1,4 @@
-"""Fast parts of ``likeness demo``: argument checks, helpers, smoke detection, the SD1.5 folder checks.
+"""Fast parts of ``python -m models.cli demo``: argument checks, helpers, smoke detection, the SD1.5 folder checks.
 
 The full pipeline (1.2 GB smoke e4e, full-size encoder/decoder) runs in
 tests/reference/test_demo_reference.py.

@@ -242,3 +242,29 @@ def test_cli_help_from_the_repository_root():
     assert out.startswith("usage: python -m models.cli")
     for verb in ("doctor", "smoke-models", "queue", "demo"):
         assert verb in out
+
+
+def test_requires_comfyui_is_the_version_the_nodes_check():
+    import tomllib
+
+    tree = ast.parse((ROOT / "nodes" / "compat.py").read_text(encoding="utf-8"))
+    minimum = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MIN_COMFYUI"
+    )
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["comfy"]["requires-comfyui"] == ">=" + ".".join(map(str, minimum))
+    assert f"ComfyUI **{'.'.join(map(str, minimum))} or newer**" in (ROOT / "README.md").read_text()
+
+
+def test_wheel_packages_are_every_folder_under_the_likeness_prefix():
+    import tomllib
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = sorted(
+        "likeness." + ".".join(p.parent.relative_to(ROOT).parts)
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("__init__.py")
+    )
+    assert sorted(listed) == ["likeness", *folders]

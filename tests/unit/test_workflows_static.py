@@ -14,6 +14,7 @@ import pytest
 
 from likeness.models.errors import LikenessError
 from likeness.tools.workflows.convert import (
+    DYNAMIC_COMBO,
     VIRTUAL_NODES,
     all_specs,
     api_to_ui,
@@ -47,7 +48,7 @@ def check_value(cls: str, name: str, value) -> str | None:
     """Why ``value`` is not acceptable for widget ``name`` of ``cls`` (None when it is)."""
     spec = _spec(cls, name)
     opts = spec.options
-    if spec.type == "COMBO":
+    if spec.type in ("COMBO", DYNAMIC_COMBO):
         if is_file_list(cls, spec):
             return None if isinstance(value, str) and value else f"file name must be a non-empty string, got {value!r}"
         return None if value in spec.choices else f"{value!r} not in {spec.choices}"
@@ -251,7 +252,7 @@ def test_conversion_errors_name_the_node():
 def test_snapshot_has_tooltips_for_every_likeness_input_and_no_machine_file_lists():
     ours = [c for c in SNAPSHOT if c.startswith("Likeness_")]
     assert ours
-    missing = [f"{c}.{s.name}" for c in ours for s in input_specs(SNAPSHOT[c]) if not s.options.get("tooltip")]
+    missing = [f"{c}.{s.name}" for c in ours for s in all_specs(SNAPSHOT[c]) if not s.options.get("tooltip")]
     assert not missing, f"inputs without tooltip: {missing}"
     for cls, entry in SNAPSHOT.items():
         for spec in input_specs(entry):
@@ -286,3 +287,32 @@ def test_smoke_prompt_substitutes_only_model_names():
     }
     assert changed and all(api[nid]["class_type"] == "CheckpointLoaderSimple" for nid, _ in changed)
     assert api == _load(API_FILES[0]), "the input prompt must not be modified"
+
+
+def test_dynamic_combo_children_follow_their_combo_in_both_formats():
+    entry = SNAPSHOT["Likeness_EditAttributes"]
+    edits = _spec("Likeness_EditAttributes", "edits")
+    assert edits.type == DYNAMIC_COMBO and edits.choices == [str(n) for n in range(1, 9)] and edits.default == "1"
+    assert [s.name for s in edits.children("2")] == [
+        f"edits.{f}_{i}" for i in (1, 2) for f in ("attribute", "strength", "rows")
+    ]
+    values = ["2", "age", 2.0, "default", "smile", -1.0, "0-7", "", "offset"]
+    layout = widget_layout(entry, values)
+    assert [name for name, _ in layout] == [
+        "edits",
+        *[s.name for s in edits.children("2")],
+        "extra_edits",
+        "ganspace_mode",
+    ]
+    assert [name for name, _ in widget_layout(entry)][:5] == ["edits", "edits.attribute_1", "edits.strength_1",
+                                                               "edits.rows_1", "extra_edits"]  # fmt: skip
+    api = {
+        "1": {"class_type": "Likeness_EditAttributes", "inputs": dict(zip([n for n, _ in layout], values, strict=True)),
+              "_meta": {"title": "Likeness Edit Attributes"}},
+    }  # fmt: skip
+    api["1"]["inputs"]["directions"] = ["3", 0]
+    api["3"] = {"class_type": "Likeness_LoadDirections", "inputs": {"direction_set": "s"}, "_meta": {"title": "D"}}
+    ui = api_to_ui(api, SNAPSHOT, name="dyn")
+    node = next(n for n in ui["nodes"] if n["type"] == "Likeness_EditAttributes")
+    assert node["widgets_values"] == values
+    assert ui_to_api(ui, SNAPSHOT) == api

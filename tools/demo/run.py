@@ -1,11 +1,11 @@
-"""``likeness demo``: the main job on one photo, offline, on the CPU, without ComfyUI.
+"""``python -m models.cli demo``: the main job on one photo, offline, on the CPU, without ComfyUI.
 
 Pipeline (one log line per stage, INFO): load the photo -> find the models (writing
 smoke models when the real ones are absent) -> detect faces (embedded backend) -> take
 the largest -> FFHQ-align it (``recipe``) -> background whitening -> e4e encode to an
 absolute W+ code -> save the identity -> sweep one attribute direction -> decode previews
 through e4e's StyleGAN2 decoder -> write PNGs and a text report. Optionally, SD1.5 images
-with the W+ adapter (:mod:`.demo_sd15`).
+with the W+ adapter (:mod:`.sd15`).
 
 Outputs in ``out_dir``:
 
@@ -14,16 +14,16 @@ Outputs in ``out_dir``:
 * ``reconstruction.png``: the decoded identity code (``preview_size`` px square);
 * ``sweep_<attribute>.png``: one decoded image per strength side by side, each above a label
   band of :data:`LABEL_BAND` px; ``len(strengths) * preview_size`` x ``preview_size + LABEL_BAND``;
-* ``identity.safetensors``: the W+ code [1, 18, 512] (:func:`.wplus_codes.load_wplus` reads it);
+* ``identity.safetensors``: the W+ code [1, 18, 512] (:func:`models.inversion.codes.load_wplus` reads it);
 * ``report.txt``: face box, recipe, whitening, the model files and whether they are smoke
   models, timings per stage;
 * ``sd15_<i>.png``: only with ``sd15_diffusers``.
 
-Smoke models (random weights in the official formats, :mod:`.smoke`) make every stage run,
+Smoke models (random weights in the official formats, :mod:`tools.smoke.writers`) make every stage run,
 but every image they produce is noise; the report, the log and the sweep labels say so.
-A smoke e4e file is recognised by its ``opts`` (exactly :func:`.inversion.default_e4e_opts`,
+A smoke e4e file is recognised by its ``opts`` (exactly :func:`models.inversion.e4e_model.default_e4e_opts`,
 the released file carries its training options), smoke directions by their values
-(:func:`.smoke.smoke_direction` for seeds 0..3 or the run's seed).
+(:func:`tools.smoke.writers.smoke_direction` for seeds 0..3 or the run's seed).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
 from ...models.errors import LikenessError, MissingModelError, NoFaceError
+from ...models.files.doctor import cli_command
 
 __all__ = [
     "DemoReport",
@@ -137,7 +138,7 @@ class DemoReport:
         """The full report (``report.txt``)."""
         lines = ["Likeness demo report", "===================="]
         if self.smoke:
-            lines += ["", f"WARNING: {SMOKE_BANNER}.", "Get the real files with `likeness doctor`."]
+            lines += ["", f"WARNING: {SMOKE_BANNER}.", f"Get the real files: {cli_command('doctor')}."]
         box = ", ".join(f"{v:.1f}" for v in self.face_box)
         lines += [
             "",
@@ -167,7 +168,7 @@ class DemoReport:
         """A few lines for the terminal."""
         lines = []
         if self.smoke:
-            lines.append(f"!!! {SMOKE_BANNER}. Run `likeness doctor` to see how to get the real model files.")
+            lines.append(f"!!! {SMOKE_BANNER}. Run {cli_command('doctor')} to see how to get the real model files.")
         x1, y1, x2, y2 = self.face_box
         lines += [
             f"face: ({x1:.0f}, {y1:.0f})-({x2:.0f}, {y2:.0f}) of {self.faces_found} found in {self.image_source}",
@@ -217,14 +218,14 @@ def load_demo_image(image_path: str | Path | None) -> tuple[np.ndarray, str]:
 
 
 def is_smoke_e4e(opts: dict[str, Any]) -> bool:
-    """True when an e4e checkpoint's ``opts`` are exactly those :mod:`.smoke` writes."""
+    """True when an e4e checkpoint's ``opts`` are exactly those :mod:`tools.smoke.writers` writes."""
     from ...models.inversion.e4e_model import default_e4e_opts
 
     return dict(opts) == default_e4e_opts()
 
 
 def is_smoke_direction(name: str, vector: torch.Tensor, seeds: Sequence[int] = _SMOKE_SEEDS) -> bool:
-    """True when ``vector`` ([18, 512] or [1, 512]) is :func:`.smoke.smoke_direction` for one of ``seeds``."""
+    """True when ``vector`` ([18, 512] or [1, 512]) is the smoke direction (``smoke_direction``) of one of ``seeds``."""
     from ..smoke.writers import smoke_direction
 
     row = vector.reshape(-1, vector.shape[-1])[0].float()
@@ -353,7 +354,7 @@ def run_demo(
         fast_preview: stop the 1024 px StyleGAN2 decoder at the preview resolution (~3x faster on a
             CPU, slightly softer); False renders 1024 px and downscales.
         sd15_diffusers: a local diffusers SD1.5 folder: also make one SD1.5 image per sweep point.
-        prompt: SD1.5 prompt (default :data:`.demo_sd15.DEFAULT_PROMPT`).
+        prompt: SD1.5 prompt (default :data:`.sd15.DEFAULT_PROMPT`).
         sd15_steps: SD1.5 sampler steps.
 
     Returns:
@@ -398,16 +399,7 @@ def run_demo(
         report.labels = list(swept.labels)
     with _stage(report, "decode", f"decoding {1 + len(values)} previews at {preview_size} px"):
         previews = _to_uint8(inverter.decode(torch.cat([wplus, swept.wplus]), size=preview_size, fast=fast_preview))
-    with _stage(report, "write", "writing PNGs"):
-        files = {
-            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
-            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
-            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
-            "sweep": (out / f"sweep_{direction.name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
-        }
-        for name, (path, img) in files.items():
-            img.save(path)
-            report.files[name] = path
+    _write_pngs(report, inversion, previews, direction.name)
     if sd15_diffusers is None:
         logger.info("demo: SD1.5 images skipped (give --sd15-diffusers DIR, a local diffusers SD1.5 folder)")
         report.notes.append("SD1.5 images skipped: no --sd15-diffusers folder given")
@@ -417,6 +409,20 @@ def run_demo(
     report.files["report"].write_text(report.to_text(), encoding="utf-8")
     logger.info("demo: report written to %s", report.files["report"])
     return report
+
+
+def _write_pngs(report: DemoReport, inversion: Any, previews: list[np.ndarray], direction_name: str) -> None:
+    out = report.out_dir
+    with _stage(report, "write", "writing PNGs"):
+        files = {
+            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
+            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
+            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
+            "sweep": (out / f"sweep_{direction_name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
+        }
+        for name, (path, img) in files.items():
+            img.save(path)
+            report.files[name] = path
 
 
 def _largest_face(report: DemoReport, rgb: np.ndarray) -> Any:

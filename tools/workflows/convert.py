@@ -431,6 +431,7 @@ def regenerate(server: str, root: Path) -> int:
         sys.stdout.write(f"wrote {target}\n")
     snap = root / "tests" / "data" / "object_info_snapshot.json"
     snap.parent.mkdir(parents=True, exist_ok=True)
+    # the server's key order is kept: a dynamic combo's options carry no input_order, their order is the widgets'
     snap.write_text(json.dumps(snapshot_entries(object_info, classes), indent=1, ensure_ascii=False) + "\n")
     sys.stdout.write(f"wrote {snap} ({len(classes)} node classes)\n")
     return 0

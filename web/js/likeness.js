@@ -107,7 +107,7 @@ export function showResults(node, output) {
 function addResetButton(node) {
   const button = node.addWidget("button", "reset strengths", null, () => {
     for (const widget of node.widgets || []) {
-      if (widget.name && /(^|\.)strength/.test(widget.name) && typeof widget.value === "number") {
+      if (widget.name && /(^|\.)strength_\d+$/.test(widget.name) && typeof widget.value === "number") {
         widget.value = 0;
         widget.callback?.(0);
       }
