@@ -27,12 +27,12 @@ test: setup lint
 test-fast: setup lint
 	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
-$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt
+$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt requirements-browser.txt
 	@test -n "$$COMFYUI_PATH" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
 	$(PY) -m venv $(COMFY_VENV)
 	$(COMFY_VENV)/bin/python -m pip install -q $(COMFY_TORCH)
 	grep -viE '^(torch|torchvision|torchaudio)([<>=~! ]|$$)' "$$COMFYUI_PATH/requirements.txt" > $(COMFY_VENV)/comfy-requirements.txt
-	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt
+	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt -r requirements-browser.txt
 	touch $@
 
 test-comfyui: $(COMFY_VENV)/.installed

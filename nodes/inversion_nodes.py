@@ -9,21 +9,26 @@ import comfy.model_management
 import comfy.utils
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
-from ..models.errors import LikenessError
-from ..models.face import apply_policy, create_analyzer, select_batch
+from ..models.face import apply_policy, select_batch
 from ..models.files.registry import find_file
-from ..models.images import to_rgb_uint8
+from ..models.images import fit_square, split_alpha, to_rgb_uint8
 from ..models.inversion.align import RECIPES
 from ..models.inversion.codes import WPlusCodes
 from ..models.inversion.pipeline import WHITENING_CHOICES, invert_face, resolve_whitening
+from ..models.preview.live import remember_wplus
+from ..models.validation import check_wplus
+from .checks import node_id, wplus_in
 from .e4e_runtime import DTYPES, LoadedE4E, preview_images
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
-from .folders import file_list, search_paths
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, faces_for, policy_warning
+from .folders import file_choices, search_paths, validate_file
 from .sockets import E4EModel, FaceAnalyzerType, Faces, WPlus
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
+
+DAMAGED_E4E = "The e4e file is damaged (its weights give NaN or huge codes): download e4e_ffhq_encode.pt again."
 
 
 class LikenessLoadE4E(io.ComfyNode):
@@ -31,6 +36,7 @@ class LikenessLoadE4E(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadE4E",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load e4e",
             category="likeness/inversion",
             search_aliases=["e4e", "encoder4editing", "gan inversion", "stylegan encoder", "identity"],
@@ -41,7 +47,9 @@ class LikenessLoadE4E(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "e4e_name", options=file_list("e4e") or ["e4e_ffhq_encode.pt"], tooltip="File in models/e4e."
+                    "e4e_name",
+                    options=file_choices("e4e"),
+                    tooltip="File in models/e4e (e4e_ffhq_encode.pt, MIT; see Likeness Doctor for the download).",
                 ),
                 io.Combo.Input(
                     "device",
@@ -61,9 +69,16 @@ class LikenessLoadE4E(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, e4e_name: str) -> bool | str:
+        return validate_file("e4e", e4e_name)
+
+    @classmethod
     def execute(cls, e4e_name: str, device: str, dtype: str) -> io.NodeOutput:
         path = find_file("e4e", e4e_name, search_paths())
-        return io.NodeOutput(LoadedE4E.load(path, e4e_name, device, DTYPES[dtype]))
+        loaded = LoadedE4E.load(path, e4e_name, device, DTYPES[dtype])
+        decoder = "with" if loaded.inverter.has_decoder else "WITHOUT (no previews)"
+        text = f"{path.name}: e4e encoder {decoder} StyleGAN2 decoder; device {device}, {dtype}"
+        return io.NodeOutput(loaded, ui=node_ui(cls, text))
 
 
 def _uint8_batch_to_image(crops: list[torch.Tensor]) -> torch.Tensor:
@@ -76,6 +91,7 @@ class LikenessInvertFace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_InvertFace",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Invert Face",
             category="likeness/inversion",
             search_aliases=["e4e", "identity", "gan inversion", "w+", "face to latent", "stylegan"],
@@ -121,11 +137,15 @@ class LikenessInvertFace(io.ComfyNode):
                 ),
             ],
             outputs=[
-                WPlus.Output("wplus", tooltip="Absolute W+ codes [B,18,512] (encoder output + latent_avg)."),
+                WPlus.Output(
+                    "wplus",
+                    tooltip="Absolute W+ codes [B,18,512] (encoder output + latent_avg). An image passed through "
+                    "without a face keeps its place as an item with no code, which later nodes leave alone.",
+                ),
                 io.Image.Output(
                     "aligned",
-                    tooltip="The aligned (and whitened) crops fed to e4e, 256x256 (the input images when no face was "
-                    "used).",
+                    tooltip="The aligned (and whitened) crops fed to e4e, 256x256 (the input image fitted to 256 px "
+                    "where no face was used).",
                 ),
                 io.Image.Output(
                     "reconstruction",
@@ -135,6 +155,7 @@ class LikenessInvertFace(io.ComfyNode):
                     "info", tooltip="Recipe, whitening and landmark kind used; images skipped or passed through."
                 ),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -151,40 +172,64 @@ class LikenessInvertFace(io.ComfyNode):
         face_analyzer=None,
         reconstruct: bool = True,
     ) -> io.NodeOutput:
-        if faces is None:
-            faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
-        elif faces.batch != image.shape[0]:
-            raise LikenessError(
-                f"The FACES input was detected on {faces.batch} image(s) but {image.shape[0]} image(s) are given."
-            )
+        image, _ = split_alpha(image, "Invert Face input 'image'")  # grey -> RGB, alpha dropped
+        faces = faces_for(image, faces, face_analyzer, "Invert Face")
         chosen, reasons = select_batch(faces.faces, selection, face_index)
-        kept, report = apply_policy([c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons)
+        kept, report = apply_policy(
+            [c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons, where="Invert Face"
+        )
         plan = resolve_whitening(whitening, recipe, search_paths())
         jobs = [(i, n, face) for i in kept for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1])]
         codes, crops, lines, hashes, labels = _invert_jobs(e4e, image, jobs, recipe, plan, selection == "all")
         info = "\n".join([report.summary(), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
-        if not kept:  # every image passed through or skipped: the image outputs carry the input images
-            passed = image[..., :3]
-            empty = WPlusCodes(torch.zeros(0, 18, 512), (), {"recipe": recipe}, warnings)
-            return io.NodeOutput(empty, passed, passed, info, ui=ui.PreviewText(info))
         meta = {"source_sha256": hashes, "recipe": recipe, "model": e4e.name, "whitening": plan.method}
-        wplus = WPlusCodes(torch.cat(codes), tuple(labels), meta, warnings)
-        aligned = _uint8_batch_to_image(crops)
-        recon = preview_images(e4e, wplus.codes, 256) if reconstruct and e4e.inverter.has_decoder else aligned
-        return io.NodeOutput(wplus, aligned, recon, info, ui=ui.PreviewText(info))
+        for k, code in enumerate(codes):
+            check_wplus(code, f"Invert Face: the e4e output for {labels[k]}", source=e4e.name, fix=DAMAGED_E4E)
+        # one item per face found, and one absent item per image passed through (no face), in image order
+        order = sorted([(i, k) for k, (i, _, _) in enumerate(jobs)] + [(i, -1) for i in report.passed_through])
+        absent = tuple(n for n, (_, k) in enumerate(order) if k < 0)
+        blank = torch.zeros(1, 18, 512)
+        wplus = WPlusCodes(
+            torch.cat([codes[k] if k >= 0 else blank for _, k in order]),
+            tuple(labels[k] if k >= 0 else f"image {i} (no face)" for i, k in order),
+            meta,
+            warnings,
+            absent,
+        )
+        aligned_faces = _uint8_batch_to_image(crops) if crops else None
+        recon_faces = aligned_faces
+        if aligned_faces is not None and reconstruct and e4e.inverter.has_decoder:
+            recon_faces = preview_images(e4e, torch.cat(codes), 256)
+        aligned = _interleave(image, order, aligned_faces)
+        recon = _interleave(image, order, recon_faces)
+        remember_wplus(node_id(cls), "Likeness_InvertFace", wplus)  # the live preview starts from it
+        shown = [aligned] + ([recon] if recon_faces is not aligned_faces else [])
+        return io.NodeOutput(wplus, aligned, recon, info, ui=node_ui(cls, info, shown, policy_warning(report)))
+
+
+def _interleave(image: torch.Tensor, order: list, faces: torch.Tensor | None) -> torch.Tensor:
+    """``[N,256,256,3]``: per output item the face crop, or the input image fitted to 256 px where no face was used."""
+    return torch.stack([faces[k] if k >= 0 else fit_square(image[i], 256) for i, k in order])
 
 
 def _invert_jobs(e4e: LoadedE4E, image: torch.Tensor, jobs: list, recipe: str, plan, every_face: bool):
     """Invert each ``(image index, face number, face)``; returns codes, crops, info lines, hashes, labels."""
     codes, crops, lines, hashes, labels = [], [], [], [], []
-    bar = comfy.utils.ProgressBar(max(1, len(jobs)))
     inverter = e4e.encoder() if jobs else None
-    for i, n, face in jobs:
+    per_face = inverter.encode_stages + 1 if inverter else 1  # alignment + whitening, then each encoder stage
+    bar = comfy.utils.ProgressBar(max(1, len(jobs) * per_face))
+    for k, (i, n, face) in enumerate(jobs):
         comfy.model_management.throw_exception_if_processing_interrupted()
         rgb = to_rgb_uint8(image[i])
         landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-        result = invert_face(inverter, rgb, landmarks, recipe, plan)
+
+        def encoded(done: int, _total: int, base: int = k * per_face + 1) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(base + done)
+
+        bar.update_absolute(k * per_face + 1)
+        result = invert_face(inverter, rgb, landmarks, recipe, plan, progress=encoded)
         codes.append(result.wplus)
         crops.append(result.e4e_input_uint8())
         hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
@@ -193,7 +238,6 @@ def _invert_jobs(e4e: LoadedE4E, image: torch.Tensor, jobs: list, recipe: str, p
             f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
             f"landmarks {result.aligned.landmark_kind}, whitening {result.whitening} ({plan.reason})"
         )
-        bar.update(1)
     return codes, crops, lines, hashes, labels
 
 
@@ -219,15 +263,23 @@ class LikenessPreviewWPlus(io.ComfyNode):
                     tooltip="Output size in pixels (the generator renders 1024 and is resized).",
                 ),
             ],
-            outputs=[io.Image.Output("images", tooltip="One rendering per W+ code, in batch order.")],
+            outputs=[
+                io.Image.Output(
+                    "images", tooltip="One rendering per W+ code, in batch order (items without a code are left out)."
+                )
+            ],
+            is_output_node=True,
         )
 
     @classmethod
     def execute(cls, e4e: LoadedE4E, wplus: WPlusCodes, size: int) -> io.NodeOutput:
-        if wplus.batch == 0:
-            raise LikenessError("The W+ input is empty (no face was found upstream): nothing to preview.")
+        given = wplus_in(cls, "wplus", wplus)
+        wplus = given.only_present("Preview W+ input 'wplus'")
         images = preview_images(e4e, wplus.codes, size)
-        return io.NodeOutput(images, ui=ui.PreviewImage(images, cls=cls))
+        warning = None
+        if given.absent:
+            warning = f"items {list(given.absent)} of the W+ batch have no code (no face): not rendered."
+        return io.NodeOutput(images, ui=node_ui(cls, "\n".join(wplus.labels), [images], warning))
 
 
 INVERSION_NODES = [LikenessLoadE4E, LikenessInvertFace, LikenessPreviewWPlus]

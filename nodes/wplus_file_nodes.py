@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..models.files.registry import find_file
-from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
-from .folders import file_list, search_paths
+from ..models.inversion.codes import WPlusCodes, load_wplus, sanitize_prefix, save_wplus
+from ..models.preview.live import remember_wplus
+from .checks import node_id, wplus_in
+from .folders import file_choices, search_paths, validate_file
 from .sockets import WPlus
+from .ui_output import node_ui
 
 __all__ = ["WPLUS_SUBFOLDER", "sanitize_prefix", "WPLUS_FILE_NODES"]
 
 #: Save W+ writes into ``output/likeness_wplus``; that folder is also a search path of Load W+.
 WPLUS_SUBFOLDER = "likeness_wplus"
-_UNSAFE = re.compile(r"[^\w.\- %]+")
-
-
-def sanitize_prefix(prefix: str) -> str:
-    """A relative ``sub/folders/name`` prefix: unsafe characters become ``_``, ``.``/``..``/empty parts go."""
-    parts = [_UNSAFE.sub("_", p).strip(" .") for p in prefix.replace("\\", "/").split("/")]
-    parts = [p for p in parts if p]
-    return "/".join(parts) or "identity"
 
 
 class LikenessSaveWPlus(io.ComfyNode):
@@ -38,7 +32,9 @@ class LikenessSaveWPlus(io.ComfyNode):
             description="Saves W+ codes with their labels and provenance (source image hash, recipe, model) as "
             ".safetensors in output/likeness_wplus: a reusable, shareable identity.",
             inputs=[
-                WPlus.Input("wplus", tooltip="W+ codes to save."),
+                WPlus.Input(
+                    "wplus", tooltip="W+ codes to save (items without a code, from images with no face, are left out)."
+                ),
                 io.String.Input(
                     "filename_prefix",
                     default="identity",
@@ -52,11 +48,18 @@ class LikenessSaveWPlus(io.ComfyNode):
 
     @classmethod
     def execute(cls, wplus: WPlusCodes, filename_prefix: str) -> io.NodeOutput:
+        given = wplus_in(cls, "wplus", wplus)
+        wplus = given.only_present("Save W+ input 'wplus'")
         prefix = f"{WPLUS_SUBFOLDER}/{sanitize_prefix(filename_prefix)}"
         folder, name, counter, _, _ = folder_paths.get_save_image_path(prefix, folder_paths.get_output_directory())
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = save_wplus(Path(folder) / f"{name}_{counter:05}_.safetensors", wplus)
-        return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {path}"))
+        text = f"saved {path}\n({wplus.batch} code(s): {', '.join(wplus.labels)})"
+        warning = None
+        if given.absent:
+            missing = ", ".join(given.labels[i] for i in given.absent)
+            warning = f"not saved, no code (no face): {missing}"
+        return io.NodeOutput(str(path), ui=node_ui(cls, text, warning=warning))
 
 
 class LikenessLoadWPlus(io.ComfyNode):
@@ -64,6 +67,7 @@ class LikenessLoadWPlus(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadWPlus",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load W+",
             category="likeness/inversion",
             search_aliases=["load identity", "identity", "load w+", "load face code"],
@@ -72,16 +76,24 @@ class LikenessLoadWPlus(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "wplus_name",
-                    options=file_list("likeness_wplus") or ["identity_00001_.safetensors"],
+                    options=file_choices("likeness_wplus"),
                     tooltip="A saved W+ file.",
                 )
             ],
             outputs=[WPlus.Output("wplus", tooltip="The loaded W+ codes.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
+    def validate_inputs(cls, wplus_name: str) -> bool | str:
+        return validate_file("likeness_wplus", wplus_name)
+
+    @classmethod
     def execute(cls, wplus_name: str) -> io.NodeOutput:
-        return io.NodeOutput(load_wplus(find_file("likeness_wplus", wplus_name, search_paths())))
+        wplus = load_wplus(find_file("likeness_wplus", wplus_name, search_paths()))
+        remember_wplus(node_id(cls), "Likeness_LoadWPlus", wplus)  # the live preview starts from it
+        meta = ", ".join(f"{k}: {v}" for k, v in wplus.meta.items() if k in ("file", "recipe", "model"))
+        return io.NodeOutput(wplus, ui=node_ui(cls, f"{wplus.batch} code(s): {', '.join(wplus.labels)}\n{meta}"))
 
 
 WPLUS_FILE_NODES = [LikenessSaveWPlus, LikenessLoadWPlus]

@@ -26,6 +26,7 @@ anything else is "unknown, check the source" unless a Likeness file says otherwi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,9 +143,33 @@ def _add(catalog: DirectionCatalog, ds: DirectionSet) -> None:
     catalog.sets[name] = ds
 
 
+def _version(path: Path) -> tuple:
+    """``(path, mtime_ns, size)``, or the path alone when it cannot be read (a broken link)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+_logged: set[tuple] = set()
+_logged_lock = threading.Lock()
+
+
+def _warn_once(path: Path, text: str) -> None:
+    """Log a warning about a file once per file version (a rescan of the same file stays quiet)."""
+    key = (*_version(path), text)
+    with _logged_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    logger.warning("Likeness directions: %s", text)
+
+
 def _problem(catalog: DirectionCatalog, path: Path, reason: str) -> None:
-    logger.warning("Likeness directions: unusable file: %s", reason if str(path) in reason else f"{path}: {reason}")
+    """Record an unusable file (and warn once per file version)."""
     catalog.problems.append(DirectionProblem(path, reason))
+    _warn_once(path, "unusable file: " + (reason if str(path) in reason else f"{path}: {reason}"))
 
 
 def _read_files(base: Path, catalog: DirectionCatalog) -> tuple[dict, dict, dict]:
@@ -196,9 +221,7 @@ def _add_folder_sets(base: Path, singles: dict, catalog: DirectionCatalog) -> No
             for name, d in ds.directions.items():
                 if name in dirs:  # e.g. age.pt next to age.npy: keep both, say which is which
                     name = f"{name} ({path.suffix.lstrip('.')})"
-                    logger.warning(
-                        "Likeness directions: two files named %r in %s; calling %s %r", d.name, folder, path.name, name
-                    )
+                    _warn_once(path, f"two files named {d.name!r} in {folder}; calling {path.name} {name!r}")
                     d = replace(d, name=name)
                 dirs[name] = d
         name = set_name(rel, "folder") if rel.parts else base.name

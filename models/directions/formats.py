@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, LikenessError
+from ..errors import CheckpointError, LikenessError, a_or_an
 from ..files.checkpoints import load_file
 from .ganspace import (
     GanspaceConfig,
@@ -131,7 +131,7 @@ def directions_from_object(
         for k, v in obj.items():
             if not isinstance(v, (list, torch.Tensor, np.ndarray)):
                 raise CheckpointError(
-                    f"{path}: entry {k!r} is a {type(v).__name__}, not a direction array. {SHAPES_HELP}"
+                    f"{path}: entry {k!r} is {a_or_an(type(v).__name__)}, not a direction array. {SHAPES_HELP}"
                 )
             dirs[k] = Direction(
                 name=k, vector=to_rows(v, f"{src} [{k!r}]"), recommended_range=(-3.0, 3.0), source=f"{src} [{k!r}]",
@@ -143,7 +143,7 @@ def directions_from_object(
         what = f"{what} {getattr(obj, 'dtype', '')} {list(obj.shape)}"
     elif isinstance(obj, Mapping):
         what = f"dict with keys {list(obj)[:8]}"
-    raise CheckpointError(f"{path} is not a direction file: it holds a {what}. {SHAPES_HELP}")
+    raise CheckpointError(f"{path} is not a direction file: it holds {a_or_an(what)}. {SHAPES_HELP}")
 
 
 def load_directions(

@@ -186,6 +186,7 @@ class DirectionSet:
 
 
 def _parse_row_text(text: str) -> list[int]:
+    """Inclusive ranges and single rows; a part outside 0-17 is refused as written (never expanded)."""
     rows: list[int] = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -195,9 +196,11 @@ def _parse_row_text(text: str) -> list[int]:
             lo, hi = int(a), int(b)
             if hi < lo:
                 raise ValueError(f"range {part!r} runs backwards")
-            rows.extend(range(lo, hi + 1))
         else:
-            rows.append(int(part))
+            lo = hi = int(part)
+        if lo < 0 or hi >= NUM_ROWS:
+            raise ValueError(f"{part!r} is not a row between 0 and {NUM_ROWS - 1}")
+        rows.extend(range(lo, hi + 1))
     return rows
 
 
@@ -235,9 +238,10 @@ def resolve_rows(rows: RowsSpec, default: Iterable[int] = ROW_PRESETS["all"]) ->
         out = [rows]
     else:
         out = [int(r) for r in rows]
-    bad = [r for r in out if not 0 <= r < NUM_ROWS]
+    bad = sorted({r for r in out if not 0 <= r < NUM_ROWS})
     if bad:
-        raise LikenessError(f"W+ rows must be between 0 and 17; got {bad} (from {rows!r}).")
+        shown = ", ".join(str(r) for r in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise LikenessError(f"W+ rows must be between 0 and 17; got {shown} (from {rows!r:.80}).")
     if not out:
         raise LikenessError(f"The W+ row selection {rows!r} is empty; choose at least one row between 0 and 17.")
     return tuple(sorted(set(out)))

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from ..errors import CheckpointError, MissingModelError
+from ..errors import CheckpointError, MissingModelError, a_or_an
+from .registry import file_problem
 
 __all__ = [
     "load_file",
@@ -96,7 +97,8 @@ def load_file(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingModelError(f"{path} does not exist.")
+        problem = file_problem(path)
+        raise MissingModelError(f"{problem}. Replace it with the model file." if problem else f"{path} does not exist.")
     kind = _sniff(path)
     size = path.stat().st_size
     try:
@@ -105,7 +107,7 @@ def load_file(path: str | Path) -> Any:
 
             return load_safetensors(str(path), device="cpu")
         if kind == "npy":
-            return np.load(path, allow_pickle=False)
+            return _load_npy(path)
         if kind == "json":
             with path.open("r", encoding="utf-8") as fh:
                 return json.load(fh)
@@ -130,6 +132,21 @@ def load_file(path: str | Path) -> Any:
             f"{path} ({size:,} bytes) could not be read as {kind}: {_first_line(exc)}. "
             "The file is probably truncated or corrupt: download it again."
         ) from exc
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A NumPy array file, refusing object arrays (a pickle inside) with their own message."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = header(fh)  # the header only: no data is read
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"Refusing to load {path}: it is a NumPy array of Python objects (dtype {dtype}), saved with pickle. "
+            "Likeness never unpickles data files because a pickle can run arbitrary code. Save the numbers as "
+            "a float array (np.save(path, array.astype(np.float32)))."
+        )
+    return np.load(path, allow_pickle=False)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -191,7 +208,7 @@ def validate_shapes(
     ]
     if not (missing or unexpected or mismatched):
         return
-    parts = [f"{source} is not a {what} checkpoint."]
+    parts = [f"{source} is not {a_or_an(what)} checkpoint."]
     if mismatched:
         parts.append(f"{len(mismatched)} shape mismatches, first: " + "; ".join(mismatched[:_MAX_REPORTED]))
     if missing:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
-from ..errors import CheckpointError
+from ..errors import CheckpointError, a_or_an
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
 
@@ -153,9 +153,9 @@ def _refuse_non_dict(obj: Any, source: str | Path) -> CheckpointError:
         if tuple(obj.shape[-2:]) == (N_LATENT, STYLE_DIM):
             what += " (it looks like a saved W+ latent code, not a model)"
     else:
-        what = f"a {type(obj).__name__}"
+        what = a_or_an(type(obj).__name__)
     return CheckpointError(
-        f"{source} is not a {E4E_WHAT} checkpoint: it holds {what}, not a dict with 'state_dict' and "
+        f"{source} is not {a_or_an(E4E_WHAT)} checkpoint: it holds {what}, not a dict with 'state_dict' and "
         "'latent_avg'. Put the released e4e_ffhq_encode.pt in models/e4e."
     )
 
@@ -261,11 +261,18 @@ class E4EInverter:
             self._decoder.to(device=device, dtype=dtype)
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def encode_stages(self) -> int:
+        """Number of ``progress`` calls one :meth:`encode` makes (the 24 backbone units and the style blocks)."""
+        return len(self.encoder.body) + len(self.encoder.styles)
+
+    def encode(self, images: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Aligned faces -> absolute W+ (encoder output + latent_avg).
 
         Args:
             images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, see :mod:`.align`).
+            progress: called as ``progress(done, total)`` after each backbone unit and style block
+                (``total`` = :attr:`encode_stages`); an exception it raises (e.g. an interruption) stops the encode.
 
         Returns:
             [B, 18, 512] float32 on :attr:`device`.
@@ -281,8 +288,22 @@ class E4EInverter:
         x = images.to(device, self.dtype)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            offsets = self.encoder(x)
+        hooks = []
+        if progress is not None:
+            stages = [*self.encoder.body, *self.encoder.styles]
+            done = [0]
+
+            def tick(*_):
+                done[0] += 1
+                progress(done[0], len(stages))
+
+            hooks = [m.register_forward_hook(tick) for m in stages]
+        try:
+            with torch.no_grad():
+                offsets = self.encoder(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
         return offsets.float() + self.latent_avg.to(device).unsqueeze(0)
 
     def decoder(self) -> Generator:

@@ -8,7 +8,7 @@ W+ adapter was trained on whitened faces) and encode with e4e to an absolute W+ 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ def invert_face(
     landmarks: Any,
     recipe: AlignRecipe | str,
     whitening: Whitening,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FaceInversion:
     """Align, normalise, whiten and encode one face.
 
@@ -109,6 +110,7 @@ def invert_face(
         landmarks: the face's ``[68, 2]``, ``[5, 2]`` or ``[106, 2]`` points in photo pixels.
         recipe: alignment recipe or its name (:data:`.align.RECIPES`).
         whitening: from :func:`resolve_whitening`.
+        progress: passed to :meth:`E4EInverter.encode` (called after each encoder stage).
 
     Returns:
         :class:`FaceInversion`.
@@ -123,5 +125,5 @@ def invert_face(
         mask = whitening_mask(whitening.method, aligned.image, landmarks=aligned.landmarks, parsenet=whitening.parsenet)
         x = whiten_background(x, mask)
     with torch.inference_mode():
-        wplus = inverter.encode(x).float().cpu()
+        wplus = inverter.encode(x, progress=progress).float().cpu()
     return FaceInversion(wplus, aligned, x, whitening.method)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, a_or_an
 from ..files.checkpoints import family_name, flatten, load_file, validate_shapes
 from .processor import WPlusAttnProcessor, WPlusSiteLayer
 from .sites import SD15_CONTEXT_DIM, SD15_WPLUS_SITES, WPlusSite
@@ -213,7 +213,7 @@ def load_wplus_adapter(path: str | Path) -> WPlusAdapter:
     obj = load_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(
-            f"{source} holds a {type(obj).__name__}, not a W+ adapter state dict "
+            f"{source} holds {a_or_an(type(obj).__name__)}, not a W+ adapter state dict "
             "({'w_proj': ..., 'wplus_adapter': ...}). Use wplus_adapter.bin from csxmli2016/w-plus-adapter release v1."
         )
     flat = flatten(obj)

@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_twelve_prompt_sweep_with_a_server_restart_loses_and_duplicates_nothing(comfy_server, reference_dir, tmp_path):
     from likeness.tools.batch.runner import run_batch
+    from likeness.tools.workflows.shipped import smoke_prompt
 
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
-    workflow = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
+    workflow = smoke_prompt(json.loads((ROOT / "example_workflows" / "api" / "likeness_portrait.json").read_text()))
     spec = {
         "sweep": [{"node": "Edit attributes", "input": "edits.strength_1", "values": [-2, 0, 2], "name": "age"}],
         "seeds": {"node": "Sampler", "input": "seed", "values": [101, 102, 103, 104]},

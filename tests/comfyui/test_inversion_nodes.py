@@ -116,20 +116,33 @@ def test_save_and_load_wplus_round_trip(e4e, photos, comfy_env):
     assert torch.equal(back.codes, wplus.codes) and back.meta["recipe"] == "e4e_official"
 
 
-def test_no_face_policies_on_a_blank_image(e4e, photos, sd15_checkpoint):
-    from likeness.models.errors import NoFaceError
+def test_no_face_policies_on_a_blank_image(e4e, photos, sd15_checkpoint, tmp_path):
+    from likeness.models.errors import InputError, NoFaceError
     from likeness.nodes.patching import LoadedWPlusAdapter
+    from likeness.nodes.wplus_file_nodes import LikenessSaveWPlus
     from likeness.nodes.wplus_nodes import LikenessApplyWPlusAdapter, LikenessLoadWPlusAdapter
 
     blank = torch.zeros(1, 96, 128, 3)
     with pytest.raises(NoFaceError, match=r"batch image 0 \(128x96 px\)"):
         _invert(e4e, blank)
+    with pytest.raises(NoFaceError, match=r"^Invert Face: no usable face in any of the 1 image.*'pass-through'"):
+        _invert(e4e, blank, on_no_face="skip")  # skip would leave an empty W+ batch
     batch = torch.cat([torch.zeros_like(photos[0]), photos[0]])
     skipped = _invert(e4e, batch, on_no_face="skip")
     assert skipped[0].batch == 1 and skipped[0].labels == ("image 1",) and "image 0: skipped" in skipped[3]
+    assert skipped[1].shape == (1, 256, 256, 3)
+    mixed = _invert(e4e, batch, on_no_face="pass-through")  # image 0 keeps its place, with no code
+    assert mixed[0].batch == 2 and mixed[0].absent == (0,) and mixed[0].labels == ("image 0 (no face)", "image 1")
+    torch.testing.assert_close(mixed[0].codes[1], skipped[0].codes[0])
+    assert mixed[1].shape == mixed[2].shape == (2, 256, 256, 3) and torch.equal(mixed[1][1], skipped[1][0])
     passed = _invert(e4e, blank, on_no_face="pass-through")
-    assert passed[0].batch == 0 and "passed through" in passed[3]
+    assert passed[0].batch == 1 and passed[0].present == () and "passed through" in passed[3]
+    assert passed[1].shape == (1, 256, 256, 3)
+    with pytest.raises(InputError, match=r"^Save W\+ input 'wplus': the W\+ input holds no code"):
+        LikenessSaveWPlus.execute(passed[0], "nothing")
     adapter: LoadedWPlusAdapter = LikenessLoadWPlusAdapter.execute("wplus_adapter.bin").args[0]
     model = sd15_checkpoint[0]
     out_model, warning = LikenessApplyWPlusAdapter.execute(model, adapter, passed[0], 1.0, 0.2, 1.0).args
     assert out_model is model and "NOT applied" in warning
+    patched, warning = LikenessApplyWPlusAdapter.execute(model, adapter, mixed[0], 1.0, 0.2, 1.0).args
+    assert patched is not model and "latent(s) [0] have no W+ code" in warning

@@ -53,7 +53,7 @@ def test_workflows_are_listed_as_templates_of_the_pack(comfy_server):
     templates = client.get("/workflow_templates")
     ours = [names for pack, names in templates.items() if "likeness" in pack.lower()]
     assert ours, templates
-    expected = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    expected = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
     assert sorted(ours[0]) == expected
 
 

@@ -108,6 +108,23 @@ def test_a_wplus_batch_maps_one_code_per_latent(sd15, loaded_adapter):
         _run(three)
 
 
+def test_an_absent_code_leaves_its_latent_unconditioned(sd15, loaded_adapter):
+    """Pass-through: the latent of an image without a face is exactly the unpatched UNet's, cond and uncond."""
+    from likeness.nodes.patching import apply_wplus_adapter
+
+    codes = _wplus(2, seed=5)
+    present = torch.tensor([1.0, 0.0])
+    patched, _ = apply_wplus_adapter(sd15, loaded_adapter, codes, 1.0, 0.0, 1.0, present=present)
+    first, _ = apply_wplus_adapter(sd15, loaded_adapter, codes[:1], 1.0, 0.0, 1.0)
+    for chunks in ((0,), (1, 0)):
+        out, plain = _run(patched, cond_or_uncond=chunks), _run(sd15, cond_or_uncond=chunks)
+        rows = out.shape[0] // len(chunks)
+        for c in range(len(chunks)):
+            torch.testing.assert_close(out[c * rows + 1], plain[c * rows + 1], rtol=0, atol=2e-4)
+            assert (out[c * rows] - plain[c * rows]).abs().max() > 1e-2
+    torch.testing.assert_close(_run(patched)[0], _run(first)[0], rtol=0, atol=2e-4)
+
+
 def test_mask_confines_the_residual_to_masked_tokens(sd15, loaded_adapter):
     from likeness.nodes.patching import apply_wplus_adapter
 

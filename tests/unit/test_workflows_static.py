@@ -18,16 +18,18 @@ from likeness.tools.workflows.convert import (
     VIRTUAL_NODES,
     all_specs,
     api_to_ui,
+    expand_specs,
     input_specs,
     is_file_list,
     ui_to_api,
     widget_layout,
 )
+from likeness.tools.workflows.shipped import SHIPPED_MODELS, SMOKE_NAMES, WORKFLOW_DIR, api_path, smoke_prompt, ui_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = json.loads((ROOT / "tests" / "data" / "object_info_snapshot.json").read_text())
-API_FILES = sorted((ROOT / "workflows" / "api").glob("*.json"))
-UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+API_FILES = sorted((ROOT / WORKFLOW_DIR / "api").glob("*.json"))
+UI_FILES = sorted((ROOT / WORKFLOW_DIR).glob("*.json"))
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -69,7 +71,8 @@ def check_value(cls: str, name: str, value) -> str | None:
 
 def test_every_api_workflow_has_a_ui_twin_and_back():
     assert API_FILES, "no API workflows shipped"
-    assert _ids(API_FILES) == _ids(UI_FILES), "workflows/*.json and workflows/api/*.json must pair up by name"
+    assert sorted(api_path(p) for p in UI_FILES) == API_FILES, "every template needs its API twin and back"
+    assert [ui_path(ROOT, p.stem) for p in API_FILES] == [p for p in UI_FILES if api_path(p) in API_FILES]
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=_ids(API_FILES))
@@ -82,7 +85,8 @@ def test_api_workflow_types_links_and_values(path):
             errors.append(f"node {nid}: unknown class {cls}")
             continue
         specs = {s.name: s for s in all_specs(SNAPSHOT[cls])}
-        required = {s.name for s in input_specs(SNAPSHOT[cls]) if s.section == "required"}
+        chosen = expand_specs(input_specs(SNAPSHOT[cls]), lambda s, n=node: n["inputs"].get(s.name, s.default))
+        required = {s.name for s in chosen if s.section == "required"}
         missing = required - set(node["inputs"])
         if missing:
             errors.append(f"node {nid} ({cls}): required inputs missing {sorted(missing)}")
@@ -156,7 +160,7 @@ def test_ui_workflow_structure_links_and_values(path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
 def test_ui_twin_converts_to_its_api_file(path):
-    api = _load(ROOT / "workflows" / "api" / path.name)
+    api = _load(api_path(path))
     assert ui_to_api(_load(path), SNAPSHOT) == api
 
 
@@ -223,7 +227,7 @@ def test_seed_widget_is_followed_by_control_after_generate_and_upload_value():
 
 
 def test_linked_widget_becomes_a_widget_input_and_keeps_a_placeholder_value():
-    sweep = _load(ROOT / "workflows" / "likeness_attribute_sweep.json")
+    sweep = _load(ui_path(ROOT, "likeness_attribute_sweep"))
     latent = next(n for n in sweep["nodes"] if n["type"] == "EmptyLatentImage")
     assert latent["inputs"] == [
         {"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": latent["inputs"][0]["link"]}
@@ -254,6 +258,35 @@ def test_snapshot_has_tooltips_for_every_likeness_input_and_no_machine_file_list
         for spec in input_specs(entry):
             if is_file_list(cls, spec):
                 assert spec.choices == [], f"{cls}.{spec.name}: snapshot must not list this machine's files"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
+def test_templates_name_real_models_with_download_metadata_and_a_thumbnail(path):
+    ui = _load(path)
+    smoke = set(SMOKE_NAMES.values())
+    for node in ui["nodes"]:
+        values = [v for v in node.get("widgets_values") or [] if isinstance(v, str)]
+        assert not smoke & set(values), f"node {node['id']} names a smoke model: {values}"
+        named = [SHIPPED_MODELS[v] for v in values if v in SHIPPED_MODELS]
+        want = [{"name": m.name, "url": m.url, "directory": m.directory} for m in named]
+        assert node["properties"].get("models", []) == want, f"node {node['id']} ({node['type']}) model metadata"
+        for m in named:  # the Read me note says where each file comes from
+            assert m.url in ui["nodes"][0]["widgets_values"][0] and m.licence in ui["nodes"][0]["widgets_values"][0]
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumb.name}: no JPEG thumbnail"
+
+
+def test_smoke_prompt_substitutes_only_model_names():
+    api = _load(API_FILES[0])
+    smoke = smoke_prompt(api)
+    changed = {
+        (nid, name)
+        for nid, node in api.items()
+        for name, value in node["inputs"].items()
+        if smoke[nid]["inputs"][name] != value
+    }
+    assert changed and all(api[nid]["class_type"] == "CheckpointLoaderSimple" for nid, _ in changed)
+    assert api == _load(API_FILES[0]), "the input prompt must not be modified"
 
 
 def test_dynamic_combo_children_follow_their_combo_in_both_formats():

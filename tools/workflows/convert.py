@@ -14,7 +14,8 @@ Command line (from the repository root, with a ComfyUI server that has this pack
 
     python -m models.cli workflows --server http://127.0.0.1:8188
 
-rewrites ``workflows/<name>.json`` from ``workflows/api/<name>.json`` and the schema
+rewrites the templates ``example_workflows/<title>.json`` from ``example_workflows/api/<name>.json`` (titles in
+``shipped.TITLES``) and the schema
 snapshot ``tests/data/object_info_snapshot.json`` used by the unit tests (:func:`regenerate`).
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
-from .notes import FILE_LIST_INPUTS
+from .shipped import FILE_LIST_INPUTS, WORKFLOW_DIR, model_metadata, ui_path
 
 __all__ = [
     "FILE_LIST_INPUTS",
@@ -271,6 +272,9 @@ def api_to_ui(
             props["cnr_id"] = pack
             if versions.get(pack):
                 props["ver"] = versions[pack]
+        models = model_metadata(cls, node["inputs"])
+        if models:  # the frontend's "Missing Models" dialog offers these downloads
+            props["models"] = models
         ui: dict[str, Any] = {
             "id": int(nid),
             "type": cls,
@@ -412,9 +416,9 @@ def regenerate(server: str, root: Path) -> int:
     pack = _pack_meta(root)
     versions = {"comfy-core": stats["system"]["comfyui_version"], "pack_id": pack[0], pack[0]: pack[1]}
     classes: set[str] = set()
-    api_files = sorted((root / "workflows" / "api").glob("*.json"))
+    api_files = sorted((root / WORKFLOW_DIR / "api").glob("*.json"))
     if not api_files:
-        raise LikenessError(f"no API workflows in {root / 'workflows' / 'api'}")
+        raise LikenessError(f"no API workflows in {root / WORKFLOW_DIR / 'api'}")
     for path in api_files:
         api = json.loads(path.read_text())
         classes |= workflow_classes(api)
@@ -422,7 +426,7 @@ def regenerate(server: str, root: Path) -> int:
         back = ui_to_api(ui, object_info)
         if back != api:
             raise LikenessError(f"{path.name}: the UI conversion does not round-trip; not written.")
-        target = root / "workflows" / path.name
+        target = ui_path(root, path.stem)
         target.write_text(json.dumps(ui, indent=2, ensure_ascii=False) + "\n")
         sys.stdout.write(f"wrote {target}\n")
     snap = root / "tests" / "data" / "object_info_snapshot.json"

@@ -7,26 +7,17 @@ from typing import Any
 
 from ...models.files.doctor import cli_command
 from ...models.files.registry import MODEL_FILES
+from .shipped import FILE_LIST_INPUTS, SHIPPED_MODELS
 
 __all__ = ["FILE_LIST_INPUTS", "model_note"]
 
-# Combos whose options are files on the user's machine: (class_type, input) -> folder.
-FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
-    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-    ("LoadImage", "image"): "input",
-    ("Likeness_LoadE4E", "e4e_name"): "e4e",
-    ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
-    ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
-    ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
-}
-
 
 def _model_line(folder: str, value: str) -> str:
+    link = SHIPPED_MODELS.get(value)
+    if link is not None and link.directory == folder:
+        return f"- models/{folder}/{value}: {link.what}. Download: {link.url} . Licence: {link.licence}."
     if folder == "checkpoints":
-        return (
-            f"- models/checkpoints/{value}: an SD1.5 checkpoint (the W+ adapter exists for SD1.5 only). "
-            "Pick your own SD1.5 model in the loader. Licence: the checkpoint's (SD1.5: CreativeML OpenRAIL-M)."
-        )
+        return f"- models/checkpoints/{value}: pick your own checkpoint in the loader. Licence: the checkpoint's."
     if folder == "likeness_directions":
         head = value.split("/", 1)[0] + "/"
         known = next((m for m in MODEL_FILES if m.folder == folder and m.filename == head), None)
@@ -67,7 +58,8 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
         f"Input photo(s): {', '.join(images)}. Replace them with your own in the Load Image node(s)." if images else "",
         "",
         "No weights yet? " + cli_command("smoke-models --models-dir ../../models") + " writes random-weight "
-        "stand-ins under exactly these names: the workflow then runs end to end, but every image it makes is noise.",
+        "stand-ins for the Likeness files under these names and an SD1.5 checkpoint to pick in the checkpoint "
+        "loader(s): the workflow then runs end to end, but every image it makes is noise.",
         cli_command("doctor --comfyui ../..") + " lists what was found where and where to get the rest.",
         "",
         "Licences: the W+ adapter weights are NTU S-Lab License 1.0, NON-COMMERCIAL use only; check every "
