@@ -121,7 +121,7 @@ def test_a_server_that_is_not_comfyui_is_named_as_such(html_server):
     with pytest.raises(ServerAnswerError) as err:
         client.queue({"1": {"class_type": "KSampler", "inputs": {}}})
     assert err.value.status == 404
-    with pytest.raises(LikenessError, match="is not an http\\(s\\) URL; use e.g. http://127.0.0.1:8188"):
+    with pytest.raises(LikenessError, match="is not a URL with http:// or https://; use e.g. http://127.0.0.1:8188"):
         ComfyClient("127.0.0.1:8188")
 
 

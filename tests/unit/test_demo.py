@@ -93,7 +93,7 @@ def test_write_smoke_models_parts(tmp_path):
     [
         ({"recipe": "ffhq"}, "Unknown alignment recipe 'ffhq'"),
         ({"whitening": "white"}, "Unknown whitening 'white'"),
-        ({"strengths": "-3:3:0"}, "Cannot read the strengths"),
+        ({"strengths": "-3:3:0"}, r"strengths = '-3:3:0': cannot read it"),
         ({"sd15_diffusers": "nowhere/sd15"}, "is not a folder"),
     ],
 )

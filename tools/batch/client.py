@@ -155,7 +155,9 @@ class ComfyClient:
     def __init__(self, base_url: str, timeout: float = 30.0):
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise LikenessError(f"server URL {base_url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8188")
+            raise LikenessError(
+                f"server URL {base_url!r} is not a URL with http:// or https://; use e.g. http://127.0.0.1:8188"
+            )
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
