@@ -6,6 +6,8 @@ Works without ComfyUI. Commands:
 * ``smoke-models``: write random-weight files in the official formats.
 * ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
 * ``demo``: detect, align, invert, edit and preview one photo (smoke models when real ones are absent).
+* ``workflows``: rewrite the shipped UI workflows and the schema snapshot from a live ComfyUI (developers).
+* ``screenshots``: README screenshots and template thumbnails from the real frontend (developers).
 * ``prepare-dataset``, ``train-wplus``, ``train-pstf``: training data and the adapter trainers
   (:mod:`.train`; ``accelerate launch -m models.cli train-...`` for several GPUs).
 """
@@ -14,35 +16,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..models.errors import LikenessError
+from .model_dirs import default_models_dir, search_paths
 
 __all__ = ["main", "default_models_dir"]
 
 logger = logging.getLogger("likeness")
-
-
-def default_models_dir() -> Path:
-    """``$COMFYUI_PATH/models`` when set, else ``./models_store``."""
-    comfy = os.environ.get("COMFYUI_PATH")
-    return Path(comfy) / "models" if comfy else Path("models_store")
-
-
-def _search_paths(models_dir: Path, comfyui: Path | None) -> dict[str, list[Path]]:
-    from ..models.files.registry import folder_paths_under
-
-    paths = folder_paths_under(models_dir)
-    if comfyui is not None:
-        from ..models.files.extra_paths import read_extra_model_paths
-
-        for key, extra in read_extra_model_paths(comfyui).items():
-            if key in paths:
-                paths[key] = paths[key] + [p for p in extra if p not in paths[key]]
-    return paths
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -50,7 +33,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     comfyui = Path(args.comfyui) if args.comfyui else None
     models_dir = Path(args.models_dir) if args.models_dir else (comfyui / "models" if comfyui else default_models_dir())
-    sys.stdout.write(format_report(_search_paths(models_dir, comfyui)) + "\n")
+    sys.stdout.write(format_report(search_paths(models_dir, comfyui)) + "\n")
     return 0
 
 
@@ -122,8 +105,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    from .workflows.convert import regenerate
+
+    return regenerate(args.server, Path(args.root))
+
+
+def _cmd_screenshots(args: argparse.Namespace) -> int:
+    from .workflows.screenshots import take_screenshots
+
+    return take_screenshots(args.server, Path(args.root), run=not args.no_run, only=args.only)
+
+
+def _add_developer_parsers(sub: argparse._SubParsersAction) -> None:
+    """The ``workflows`` and ``screenshots`` verbs (developers, with a live ComfyUI)."""
+    workflows = sub.add_parser(
+        "workflows",
+        help="rewrite example_workflows/*.json and the schema snapshot from example_workflows/api/*.json (developers)",
+    )
+    workflows.add_argument(
+        "--server", required=True, help="a running ComfyUI with this pack, e.g. http://127.0.0.1:8188"
+    )
+    workflows.add_argument("--root", default=".", help="repository root (default: current directory)")
+    workflows.set_defaults(func=_cmd_workflows)
+
+    shots = sub.add_parser(
+        "screenshots",
+        help="README screenshots and template thumbnails from the real frontend in headless Chromium (developers)",
+    )
+    shots.add_argument("--server", required=True, help="a running ComfyUI with this pack and the models")
+    shots.add_argument("--root", default=".", help="repository root (default: current directory)")
+    shots.add_argument("--no-run", action="store_true", help="do not run the workflows (no results on the nodes)")
+    shots.add_argument("--only", nargs="+", metavar="STEM", help="only these workflows (API file stems)")
+    shots.set_defaults(func=_cmd_screenshots)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likeness", description="Likeness face-identity tools (no ComfyUI needed).")
+    parser = argparse.ArgumentParser(
+        prog="python -m models.cli", description="Likeness face-identity tools (no ComfyUI needed)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -184,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", help="SD1.5 prompt (with --sd15-diffusers)")
     demo.add_argument("--steps", type=int, default=30, help="SD1.5 steps (with --sd15-diffusers, default 30)")
     demo.set_defaults(func=_cmd_demo)
+
+    _add_developer_parsers(sub)
 
     from .train.prepare_cli import add_prepare_parser
     from .train.train_cli import add_train_parsers

@@ -2,11 +2,10 @@
 
 from .schedule import StepWindow, mask_to_token_grid, rows_per_chunk, step_index, tokens_for_chunks
 from .sdpa import AttentionFn, match_batch, project, sdpa_attention
-from .sites import AttnSite, site_by_index
+from .sites import AttnSite
 
 __all__ = [
     "AttnSite",
-    "site_by_index",
     "AttentionFn",
     "sdpa_attention",
     "project",

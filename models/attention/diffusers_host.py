@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .sites import AttnSite
 
 __all__ = [
     "PROCESSOR_SUFFIX",
     "scale_for",
-    "same_place",
+    "own_copy",
     "locate_sites",
     "remove_processors",
     "text_cross_attention",
@@ -35,16 +35,18 @@ def scale_for(scale: float | Mapping[int, float], index: int) -> float:
     """The scale of site ``index``: one number for all sites, or a ``{site index: scale}`` mapping."""
     if isinstance(scale, Mapping):
         if index not in scale:
-            raise ValueError(f"per-site scale has no entry for site {index}; given: {sorted(scale)}")
+            raise InputError(f"The per-site scale has no entry for site {index}; given: {sorted(scale)}.")
         return float(scale[index])
     return float(scale)
 
 
-def same_place(linear: nn.Linear, ref: torch.Tensor) -> nn.Linear:
-    """``linear`` itself when it matches ``ref``'s device/dtype, else a cast copy (the adapter is not mutated)."""
-    if linear.weight.dtype == ref.dtype and linear.weight.device == ref.device:
-        return linear
-    return copy.deepcopy(linear).to(device=ref.device, dtype=ref.dtype)
+def own_copy(module: nn.Module, ref: torch.Tensor) -> nn.Module:
+    """A copy of an adapter's ``module`` in ``ref``'s device and dtype, for a processor to own.
+
+    Never the adapter's module itself: ``unet.to(dtype)`` converts the processors and must not
+    change the adapter, which other hosts (or a later reinstall) still use.
+    """
+    return copy.deepcopy(module).to(device=ref.device, dtype=ref.dtype)
 
 
 def locate_sites(
@@ -175,7 +177,7 @@ def fit_tokens(tokens: torch.Tensor, like: torch.Tensor, name: str) -> torch.Ten
     if tokens.shape[0] == 1 and batch != 1:
         tokens = tokens.expand(batch, -1, -1)
     if tokens.shape[0] != batch or tokens.shape[-1] != like.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"{name} tokens {tuple(tokens.shape)} do not fit text embeddings {tuple(like.shape)}: give one token set "
             "per prompt (or one for all) of the same width"
         )

@@ -12,10 +12,9 @@ middle block is ``("middle", 0, i)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["AttnSite", "site_by_index"]
+__all__ = ["AttnSite"]
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,3 @@ class AttnSite:
     comfy_key: tuple[str, int, int]
     hidden_size: int
     heads: int = 8
-
-
-def site_by_index(sites: Sequence[AttnSite], index: int) -> AttnSite:
-    """The site with checkpoint index ``index``; ``KeyError`` naming the known indices."""
-    for site in sites:
-        if site.index == index:
-            return site
-    raise KeyError(f"no adapter site with index {index}; known: {[s.index for s in sites]}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..attention.diffusers_host import fit_tokens, locate_sites, remove_processors, same_place, scale_for
+from ..attention.diffusers_host import fit_tokens, locate_sites, own_copy, remove_processors, scale_for
 from .model import PSTFAdapter, load_pstf_adapter
 from .processor import TripletAttnProcessor
 
@@ -68,7 +68,7 @@ def apply_pstf_to_unet(
         )
         layer, ref = adapter.layer(site), attn.to_q.weight
         for name in ("to_k_ip", "to_v_ip", "to_k_style", "to_v_style") if adapter.has_style else ("to_k_ip", "to_v_ip"):
-            setattr(proc, name, same_place(getattr(layer, name), ref))
+            setattr(proc, name, own_copy(getattr(layer, name), ref))
         processors[site.diffusers_name] = proc
         installed[index] = proc
     unet.set_attn_processor(processors)

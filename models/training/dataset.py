@@ -245,7 +245,7 @@ def read_dataset_info(root: str | Path) -> DatasetInfo:
     if not path.is_file():
         raise LikenessError(
             f"{root} is not a prepared training dataset (no dataset.json). Make one with "
-            "`python -m models.cli prepare-dataset --photos PHOTOS --out DIR --method wplus|pstf`."
+            "`python -m models.cli prepare-dataset --photos FOLDER --out DIR --method wplus|pstf`."
         )
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != DATASET_FORMAT or int(data.get("format_version", -1)) != DATASET_VERSION:

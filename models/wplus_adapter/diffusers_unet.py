@@ -3,7 +3,7 @@
 diffusers is duck-typed here and imported lazily only by
 :func:`remove_wplus_adapter`, so ``models/`` imports without it.
 The processor-index -> module-name mapping comes from the adapter's explicit
-site table (:mod:`.wplus_sites`) and is checked against
+site table (:mod:`.sites`) and is checked against
 ``unet.attn_processors`` order before anything is installed.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..attention.diffusers_host import fit_tokens, locate_sites, remove_processors, same_place, scale_for
+from ..attention.diffusers_host import fit_tokens, locate_sites, own_copy, remove_processors, scale_for
 from .model import WPlusAdapter, load_wplus_adapter
 from .processor import WPlusAttnProcessor
 
@@ -41,9 +41,9 @@ def apply_wplus_adapter_to_unet(
         scale: λ for every site, or ``{site index: λ}`` for all sites.
 
     Returns:
-        ``{site index: processor}``. The processors share the adapter's
-        Linear modules when dtype and device already match the UNet's
-        ``to_q`` weights (no extra memory), else hold cast copies.
+        ``{site index: processor}``. Each processor owns a copy of its site's
+        weights in the dtype and device of the UNet's ``to_q`` (moving or
+        casting the UNet later never touches the adapter).
 
     Raises:
         CheckpointError: the adapter's site table does not match this UNet
@@ -61,9 +61,9 @@ def apply_wplus_adapter_to_unet(
         layer = adapter.layer(site)
         proc = WPlusAttnProcessor(hidden, ctx, scale=scale_for(scale, index), num_tokens=4)
         ref = attn.to_q.weight
-        proc.to_k_wplus = same_place(layer.to_k_wplus, ref)
-        proc.to_v_wplus = same_place(layer.to_v_wplus, ref)
-        proc.to_q_wplus = same_place(layer.to_q_wplus, ref)
+        proc.to_k_wplus = own_copy(layer.to_k_wplus, ref)
+        proc.to_v_wplus = own_copy(layer.to_v_wplus, ref)
+        proc.to_q_wplus = own_copy(layer.to_q_wplus, ref)
         processors[site.diffusers_name] = proc
         installed[index] = proc
     unet.set_attn_processor(processors)

@@ -12,7 +12,6 @@ clone.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 
 import comfy.model_management
@@ -61,7 +60,8 @@ class WPlusPatch:
         weight: λ, the residual scale.
         window: the steps in which W+ acts (start 0.2 = the official delay).
         mask: optional ``[Bm,H,W]`` mask in image space (1 = W+ acts there).
-        hits: per-site call counter (tests and diagnostics).
+        present: optional ``[Bw]`` 0/1 per code: 0 for an absent code (no face, pass-through), whose latent
+            is left unconditioned.
     """
 
     loaded: LoadedWPlusAdapter
@@ -69,7 +69,7 @@ class WPlusPatch:
     weight: float
     window: StepWindow = field(default_factory=lambda: StepWindow(0.2, 1.0))
     mask: torch.Tensor | None = None
-    hits: Counter = field(default_factory=Counter)
+    present: torch.Tensor | None = None
     _tokens: dict = field(default_factory=dict)
     _gate: StepGate | None = None
 
@@ -102,11 +102,16 @@ class WPlusPatch:
         return tokens_for_chunks(cond, uncond, chunks, batch)
 
     def scale(self, extra_options: dict, batch: int, tokens: int, ref: torch.Tensor) -> float | torch.Tensor:
-        """λ, or ``[B,N,1]`` λ·mask resized to this block's token grid."""
+        """λ, or ``[B,N or 1,1]`` λ·mask (resized to this block's token grid)·present."""
+        factor = None
+        if self.present is not None:
+            per_code = self.present.to(ref.device, torch.float32)[:, None, None]
+            chunks = extra_options["cond_or_uncond"]
+            factor = tokens_for_chunks(per_code, per_code, chunks, batch)  # [B,1,1]: 0 where no code
         if self.mask is None:
-            return self.weight
-        grid = token_mask(self.mask, extra_options, batch, tokens, ref.device, "Apply W+ Adapter")
-        return (self.weight * grid).to(ref.dtype)
+            return self.weight if factor is None else (self.weight * factor).to(ref.dtype)
+        scaled = self.weight * token_mask(self.mask, extra_options, batch, tokens, ref.device, "Apply W+ Adapter")
+        return (scaled if factor is None else scaled * factor).to(ref.dtype)
 
     def models(self) -> list:
         return [self.loaded.patcher]
@@ -116,7 +121,6 @@ class WPlusSiteReplace(WrappingReplace):
     """The attn2 replace installed at one site; wraps a replace already there (IPAdapter and others)."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
-        self.patch.hits[self.key] += 1
         h_t, attention = self.text_attention(q, k, v, extra_options)
         if self.patch.weight == 0 or not self.patch.active(extra_options):
             return h_t
@@ -136,8 +140,11 @@ def apply_wplus_adapter(
     start_at: float,
     end_at: float,
     mask: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
 ) -> tuple[comfy.model_patcher.ModelPatcher, WPlusPatch]:
     """Return a patched clone of ``model``; the input MODEL is not modified.
+
+    ``present`` (``[Bw]`` 0/1, optional) leaves the latents of absent codes unconditioned.
 
     Raises:
         LikenessError: the MODEL is not the architecture the adapter was trained for
@@ -158,6 +165,7 @@ def apply_wplus_adapter(
         weight=float(weight),
         window=window,
         mask=None if mask is None else (mask[None] if mask.ndim == 2 else mask).detach().float().cpu(),
+        present=None if present is None else present.detach().float().cpu(),
     )
     patched = model.clone()
     existing = existing_attn2_replaces(patched)

@@ -90,7 +90,7 @@ def test_trained_file_is_official_sd15_layout_initialised_from_the_unet(trained)
 
 def test_portrait_workflow_runs_with_the_trained_adapter(trained, comfy_server, reference_dir):
     run, _, _ = trained
-    shutil.copy(run / "wplus_adapter.bin", comfy_server.private_models / "wplus" / TRAINED_NAME)
+    shutil.copy(run / "wplus_adapter.bin", comfy_server.scratch / "wplus" / TRAINED_NAME)
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
     prompt = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
     loaders = [n for n in prompt.values() if n["class_type"] == "Likeness_LoadWPlusAdapter"]

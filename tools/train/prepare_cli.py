@@ -83,10 +83,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ...models.inversion.e4e_model import load_e4e
     from ...models.parsenet import PARSENET_FILE, load_parsenet
     from ...models.training.prepare import PrepareSettings, prepare_dataset
-    from ..cli import _search_paths, default_models_dir
+    from ..model_dirs import default_models_dir, search_paths
 
     models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
-    search = _search_paths(models_dir, None)
+    search = search_paths(models_dir, None)
     analyzer = _analyzer(args, search)
     e4e_path = Path(args.e4e) if args.e4e else find_file("e4e", "e4e_ffhq_encode.pt", search)
     mask = args.mask

@@ -197,7 +197,7 @@ def _pstf_augmentation(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(deltas path, decoder, keypoint analyzer) of a real run."""
     from ...models.face.factory import create_analyzer
     from ...models.training.pstf_data import StyleGANDecoder
-    from ..cli import _search_paths, default_models_dir
+    from ..model_dirs import default_models_dir, search_paths
 
     if args.no_wplus_augmentation:
         return None, None, None
@@ -208,7 +208,7 @@ def _pstf_augmentation(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         )
     analyzer = None
     if args.kps_pack != "none":
-        search = _search_paths(Path(args.models_dir) if args.models_dir else default_models_dir(), None)
+        search = search_paths(Path(args.models_dir) if args.models_dir else default_models_dir(), None)
         analyzer = create_analyzer("insightface", search["insightface"], pack=args.kps_pack, det_size=320)
     return Path(args.deltas), StyleGANDecoder(args.e4e, args.resolution or 1024), analyzer
 
