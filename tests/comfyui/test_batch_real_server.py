@@ -87,7 +87,9 @@ def test_a_server_killed_right_after_a_prompt_finished_collects_it_instead_of_ru
     from likeness.tools.batch.ws import ws_url
 
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
-    workflow = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    workflow = smoke_prompt(json.loads((ROOT / "example_workflows" / "api" / "likeness_portrait.json").read_text()))
     spec = {
         "seeds": {"node": "Sampler", "input": "seed", "values": [201, 202, 203, 204, 205, 206]},
         "overrides": [
@@ -163,7 +165,9 @@ def test_a_point_comfyui_refuses_fails_alone_with_comfyuis_message(comfy_server,
     from likeness.tools.batch.runner import run_batch
 
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
-    workflow = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    workflow = smoke_prompt(json.loads((ROOT / "example_workflows" / "api" / "likeness_portrait.json").read_text()))
     spec = {
         "sweep": [{"node": "Sampler", "input": "sampler_name", "values": ["euler", "no_such_sampler"]}],
         "overrides": [

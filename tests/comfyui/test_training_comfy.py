@@ -92,7 +92,9 @@ def test_portrait_workflow_runs_with_the_trained_adapter(trained, comfy_server, 
     run, _, _ = trained
     shutil.copy(run / "wplus_adapter.bin", comfy_server.scratch / "wplus" / TRAINED_NAME)
     shutil.copy(reference_dir / "faces" / "astronaut.png", comfy_server.base / "input" / "likeness_face.png")
-    prompt = json.loads((ROOT / "workflows" / "api" / "likeness_portrait.json").read_text())
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    prompt = smoke_prompt(json.loads((ROOT / "example_workflows" / "api" / "likeness_portrait.json").read_text()))
     loaders = [n for n in prompt.values() if n["class_type"] == "Likeness_LoadWPlusAdapter"]
     assert loaders, "the portrait workflow loads a W+ adapter"
     for node in prompt.values():
