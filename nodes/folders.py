@@ -52,6 +52,8 @@ NO_FILE: dict[str, str] = {
     "e4e": "no e4e file: run Likeness Doctor",
     "wplus": "no W+ adapter file: run Likeness Doctor",
     "likeness_wplus": "no saved W+ file: run Save W+ first",
+    "instantid": "no InstantID file (ip-adapter.bin): run Likeness Doctor",
+    "pstf": "no PSTF-AttControl file (pytorch_model.bin): run Likeness Doctor",
 }
 
 

@@ -11,9 +11,11 @@ from comfy_api.latest import io
 from ..models.errors import LikenessError
 from ..models.face import apply_policy, select_batch
 from ..models.pstf.kps import draw_kps
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces
+from .checks import check_widgets
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, policy_warning
 from .patching import PSTFIdentity
 from .sockets import Faces, PSTFIdentityType
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class LikenessFaceKeypoints(io.ComfyNode):
         cls, faces: DetectedFaces, selection: str = "largest", face_index: int = 0, on_no_face: str = "error"
     ) -> io.NodeOutput:
         chosen, reasons = select_batch(faces.faces, selection, face_index)
-        kept, report = apply_policy(chosen, on_no_face, faces.sizes, reasons=reasons)
+        kept, report = apply_policy(chosen, on_no_face, faces.sizes, reasons=reasons, where="Face Keypoints")
         images = []
         for i, (height, width) in enumerate(faces.sizes):
             if i not in kept and on_no_face == "skip":
@@ -62,9 +64,10 @@ class LikenessFaceKeypoints(io.ComfyNode):
             images.append(canvas)
         if not images:
             raise LikenessError("Face Keypoints: every image was skipped (no face); nothing to draw.")
-        if report.summary().count("\n"):
+        warning = policy_warning(report)
+        if warning:
             logger.warning("Likeness: %s", report.summary())
-        return io.NodeOutput(torch.stack(images))
+        return io.NodeOutput(torch.stack(images), ui=node_ui(cls, warning=warning))
 
 
 def _context_width(control_net) -> int | None:
@@ -124,12 +127,23 @@ class LikenessApplyIdentityNet(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(
+        cls, strength: float | None = None, start_percent: float | None = None, end_percent: float | None = None
+    ) -> bool | str:
+        checked = check_widgets(cls, strength=strength, start_percent=start_percent, end_percent=end_percent)
+        if checked is True and start_percent is not None and end_percent is not None:
+            if float(start_percent) > float(end_percent):
+                return f"Apply IdentityNet: start_percent ({start_percent:g}) is above end_percent ({end_percent:g})."
+        return checked
+
+    @classmethod
     def execute(
         cls, positive, negative, control_net, image, identity: PSTFIdentity, strength, start_percent, end_percent
     ) -> io.NodeOutput:
         if identity.cond is None:
-            logger.warning("Likeness: IdentityNet NOT applied: %s", identity.info)
-            return io.NodeOutput(positive, negative)
+            warning = f"IdentityNet NOT applied: {identity.info}"
+            logger.warning("Likeness: %s", warning)
+            return io.NodeOutput(positive, negative, ui=node_ui(cls, warning=warning))
         if strength == 0:
             return io.NodeOutput(positive, negative)
         width = _context_width(control_net)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..models.errors import LikenessError
 from ..models.face import apply_policy, create_analyzer, select_batch
@@ -14,10 +14,13 @@ from ..models.inversion.codes import WPlusCodes
 from ..models.pstf.model import load_pstf_adapter
 from ..models.pstf.preprocess import identity_embedding
 from ..models.pstf.sweep import reference_row as sweep_reference_row
-from .face_common import NO_FACE_INPUT, DetectedFaces, detect_batch
-from .folders import file_list, search_paths
+from .checks import check_widgets, wplus_in
+from .face_common import DetectedFaces, faces_for
+from .folders import file_list, search_paths, validate_file
 from .patching import LoadedPSTF, PSTFIdentity, apply_pstf
-from .sockets import FaceAnalyzerType, Faces, PSTFAdapterType, PSTFIdentityType, WPlus
+from .pstf_inputs import face_and_attribute_inputs
+from .sockets import PSTFAdapterType, PSTFIdentityType
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +61,30 @@ class LikenessLoadPSTF(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, adapter_name: str) -> io.NodeOutput:
+    def validate_inputs(cls, adapter_name: str) -> bool | str:
         folder, _, name = adapter_name.partition("/")
         if folder not in FOLDERS or not name:
-            raise LikenessError(
+            return (
                 f"Adapter {adapter_name!r}: choose a file listed as instantid/<file> or pstf/<file> (models/instantid "
                 "or models/pstf), then press R to refresh."
             )
+        return validate_file(folder, name)
+
+    @classmethod
+    def execute(cls, adapter_name: str) -> io.NodeOutput:
+        folder, _, name = adapter_name.partition("/")
         adapter = load_pstf_adapter(find_file(folder, name, search_paths()))
         logger.info("Likeness: loaded %s %s (%s)", adapter.kind, adapter_name, adapter.dtype)
-        return io.NodeOutput(LoadedPSTF.wrap(adapter, adapter_name))
+        text = f"{adapter.kind} {adapter_name} ({adapter.dtype}). {LICENCE_NOTE}"
+        return io.NodeOutput(LoadedPSTF.wrap(adapter, adapter_name), ui=node_ui(cls, text))
 
 
 def _embeddings(faces: DetectedFaces, on_no_face: str, multi_image: str) -> tuple[torch.Tensor | None, list[str]]:
     """``[K, 512]`` (or ``[1, 512]`` averaged) antelopev2 embeddings of the largest face per image, and notes."""
     chosen, reasons = select_batch(faces.faces, "largest", 0)
-    kept, report = apply_policy([c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons)
+    kept, report = apply_policy(
+        [c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons, where="Apply InstantID / PSTF"
+    )
     notes = report.summary().splitlines()[1:]
     vectors = []
     for i in kept:
@@ -87,75 +98,6 @@ def _embeddings(faces: DetectedFaces, on_no_face: str, multi_image: str) -> tupl
         notes.append(f"identity: mean of {stacked.shape[0]} embeddings (multi_image = average)")
         stacked = stacked.mean(0, keepdim=True)
     return stacked, notes
-
-
-def _face_and_attribute_inputs() -> list:
-    """The optional inputs of Apply InstantID / PSTF: the face, the W+ stream, the mask and policies."""
-    return [
-        Faces.Input(
-            "faces",
-            optional=True,
-            tooltip="Faces from Detect Faces with the insightface antelopev2 analyzer (needs its 512-d "
-            "embedding; the embedded backend's 128-d one cannot drive InstantID).",
-        ),
-        io.Image.Input(
-            "image",
-            optional=True,
-            tooltip="Or a photo: the face is detected here with insightface antelopev2 "
-            "(models/insightface/models/antelopev2, NON-COMMERCIAL).",
-        ),
-        FaceAnalyzerType.Input(
-            "face_analyzer", optional=True, tooltip="Analyzer for 'image' (default: insightface antelopev2)."
-        ),
-        WPlus.Input(
-            "wplus",
-            optional=True,
-            tooltip="PSTF only: absolute W+ code(s) from Invert Face (recipe pstf), Edit Attributes or "
-            "Attribute Sweep; a batch = one code per latent.",
-        ),
-        io.Float.Input(
-            "wplus_weight",
-            default=0.6,
-            min=0.0,
-            max=3.0,
-            step=0.05,
-            optional=True,
-            tooltip="W+ attribute strength (style_adapter_scale): PSTF's default is 0.6.",
-        ),
-        io.Mask.Input(
-            "attn_mask",
-            optional=True,
-            tooltip="Face mask in the output frame. confine: the adapter acts only inside it. hold_background: "
-            "outside it every image of a sweep copies the strength-0 image.",
-        ),
-        io.Combo.Input(
-            "mask_mode",
-            options=["confine", "hold_background"],
-            default="confine",
-            optional=True,
-            advanced=True,
-            tooltip="hold_background: background and pose fixed across a sweep (use one seed for all latents: "
-            "LatentBatchSeedBehavior fixed).",
-        ),
-        io.Int.Input(
-            "reference_row",
-            default=-1,
-            min=-1,
-            max=255,
-            optional=True,
-            advanced=True,
-            tooltip="hold_background: the unedited sweep point; -1 = the W+ code labelled with strength 0.",
-        ),
-        io.Combo.Input(
-            "multi_image",
-            options=["average", "per_latent"],
-            default="average",
-            optional=True,
-            advanced=True,
-            tooltip="Several photos: average their embeddings into one identity, or one identity per latent.",
-        ),
-        NO_FACE_INPUT,
-    ]
 
 
 class LikenessApplyPSTF(io.ComfyNode):
@@ -200,7 +142,7 @@ class LikenessApplyPSTF(io.ComfyNode):
                     step=0.01,
                     tooltip="Fraction of the steps after which it stops.",
                 ),
-                *_face_and_attribute_inputs(),
+                *face_and_attribute_inputs(),
             ],
             outputs=[
                 io.Model.Output("model", tooltip="The patched MODEL clone."),
@@ -213,6 +155,19 @@ class LikenessApplyPSTF(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        weight: float | None = None,
+        start_at: float | None = None,
+        end_at: float | None = None,
+        wplus_weight: float | None = None,
+    ) -> bool | str:
+        checked = check_widgets(cls, weight=weight, start_at=start_at, end_at=end_at, wplus_weight=wplus_weight)
+        if checked is True and start_at is not None and end_at is not None and float(start_at) >= float(end_at):
+            return f"Apply InstantID / PSTF: start_at ({start_at:g}) must be below end_at ({end_at:g})."
+        return checked
 
     @classmethod
     def execute(
@@ -233,23 +188,26 @@ class LikenessApplyPSTF(io.ComfyNode):
         multi_image: str = "average",
         on_no_face: str = "error",
     ) -> io.NodeOutput:
+        if faces is None and image is None:
+            raise LikenessError(
+                "Apply InstantID / PSTF needs a face: connect 'faces' (Detect Faces with the insightface "
+                "antelopev2 analyzer) or 'image' (a photo)."
+            )
         if faces is None:
-            if image is None:
-                raise LikenessError(
-                    "Apply InstantID / PSTF needs a face: connect 'faces' (Detect Faces with the insightface "
-                    "antelopev2 analyzer) or 'image' (a photo)."
-                )
             analyzer = face_analyzer or create_analyzer("insightface", search_paths()["insightface"], pack="antelopev2")
-            faces = detect_batch(analyzer, image)
+            faces = faces_for(image, None, analyzer, "Apply InstantID / PSTF")
         embeddings, notes = _embeddings(faces, on_no_face, multi_image)
         if embeddings is None:
             warning = "InstantID/PSTF NOT applied: no face was found. " + " ".join(notes)
             logger.warning("Likeness: %s", warning)
             empty = PSTFIdentity(None, None, warning)
-            return io.NodeOutput(model, empty, warning, ui=ui.PreviewText(warning))
+            return io.NodeOutput(model, empty, warning, ui=node_ui(cls, warning=warning))
         codes = None
-        if wplus is not None and wplus.batch > 0:
-            codes = wplus.codes
+        wplus = None if wplus is None else wplus_in(cls, "wplus", wplus)
+        if wplus is not None and wplus.present:
+            codes = wplus.codes  # an absent item's zeros give Resampler(0), the uncond W+ tokens: no attribute push
+            if wplus.absent:
+                notes.append(f"W+ items {list(wplus.absent)} hold no code (no face upstream): no attributes there.")
         elif wplus is not None:
             notes.append("W+ input empty (no face upstream): attributes off. " + " ".join(wplus.warnings))
         row = reference_row
@@ -282,7 +240,7 @@ class LikenessApplyPSTF(io.ComfyNode):
             *notes,
         ]
         info = "\n".join(lines)
-        return io.NodeOutput(patched, identity, info, ui=ui.PreviewText(info))
+        return io.NodeOutput(patched, identity, info, ui=node_ui(cls, info))
 
 
 PSTF_NODES = [LikenessLoadPSTF, LikenessApplyPSTF]
