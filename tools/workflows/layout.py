@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .shipped import SDXL_NODES
+
 __all__ = ["GROUPS", "default_groups", "layout"]
 
 # (group title, colour, lane) in display order; groups of one lane sit side by side.
@@ -17,6 +19,7 @@ GROUPS: tuple[tuple[str, str, int], ...] = (
     ("1 - Face photo to W+ code", "#3f789e", 0),
     ("2 - Edit the W+ code", "#a1309b", 0),
     ("3 - Generate with the W+ adapter (SD1.5)", "#b06634", 1),
+    ("3 - Generate with InstantID / PSTF (SDXL)", "#b06634", 1),
 )
 # Group index of a node class; columns follow the data flow.
 GROUP_OF_CLASS: dict[str, int] = {
@@ -48,11 +51,12 @@ NOTE_WIDTH = 480
 
 
 def default_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Group title -> API node ids, by node class (unknown classes join the last group)."""
+    """Group title -> API node ids, by node class (unknown classes join the generation group)."""
+    generate = 3 if any(node["class_type"] in SDXL_NODES for node in api.values()) else 2
     out: dict[str, list[str]] = {}
     for nid in sorted(api, key=int):
-        g = GROUP_OF_CLASS.get(api[nid]["class_type"], len(GROUPS) - 1)
-        out.setdefault(GROUPS[g][0], []).append(nid)
+        g = GROUP_OF_CLASS.get(api[nid]["class_type"], generate)
+        out.setdefault(GROUPS[generate if g == 2 else g][0], []).append(nid)
     return out
 
 

@@ -95,7 +95,7 @@ SHIPPED_MODELS: dict[str, ModelLink] = {
             "checkpoints",
             "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
             "CreativeML OpenRAIL++-M",
-            "SDXL base 1.0 for the scene (any checkpoint works here)",
+            "SDXL base 1.0 (InstantID / PSTF need an SDXL model; the face refine's scene takes any checkpoint)",
         ),
         ModelLink(
             "e4e_ffhq_encode.pt",
