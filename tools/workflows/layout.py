@@ -45,7 +45,7 @@ GROUP_OF_CLASS: dict[str, int] = {
     "PreviewImage": 2,
 }
 WIDTH: dict[str, int] = {"CLIPTextEncode": 400, "SaveImage": 420, "VAEDecode": 240, "Likeness_EditAttributes": 340}
-EXTRA_HEIGHT: dict[str, int] = {"LoadImage": 250, "SaveImage": 300, "PreviewImage": 300}
+EXTRA_HEIGHT: dict[str, int] = {"LoadImage": 250, "SaveImage": 300, "PreviewImage": 300, "Likeness_ApplyPSTF": 90}
 TITLE_H, SLOT_H, WIDGET_H, GAP, GROUP_PAD, GROUP_HEAD = 30, 22, 24, 30, 15, 45
 NOTE_WIDTH = 480
 
