@@ -76,6 +76,11 @@ FOLDERS: dict[str, ModelFolder] = {
         ModelFolder("face_parsing", "face parsing networks for background whitening", CHECKPOINT_EXTENSIONS),
         ModelFolder("pstf", "PSTF-AttControl adapter weights for SDXL", CHECKPOINT_EXTENSIONS),
         ModelFolder("likeness_wplus", "saved identities: W+ codes from Save W+", (".safetensors", ".pt", ".pth")),
+        ModelFolder(
+            "likeness_identities",
+            "trained identities (FaceA-Net, SeFi-IDE): one .safetensors each, written by the Save Identity nodes",
+            (".safetensors",),
+        ),
     )
 }
 
