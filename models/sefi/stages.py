@@ -53,8 +53,8 @@ def stage_of_sigma(sigma: float | torch.Tensor, schedule_sigmas: torch.Tensor) -
     """
     if schedule_sigmas.ndim != 1 or schedule_sigmas.numel() != NUM_TIMESTEPS:
         raise ValueError(f"schedule_sigmas must be [{NUM_TIMESTEPS}], got shape {tuple(schedule_sigmas.shape)}")
-    log_table = schedule_sigmas.detach().double().cpu().log()
-    s = torch.as_tensor(sigma, dtype=torch.float64).detach().cpu()
+    log_table = schedule_sigmas.detach().float().cpu().log()  # float32 throughout, as ComfyUI compares them
+    s = torch.as_tensor(sigma, dtype=torch.float32).detach().cpu()
     t = (s.log().reshape(-1, 1) - log_table.reshape(1, -1)).abs().argmin(dim=1).reshape(s.shape)
     stage = stage_of_timestep(t)
     return int(stage) if not isinstance(sigma, torch.Tensor) else stage

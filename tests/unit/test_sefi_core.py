@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from likeness.models.errors import LikenessError
+from likeness.models.finetune.denoise import SD15_SCHEDULE
 from likeness.models.sefi.attention import (
     SD15_LOSS_SITES,
     AttentionCapture,
@@ -29,10 +30,8 @@ from likeness.models.sefi.tokens import IdTokens
 
 
 def sd15_sigmas() -> torch.Tensor:
-    """SD1.5's discrete schedule (scaled-linear betas 0.00085..0.012, 1000 steps), float32 like ComfyUI."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    """SD1.5's discrete schedule, float32 like ComfyUI's ``model_sampling.sigmas``."""
+    return SD15_SCHEDULE.sigmas
 
 
 # ComfyUI 0.33.0, SD1.5 ModelSamplingDiscrete, calculate_sigmas(ms, scheduler, 10)[:-1], rounded to 1e-4,
