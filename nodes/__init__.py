@@ -18,6 +18,8 @@ from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
 from .inversion_nodes import INVERSION_NODES
 from .refine_node import REFINE_NODES
+from .sefi_learn_node import SEFI_LEARN_NODES
+from .sefi_nodes import SEFI_NODES
 from .wplus_nodes import WPLUS_NODES
 
 __all__ = ["LikenessExtension", "NODES"]
@@ -29,6 +31,8 @@ NODES: list[type[io.ComfyNode]] = [
     *WPLUS_NODES,
     *REFINE_NODES,
     *DOCTOR_NODES,
+    *SEFI_LEARN_NODES,
+    *SEFI_NODES,
 ]
 
 

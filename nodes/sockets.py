@@ -16,3 +16,5 @@ FaceAnalyzerType = io.Custom("FACE_ANALYZER")
 """models.face analyzer object (embedded or insightface backend)."""
 Faces = io.Custom("FACES")
 """nodes.face_nodes.DetectedFaces: per image, the faces found (and the image sizes)."""
+IdTokensType = io.Custom("SEFI_ID_TOKENS")
+"""models.sefi.identity.SeFiIdentity: SeFi-IDE per-stage key/value ID tokens + provenance."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import comfy.model_patcher
 import comfy.patcher_extension
@@ -36,11 +35,9 @@ from ...models.errors import LikenessError
 from ...models.sefi.attention import AttentionCapture, attend
 from ...models.sefi.contexts import PromptStages, swap_contexts
 from ...models.sefi.stages import NUM_TIMESTEPS, stage_of_sigma
+from ...models.sefi.train import SeFiDenoiser
 from .sefi_text import COND_KEY
 from .sites import SiteKey, attn2_modules
-
-if TYPE_CHECKING:
-    from ...models.sefi.train import SeFiDenoiser
 
 __all__ = ["SeFiCall", "SeFiCondWrapper", "SeFiKVPatch", "apply_sefi", "has_sefi", "training_denoiser"]
 

