@@ -37,12 +37,8 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), {platform.python_version()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
-    parser.add_argument("--steps", type=int, default=5, help="timed calls per variant (after one warm-up)")
-    args = parser.parse_args(argv)
-
+def import_comfy_cpu(parser: argparse.ArgumentParser) -> None:
+    """Import ComfyUI from ``COMFYUI_PATH`` in-process on the CPU and register this pack as ``likeness``."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path:
         parser.error("set COMFYUI_PATH to a ComfyUI checkout")
@@ -53,13 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
-    import comfy.sd
-
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location(
         "likeness", root / "__init__.py", submodule_search_locations=[str(root)]
     )
     sys.modules["likeness"] = importlib.util.module_from_spec(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
+    parser.add_argument("--steps", type=int, default=5, help="timed calls per variant (after one warm-up)")
+    args = parser.parse_args(argv)
+    import_comfy_cpu(parser)
+    import comfy.sd
+
     from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
     from likeness.tools.smoke.writers import SMOKE_CHECKPOINT
