@@ -16,6 +16,8 @@ except ImportError as exc:  # pragma: no cover - depends on the user's ComfyUI
 from .doctor_node import DOCTOR_NODES
 from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
+from .facea_identity_nodes import FACEA_IDENTITY_NODES
+from .facea_nodes import FACEA_TRAIN_NODES
 from .inversion_nodes import INVERSION_NODES
 from .refine_node import REFINE_NODES
 from .sefi_learn_node import SEFI_LEARN_NODES
@@ -31,6 +33,8 @@ NODES: list[type[io.ComfyNode]] = [
     *WPLUS_NODES,
     *REFINE_NODES,
     *DOCTOR_NODES,
+    *FACEA_TRAIN_NODES,
+    *FACEA_IDENTITY_NODES,
     *SEFI_LEARN_NODES,
     *SEFI_NODES,
 ]

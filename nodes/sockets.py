@@ -16,5 +16,9 @@ FaceAnalyzerType = io.Custom("FACE_ANALYZER")
 """models.face analyzer object (embedded or insightface backend)."""
 Faces = io.Custom("FACES")
 """nodes.face_nodes.DetectedFaces: per image, the faces found (and the image sizes)."""
+FaceAIdentityType = io.Custom("FACEA_IDENTITY")
+"""models.facea.FaceAIdentity: a trained FaceA-Net identity (UNet LoRA + [feat] vectors + provenance)."""
+LoraModel = io.Custom("LORA_MODEL")
+"""ComfyUI's LORA_MODEL (TrainLoraNode, SaveLoRA, LoraModelLoader): {key: tensor} in LoraLoader's format."""
 IdTokensType = io.Custom("SEFI_ID_TOKENS")
 """models.sefi.identity.SeFiIdentity: SeFi-IDE per-stage key/value ID tokens + provenance."""

@@ -9,7 +9,7 @@ ComfyUI-free; the ComfyUI side (UNet LoRA injection, VAE/CLIP encoding, nodes) l
 """
 
 from .feat import FeatVectors, PromptSlot, concat_contexts, with_vectors
-from .identity import FEAT_PREFIX, LORA_PREFIX, FaceAIdentity, lora_modules
+from .identity import FEAT_PREFIX, LORA_PREFIX, LORA_TARGETS, FaceAIdentity, is_lora_target, lora_modules
 from .tasks import (
     CLASS_WORDS,
     FEAT_TOKENS,
@@ -23,6 +23,7 @@ from .tasks import (
     feat_token_count,
     latent_mask,
     masked_image,
+    overlay_masks,
     task_prompt,
 )
 from .train import LOSS_REGIONS, FaceARecipe, TaskLatents, facea_step_fn, make_optimizer
@@ -38,6 +39,7 @@ __all__ = [
     "build_reference_crop",
     "face_crop_region",
     "masked_image",
+    "overlay_masks",
     "latent_mask",
     "dilate_latent_mask",
     "task_prompt",
@@ -48,6 +50,8 @@ __all__ = [
     "concat_contexts",
     "FaceAIdentity",
     "lora_modules",
+    "LORA_TARGETS",
+    "is_lora_target",
     "LORA_PREFIX",
     "FEAT_PREFIX",
     "FaceARecipe",

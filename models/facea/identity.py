@@ -30,11 +30,34 @@ from ..finetune import Provenance, load_identity_file, save_identity_file
 from .feat import PromptSlot, concat_contexts, with_vectors
 from .tasks import CLASS_WORDS, TASKS
 
-__all__ = ["FaceAIdentity", "lora_modules", "LORA_PREFIX", "FEAT_PREFIX"]
+__all__ = ["FaceAIdentity", "lora_modules", "LORA_PREFIX", "FEAT_PREFIX", "LORA_TARGETS", "is_lora_target"]
 
 LORA_PREFIX = "diffusion_model."
 FEAT_PREFIX = "likeness.facea."
 _LORA_SUFFIXES = (".lora_up.weight", ".lora_down.weight", ".alpha")
+_ATTENTION = tuple(f".{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
+#: Which UNet layers get a LoRA (module-path suffixes; ``all`` = every Linear/Conv2d layer).
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    # diffusers' LoRA training default (to_q/to_k/to_v/to_out.0 of every attention): the default
+    "attention": _ATTENTION,
+    # everything in the transformer blocks: attention, feed-forward, proj_in/proj_out
+    "transformer": _ATTENTION + (".ff.net.0.proj", ".ff.net.2", ".proj_in", ".proj_out"),
+    # every Linear/Conv2d weight, as ComfyUI's TrainLoraNode (a 9-channel input conv then only fits inpainting UNets)
+    "all": (),
+}
+
+
+def is_lora_target(module_path: str, targets: str, is_layer: bool) -> bool:
+    """Whether the UNet module ``module_path`` (ComfyUI/LDM name) gets a LoRA under ``targets``.
+
+    Args:
+        is_layer: the module is a Linear or Conv2d layer with a weight (only those can take a LoRA).
+    """
+    if targets not in LORA_TARGETS:
+        raise CheckpointError(f"LoRA targets must be one of {list(LORA_TARGETS)}, got {targets!r}")
+    if not is_layer:
+        return False
+    return targets == "all" or module_path.endswith(LORA_TARGETS[targets])
 
 
 def lora_modules(lora: Mapping[str, torch.Tensor], where: str = "LoRA") -> list[str]:

@@ -52,6 +52,8 @@ __all__ = [
     "masked_image",
     "latent_mask",
     "dilate_latent_mask",
+    "overlay_masks",
+    "MASK_COLOURS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,3 +187,23 @@ def dilate_latent_mask(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
     if radius <= 0:
         return mask
     return F.max_pool2d(mask, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+
+#: RGB tint of each task mask in :func:`overlay_masks`.
+MASK_COLOURS = {
+    "face": (0.2, 0.4, 1.0),
+    "eye_left": (1.0, 0.2, 0.2),
+    "eye_right": (1.0, 0.6, 0.1),
+    "nose": (0.2, 0.9, 0.3),
+    "mouth": (0.9, 0.2, 0.9),
+}
+
+
+def overlay_masks(crop: ReferenceCrop, strength: float = 0.45) -> torch.Tensor:
+    """The crop ``[R, R, 3]`` with every task mask tinted (face first, parts on top), to check the masks."""
+    out = crop.image.clone()
+    for task in TASKS:
+        m = crop.masks[task][..., None] * strength
+        colour = torch.tensor(MASK_COLOURS[task], dtype=out.dtype)
+        out = out * (1 - m) + colour * m
+    return out.clamp(0, 1)

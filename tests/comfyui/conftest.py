@@ -65,12 +65,18 @@ class ComfyServer:
         from likeness.models.files.registry import FOLDERS
 
         keys = ["checkpoints", *FOLDERS]
+        # Folders nodes save into come first and live in this session's temporary folder, so saving never
+        # writes into the shared smoke-model cache; the smoke files stay readable after them.
+        written = ["likeness_identities"]
         (base / "extra_model_paths.yaml").write_text(
-            "likeness_tests:\n"
+            "likeness_tests_written:\n"
+            f"  base_path: {base / 'models'}\n" + "".join(f"  {k}: {k}\n" for k in written) + "likeness_tests:\n"
             f"  base_path: {models}\n"
             + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
         )
+        for k in written:
+            (base / "models" / k).mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 240.0) -> None:
         args = [

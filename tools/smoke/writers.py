@@ -11,6 +11,10 @@
   ``encoder.*`` + ``decoder.*``, ``latent_avg`` [18,512], ``opts`` dict);
 * ``wplus/wplus_adapter.bin``: the official W+ adapter layout
   (``{'w_proj', 'wplus_adapter'}``);
+* ``checkpoints/likeness_smoke_sd15_inpainting.safetensors``: the reduced UNet in the SD1.5
+  *inpainting* layout (9 input channels, 0.6 GB), for FaceA training and Face Refine's inpaint path;
+* ``likeness_identities/likeness_smoke_facea.safetensors``: a random FaceA identity whose LoRA fits
+  that reduced UNet (the refine-with-identity workflow loads it);
 * ``likeness_directions/encoder4editing/interfacegan_directions/{age,smile,pose}.pt``:
   random unit directions in e4e's InterFaceGAN format ([1,512], pose [1,18,512]),
   discovered as the set ``encoder4editing/interfacegan`` like the real files;
@@ -30,16 +34,25 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SMOKE_CHECKPOINT", "SMOKE_FORMAT_VERSION", "SMOKE_PARTS", "write_smoke_models"]
+__all__ = [
+    "SMOKE_CHECKPOINT",
+    "SMOKE_INPAINT_CHECKPOINT",
+    "SMOKE_FACEA_IDENTITY",
+    "SMOKE_FORMAT_VERSION",
+    "SMOKE_PARTS",
+    "write_smoke_models",
+]
 
 logger = logging.getLogger(__name__)
 
 SMOKE_CHECKPOINT = "likeness_smoke_sd15.safetensors"
-# Bump when a smoke file's content or layout changes (test caches are keyed by it).
+SMOKE_INPAINT_CHECKPOINT = "likeness_smoke_sd15_inpainting.safetensors"
+SMOKE_FACEA_IDENTITY = "likeness_smoke_facea.safetensors"
+# Bump when a smoke file's content or layout changes (test caches are keyed by it); new files need no bump.
 SMOKE_FORMAT_VERSION = 2
 #: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions,
-#: the SeFi identity.
-SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions", "sefi")
+#: the SD1.5 inpainting checkpoint, the FaceA identity and the SeFi identity.
+SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions", "inpaint", "facea", "sefi")
 
 
 def smoke_direction(name: str, seed: int) -> torch.Tensor:
@@ -77,6 +90,7 @@ def write_smoke_models(
         raise ValueError(f"unknown smoke model part(s) {unknown}; choose from {list(SMOKE_PARTS)}")
     from ...models.inversion.e4e_model import build_e4e_checkpoint
     from ...models.wplus_adapter.model import build_wplus_adapter_checkpoint
+    from .facea_identity import write_smoke_facea_identity
     from .sd15_layout import write_sd15_smoke_checkpoint
     from .sefi import SMOKE_SEFI_IDENTITY, write_smoke_sefi_identity
 
@@ -92,6 +106,19 @@ def write_smoke_models(
             "wplus",
             models_dir / "wplus" / "wplus_adapter.bin",
             lambda p: torch.save(build_wplus_adapter_checkpoint(seed), p),
+        ),
+    ]
+    jobs += [
+        (
+            "inpaint",
+            models_dir / "checkpoints" / SMOKE_INPAINT_CHECKPOINT,
+            lambda p: write_sd15_smoke_checkpoint(p, variant="reduced", seed=seed, in_channels=9),
+        ),
+        (
+            "facea",
+            models_dir / "likeness_identities" / SMOKE_FACEA_IDENTITY,
+            # identity files must end in .safetensors: written beside the .partial name, then moved onto it
+            lambda p: write_smoke_facea_identity(p.with_suffix(".tmp.safetensors"), seed=seed).replace(p),
         ),
     ]
     directions = models_dir / "likeness_directions" / "encoder4editing" / "interfacegan_directions"
