@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import comfy.model_management
 import torch
 from comfy_api.latest import io
 
@@ -16,8 +15,9 @@ from ..models.sefi.identity import SeFiIdentity
 from ..models.sefi.photo import CROP_POLICIES, prepare_photo
 from ..models.sefi.train import TRAINING_PROMPT, SeFiTrainConfig, learn_id_tokens
 from .finetune_common import TrainingProgress, comfy_interruption, loss_curve_tensor, should_stop
+from .patching.facea import TRAINING_DTYPES, training_unet
 from .patching.sefi import training_denoiser
-from .patching.sefi_text import slot_encoder
+from .patching.sefi_text import slot_encoder, trainable_text_encoder
 from .sockets import FaceAnalyzerType, IdTokensType
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class LikenessLearnIDTokens(io.ComfyNode):
                     step=1e-4,
                     advanced=True,
                     tooltip="AdamW learning rate of the ten free vectors (our default: 5e-3).",
-                ),  # fmt: skip
+                ),
                 io.Float.Input(
                     "attention_weight",
                     default=0.003,
@@ -99,7 +99,7 @@ class LikenessLearnIDTokens(io.ComfyNode):
                     step=0.0005,
                     advanced=True,
                     tooltip="λ of the face-wise attention loss (paper: 0.003; 0 turns the term off).",
-                ),  # fmt: skip
+                ),
                 io.Int.Input(
                     "resolution",
                     default=512,
@@ -108,13 +108,13 @@ class LikenessLearnIDTokens(io.ComfyNode):
                     step=64,
                     advanced=True,
                     tooltip="Training size of the photo in pixels (SD1.5: 512).",
-                ),  # fmt: skip
+                ),
                 io.String.Input(
                     "init_word",
                     default="person",
                     advanced=True,
                     tooltip="One-token word the vectors start from and the reference prompt uses ('person').",
-                ),  # fmt: skip
+                ),
                 io.Float.Input(
                     "face_margin",
                     default=2.0,
@@ -123,7 +123,14 @@ class LikenessLearnIDTokens(io.ComfyNode):
                     step=0.1,
                     advanced=True,
                     tooltip="face crop: side of the square over the face box's longer side.",
-                ),  # fmt: skip
+                ),
+                io.Combo.Input(
+                    "training_dtype",
+                    options=list(TRAINING_DTYPES),
+                    default="auto",
+                    advanced=True,
+                    tooltip="UNet compute dtype while learning: auto = bf16 on GPUs that support it, else fp32.",
+                ),
             ],
             outputs=[
                 IdTokensType.Output("id_tokens", tooltip="The learned ID tokens: save them, or apply them."),
@@ -148,30 +155,40 @@ class LikenessLearnIDTokens(io.ComfyNode):
         resolution=512,
         init_word="person",
         face_margin=2.0,
+        training_dtype="auto",
     ) -> io.NodeOutput:
         config = SeFiTrainConfig(
-            steps=int(steps), learning_rate=float(learning_rate), attention_weight=float(attention_weight),
+            steps=int(steps),
+            learning_rate=float(learning_rate),
+            attention_weight=float(attention_weight),
             seed=int(seed),
-        )  # fmt: skip
+        )
+        word = init_word.strip()
         photo, box, photo_hash = training_photo(image, face_crop, face_analyzer, int(resolution), float(face_margin))
-        with torch.inference_mode(False), torch.enable_grad():
-            latent = model.model.process_latent_in(vae.encode(photo[None]).float())
-            comfy.model_management.load_models_gpu([model], force_full_load=True)
-            denoiser = training_denoiser(model, config.sites)
-            encode, init_embedding = slot_encoder(clip, TRAINING_PROMPT, init_word.strip())
-            progress = TrainingProgress(config.steps, label="SeFi ID tokens")
+        latent = model.model.process_latent_in(vae.encode(photo[None]).float())
+        progress = TrainingProgress(config.steps, label="SeFi ID tokens")
+        sigmas = model.get_model_object("model_sampling").sigmas
+        with training_unet(model, training_dtype) as unet, trainable_text_encoder(clip), torch.enable_grad():
+            denoiser = training_denoiser(unet, config.sites)
+            encode, init_embedding = slot_encoder(clip, TRAINING_PROMPT, word)
             with comfy_interruption():
                 tokens, reports = learn_id_tokens(
-                    encode, denoiser, latent.to(model.load_device), init_embedding, config,
-                    schedule_sigmas=model.get_model_object("model_sampling").sigmas, init_word=init_word.strip(),
-                    on_step=progress, should_stop=should_stop,
-                )  # fmt: skip
-        unet = model.get_model_object("diffusion_model")
+                    encode,
+                    denoiser,
+                    latent.clone().to(unet.device),  # an ordinary tensor: made outside inference mode
+                    init_embedding,
+                    config,
+                    schedule_sigmas=sigmas,
+                    init_word=word,
+                    on_step=progress,
+                    should_stop=should_stop,
+                )
+        weights = model.get_model_object("diffusion_model")
+        crop = {"policy": face_crop, "box_xywh": list(box), "resolution": int(resolution)}
+        dtype = str(next(weights.parameters()).dtype).removeprefix("torch.")
         provenance = Provenance(
-            [photo_hash], config.steps, tensors_sha256(unet.state_dict()),
-            extra={"crop": {"policy": face_crop, "box_xywh": list(box), "resolution": int(resolution)},
-                   "unet_dtype": str(next(unet.parameters()).dtype).removeprefix("torch.")},
-        )  # fmt: skip
+            [photo_hash], config.steps, tensors_sha256(weights.state_dict()), extra={"crop": crop, "unet_dtype": dtype}
+        )
         losses = [r.loss for r in reports]
         logger.info("Likeness SeFi: learned ID tokens in %d steps, last loss %.4f", len(losses), losses[-1])
         curve = loss_curve_tensor(losses, title="SeFi ID tokens")

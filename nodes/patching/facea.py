@@ -42,6 +42,7 @@ from comfy.weight_adapter.bypass import BypassForwardHook
 
 from ...models.errors import LikenessError
 from ...models.facea import LORA_PREFIX, FaceAIdentity, is_lora_target, lora_modules
+from .training import ordinary_weights, restore_weights
 
 __all__ = [
     "check_sd15",
@@ -162,15 +163,17 @@ class TrainingUNet:
     device: torch.device
     autocast: torch.dtype | None
 
-    def denoiser(self, x_t: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor, c_concat=None):
-        """``x0_hat = BaseModel.apply_model(x_t, sigma, ...)`` (float32), under autocast when set."""
+    def denoiser(self, x_t: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor, c_concat=None, **kwargs):
+        """``x0_hat = BaseModel.apply_model(x_t, sigma, ...)`` (float32), under autocast when set.
+
+        ``kwargs`` go to ``apply_model`` as they are (e.g. ``transformer_options``)."""
         amp = (
             torch.autocast(self.device.type, dtype=self.autocast)
             if self.autocast is not None
             else contextlib.nullcontext()
         )
         with amp:
-            return self.base.apply_model(x_t, sigma, c_concat=c_concat, c_crossattn=c_crossattn).float()
+            return self.base.apply_model(x_t, sigma, c_concat=c_concat, c_crossattn=c_crossattn, **kwargs).float()
 
 
 def _training_dtype(choice: str, device: torch.device) -> torch.dtype | None:
@@ -179,19 +182,6 @@ def _training_dtype(choice: str, device: torch.device) -> torch.dtype | None:
     if choice == "auto":
         choice = "bf16" if device.type == "cuda" and comfy.model_management.should_use_bf16(device) else "fp32"
     return torch.bfloat16 if choice == "bf16" else torch.float32
-
-
-def _ordinary_weights(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str, torch.Tensor]]:
-    """Replace inference-mode parameters/buffers by ordinary copies; returns what to put back."""
-    swapped = []
-    for mod in module.modules():
-        for kind, store in (("p", mod._parameters), ("b", mod._buffers)):
-            for name, t in list(store.items()):
-                if t is not None and t.is_inference():
-                    swapped.append((mod, kind, name, t))
-                    copy = t.detach().clone()
-                    store[name] = torch.nn.Parameter(copy, requires_grad=False) if kind == "p" else copy
-    return swapped
 
 
 def _checkpoint_blocks(unet: torch.nn.Module) -> list[tuple[torch.nn.Module, object]]:
@@ -225,10 +215,10 @@ def training_unet(model, dtype: str = "auto", gradient_checkpointing: bool = Fal
         if patcher.model_options.get("transformer_options", {}).get("patches_replace") or patcher.model_options.get(
             "transformer_options", {}
         ).get("patches"):
-            logger.warning("FaceA training: attention patches on the MODEL are not applied while training")
+            logger.warning("Likeness training: attention patches on the MODEL are not applied while training")
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
         unet = patcher.model.diffusion_model
-        swapped = _ordinary_weights(unet)
+        swapped = ordinary_weights(unet)
         blocks = _checkpoint_blocks(unet) if gradient_checkpointing else []
         try:
             yield TrainingUNet(patcher, patcher.model, device, None if autocast == torch.float32 else autocast)
@@ -238,8 +228,7 @@ def training_unet(model, dtype: str = "auto", gradient_checkpointing: bool = Fal
                     del block.forward  # back to the class's forward
                 else:
                     block.forward = own
-            for mod, kind, name, t in swapped:
-                (mod._parameters if kind == "p" else mod._buffers)[name] = t
+            restore_weights(swapped)
 
 
 def extend_conditioning(conditioning: list, extra: torch.Tensor) -> list:

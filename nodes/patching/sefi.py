@@ -18,7 +18,8 @@ from the SeFi keys and values; nothing already on the MODEL is mutated.
 Learning (:func:`training_denoiser`): a plain ``denoiser(x_t, sigma, ctx_k, ctx_v,
 capture)`` over the UNet for :func:`models.sefi.train.learn_id_tokens`: values from the
 value context everywhere, and at the loss sites an attn2 replace that reports the
-learned and reference attention probabilities to the capture.
+learned and reference attention probabilities to the capture. It runs inside the shared
+:func:`~.facea.training_unet` block (a loaded clone with ordinary weights, autocast dtype).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ...models.sefi.attention import AttentionCapture, attend
 from ...models.sefi.contexts import PromptStages, swap_contexts
 from ...models.sefi.stages import NUM_TIMESTEPS, stage_of_sigma
 from ...models.sefi.train import SeFiDenoiser
+from .facea import TrainingUNet
 from .sefi_text import COND_KEY
 from .sites import SiteKey, attn2_modules
 
@@ -177,24 +179,23 @@ class _CaptureReplace:
         return attend(probs, v).to(q.dtype)
 
 
-def training_denoiser(model: comfy.model_patcher.ModelPatcher, sites: Iterable[SiteKey]) -> SeFiDenoiser:
-    """The UNet of ``model`` as a :data:`~models.sefi.train.SeFiDenoiser` (the model must be loaded).
+def training_denoiser(unet: TrainingUNet, sites: Iterable[SiteKey]) -> SeFiDenoiser:
+    """The UNet of a :func:`~.facea.training_unet` block as a :data:`~models.sefi.train.SeFiDenoiser`.
 
-    Attention patches already on the MODEL are not used while learning; weight patches
-    (LoRA) are, since they live in the loaded weights.
+    Attention patches already on the MODEL are not used while learning; weight patches (LoRA)
+    are, since they live in the loaded weights.
 
     Raises:
         LikenessError: a loss site is not in this UNet.
     """
-    modules = attn2_modules(model)
+    modules = attn2_modules(unet.patcher)
     missing = sorted(set(map(tuple, sites)) - set(modules))
     if missing:
         raise LikenessError(
             f"The attention-loss sites {missing} are not in this UNet (it has {sorted(modules)}). "
             "SeFi learning needs an SD1.5 UNet."
         )
-    base = model.model
-    device = model.load_device
+    device = unet.device
 
     def denoise(x_t, sigma, context_k, context_v, capture):
         options = {"patches": {"attn2_patch": [_ValueContext(context_v)]}, "cond_or_uncond": [0], "sigmas": sigma}
@@ -202,8 +203,6 @@ def training_denoiser(model: comfy.model_patcher.ModelPatcher, sites: Iterable[S
             options["patches_replace"] = {
                 "attn2": {site: _CaptureReplace(capture, site, modules[site].to_k) for site in capture.sites}
             }
-        return base.apply_model(
-            x_t.to(device), sigma.to(device), c_crossattn=context_k.to(device), transformer_options=options
-        )
+        return unet.denoiser(x_t.to(device), sigma.to(device), context_k.to(device), transformer_options=options)
 
     return denoise

@@ -21,6 +21,8 @@ Prompts without V* are encoded exactly as by the input CLIP.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,7 @@ from ...models.sefi.prompt import (
 from ...models.sefi.stages import NUM_STAGES
 from ...models.sefi.tokens import IdTokens
 from ...models.sefi.train import SlotEncoder
+from .training import ordinary_module
 
 __all__ = [
     "COND_KEY",
@@ -291,3 +294,15 @@ def slot_encoder(clip, template: str, init_word: str) -> tuple[SlotEncoder, torc
         return _text_model_forward(clip, embeds)
 
     return encode, init_embedding
+
+
+@contextmanager
+def trainable_text_encoder(clip) -> Iterator[None]:
+    """Inside the block the CLIP's text transformer can pass gradients to input embeddings.
+
+    The CLIP is loaded, and its weights (inference tensors when a ComfyUI loader node made them)
+    are ordinary copies until the block ends; the originals are put back, also on errors.
+    """
+    clip.load_model()
+    with ordinary_module(_sd_clip_model(clip)):
+        yield

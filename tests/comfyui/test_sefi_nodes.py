@@ -26,14 +26,13 @@ def _photo(h=80, w=96, seed=0):
 
 
 def test_slot_encoder_and_training_denoiser_carry_gradients(sd15_all):
-    import comfy.model_management
-
     from likeness.models.sefi.attention import SD15_LOSS_SITES, AttentionCapture
+    from likeness.nodes.patching.facea import training_unet
     from likeness.nodes.patching.sefi import training_denoiser
-    from likeness.nodes.patching.sefi_text import slot_encoder, word_embedding
+    from likeness.nodes.patching.sefi_text import slot_encoder, trainable_text_encoder, word_embedding
 
     model, clip, _ = sd15_all
-    with torch.inference_mode(False), torch.enable_grad():
+    with training_unet(model, "fp32") as unet, trainable_text_encoder(clip), torch.enable_grad():
         encode, person = slot_encoder(clip, "a photo of the face of {}", "person")
         assert torch.equal(person, word_embedding(clip, "person"))
         slots = torch.stack([person, person + 0.1]).requires_grad_(True)
@@ -47,8 +46,7 @@ def test_slot_encoder_and_training_denoiser_carry_gradients(sd15_all):
         want = skip.encode_from_tokens(skip.tokenize("a photo of the face of person"))
         assert torch.allclose(encode_skip(person[None]).detach(), want, atol=1e-5)
         assert not torch.allclose(want, reference, atol=1e-3)
-        comfy.model_management.load_models_gpu([model], force_full_load=True)
-        denoise = training_denoiser(model, SD15_LOSS_SITES)
+        denoise = training_denoiser(unet, SD15_LOSS_SITES)
         capture = AttentionCapture(reference, SD15_LOSS_SITES)
         x = torch.randn(1, 4, 8, 8)
         out = denoise(x, torch.tensor([2.0]), ctx[0:1], ctx[1:2], capture)
@@ -66,7 +64,8 @@ def test_learn_save_load_apply_round_trip(sd15_all, identities_dir):
 
     model, clip, vae = sd15_all
     before = {k: v.clone() for k, v in list(model.model.diffusion_model.state_dict().items())[:3]}
-    out = LikenessLearnIDTokens.execute(model, clip, vae, _photo(), 3, 7, "center", resolution=64)
+    with torch.inference_mode():  # as ComfyUI's executor runs nodes
+        out = LikenessLearnIDTokens.execute(model, clip, vae, _photo(), 3, 7, "center", resolution=64)
     identity, curve, crop = out.result
     person = word_embedding(clip, "person")
     moved = [i for i in range(5) if not torch.equal(identity.tokens.keys[i], person)]
