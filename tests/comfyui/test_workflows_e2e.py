@@ -10,7 +10,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = {
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
+    "Likeness_LearnIDTokens": {"steps": 2, "resolution": 64},
+    "Likeness_SaveIDTokens": {"overwrite": True},  # one file in the test models folder, not one per run
+}
+
+IMAGES = {"likeness_sefi_portraits": 3, "likeness_sefi_seed_sweep": 4}  # images saved, where not 1
 
 
 def fast_prompt(path: Path) -> dict:
@@ -36,7 +43,7 @@ def test_api_workflow_completes_and_saves_images(server_with_faces, path):
     result = client.run(prompt, timeout=900)
     images = result.images()
     assert images, f"{path.name} saved no image; outputs: {result.outputs}"
-    expected = 1
+    expected = IMAGES.get(path.stem, 1)
     for node in prompt.values():
         if node["class_type"] == "Likeness_AttributeSweep":
             from likeness.models.directions import parse_strengths

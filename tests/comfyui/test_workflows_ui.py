@@ -17,7 +17,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 SNAPSHOT_PATH = ROOT / "tests" / "data" / "object_info_snapshot.json"
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = {
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
+    "Likeness_LearnIDTokens": {"steps": 2, "resolution": 64},
+    "Likeness_SaveIDTokens": {"overwrite": True},  # one file in the test models folder, not one per run
+}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,12 @@ GROUPS: tuple[tuple[str, str, int], ...] = (
     ("1 - Face photo to W+ code", "#3f789e", 0),
     ("2 - Edit the W+ code", "#a1309b", 0),
     ("3 - Generate with the W+ adapter (SD1.5)", "#b06634", 1),
+    ("SeFi - learn ID tokens from one photo (SD1.5)", "#3f789e", 0),
+    ("SeFi - ID tokens for the word V*", "#a1309b", 0),
+    ("SeFi - generate with V* in the prompt", "#b06634", 1),
 )
+_SEFI_LEARN, _SEFI_TOKENS, _SEFI_GENERATE = (g[0] for g in GROUPS[3:6])
+_SEFI_TOKEN_CLASSES = {"CheckpointLoaderSimple", "Likeness_LoadIDTokens", "Likeness_ApplyIDTokens"}
 # Group index of a node class; columns follow the data flow.
 GROUP_OF_CLASS: dict[str, int] = {
     "LoadImage": 0,
@@ -49,11 +54,26 @@ TITLE_H, SLOT_H, WIDGET_H, GAP, GROUP_PAD, GROUP_HEAD = 30, 22, 24, 30, 15, 45
 NOTE_WIDTH = 480
 
 
+def _sefi_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]] | None:
+    """SeFi workflows: one group to learn, or the ID tokens and the generation side by side."""
+    classes = {node["class_type"] for node in api.values()}
+    ids = sorted(api, key=int)
+    if "Likeness_LearnIDTokens" in classes:
+        return {_SEFI_LEARN: ids}
+    if "Likeness_ApplyIDTokens" not in classes:
+        return None
+    tokens = [n for n in ids if api[n]["class_type"] in _SEFI_TOKEN_CLASSES]
+    return {_SEFI_TOKENS: tokens, _SEFI_GENERATE: [n for n in ids if n not in tokens]}
+
+
 def default_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Group title -> API node ids, by node class (unknown classes join the last group)."""
+    """Group title -> API node ids, by node class (unknown classes join the W+ generation group)."""
+    sefi = _sefi_groups(api)
+    if sefi is not None:
+        return sefi
     out: dict[str, list[str]] = {}
     for nid in sorted(api, key=int):
-        g = GROUP_OF_CLASS.get(api[nid]["class_type"], len(GROUPS) - 1)
+        g = GROUP_OF_CLASS.get(api[nid]["class_type"], 2)
         out.setdefault(GROUPS[g][0], []).append(nid)
     return out
 
@@ -226,6 +246,11 @@ def _model_line(folder: str, value: str) -> str:
             f"- models/checkpoints/{value}: an SD1.5 checkpoint (the W+ adapter exists for SD1.5 only). "
             "Pick your own SD1.5 model in the loader. Licence: the checkpoint's (SD1.5: CreativeML OpenRAIL-M)."
         )
+    if folder == "likeness_identities":
+        return (
+            f"- models/likeness_identities/{value}: SeFi ID tokens saved by the SeFi learn workflow "
+            "(likeness_sefi_learn). Learn your own from one photo, or pick another saved identity."
+        )
     if folder == "likeness_directions":
         head = value.split("/", 1)[0] + "/"
         known = next((m for m in MODEL_FILES if m.folder == folder and m.filename == head), None)
@@ -258,6 +283,7 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
                 line = _model_line(folder, str(value))
                 if line not in models:
                     models.append(line)
+    sefi = any(node["class_type"].endswith("IDTokens") for node in api.values())
     parts = [
         "MODELS THIS WORKFLOW NEEDS",
         "Put them in ComfyUI/models/ (or a folder listed under the same key in extra_model_paths.yaml), then press R "
@@ -274,4 +300,12 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
         "Licences: the W+ adapter weights are NTU S-Lab License 1.0, NON-COMMERCIAL use only; check every "
         "licence above before any commercial use. Likeness bundles no weights.",
     ]
+    if sefi:
+        parts += [
+            "",
+            "SeFi-IDE (Li, Yang, Wang, Dong: 'Beyond Inserting', arXiv 2402.00631, IEEE TCSVT 2025): the authors "
+            "published no code or weights; this is Likeness' implementation (README, 'SeFi ID tokens', lists what "
+            "the paper states and what we chose). Learned ID tokens need no download; they are derived from your "
+            "photo and the SD1.5 checkpoint, so that checkpoint's licence and the photographed person's rights apply.",
+        ]
     return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
