@@ -37,22 +37,23 @@ def _load(parser: argparse.ArgumentParser, models: Path):
 
 
 def _learning_steps(model, clip, latent, weight: float, steps: int) -> list[float]:
-    import comfy.model_management
-
     from likeness.models.sefi.train import TRAINING_PROMPT, SeFiTrainConfig, learn_id_tokens
-    from likeness.nodes.patching.sefi import training_denoiser
-    from likeness.nodes.patching.sefi_text import slot_encoder
+    from likeness.nodes.patching.facea import training_unet
+    from likeness.nodes.patching.sefi_train import slot_encoder, trainable_text_encoder, training_denoiser
 
     stamps: list[float] = []
     config = SeFiTrainConfig(steps=steps + 1, attention_weight=weight)
-    with torch.inference_mode(False), torch.enable_grad():
-        comfy.model_management.load_models_gpu([model], force_full_load=True)
+    with training_unet(model, "fp32") as unet, trainable_text_encoder(clip), torch.enable_grad():
         encode, person = slot_encoder(clip, TRAINING_PROMPT, "person")
         start = time.perf_counter()
         learn_id_tokens(
-            encode, training_denoiser(model, config.sites), latent, person, config,
+            encode,
+            training_denoiser(unet, config.sites),
+            latent,
+            person,
+            config,
             on_step=lambda report: stamps.append(time.perf_counter()),
-        )  # fmt: skip
+        )
     times = [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
     return times[1:]
 

@@ -16,8 +16,7 @@ from ..models.sefi.photo import CROP_POLICIES, prepare_photo
 from ..models.sefi.train import TRAINING_PROMPT, SeFiTrainConfig, learn_id_tokens
 from .finetune_common import TrainingProgress, comfy_interruption, loss_curve_tensor, should_stop
 from .patching.facea import TRAINING_DTYPES, training_unet
-from .patching.sefi import training_denoiser
-from .patching.sefi_text import slot_encoder, trainable_text_encoder
+from .patching.sefi_train import slot_encoder, trainable_text_encoder, training_denoiser
 from .sockets import FaceAnalyzerType, IdTokensType
 
 logger = logging.getLogger(__name__)
@@ -52,6 +51,61 @@ def training_photo(image: torch.Tensor, face_crop: str, analyzer, resolution: in
     return photo, box, image_sha256(rgb)
 
 
+def _advanced_inputs() -> list:
+    """The rarely changed inputs of Learn ID Tokens (shown under 'advanced')."""
+    return [
+        io.Float.Input(
+            "learning_rate",
+            default=5e-3,
+            min=1e-5,
+            max=1.0,
+            step=1e-4,
+            advanced=True,
+            tooltip="AdamW learning rate of the ten free vectors (our default: 5e-3).",
+        ),
+        io.Float.Input(
+            "attention_weight",
+            default=0.003,
+            min=0.0,
+            max=1.0,
+            step=0.0005,
+            advanced=True,
+            tooltip="λ of the face-wise attention loss (paper: 0.003; 0 turns the term off).",
+        ),
+        io.Int.Input(
+            "resolution",
+            default=512,
+            min=64,
+            max=1024,
+            step=64,
+            advanced=True,
+            tooltip="Training size of the photo in pixels (SD1.5: 512).",
+        ),
+        io.String.Input(
+            "init_word",
+            default="person",
+            advanced=True,
+            tooltip="One-token word the vectors start from and the reference prompt uses ('person').",
+        ),
+        io.Float.Input(
+            "face_margin",
+            default=2.0,
+            min=1.0,
+            max=6.0,
+            step=0.1,
+            advanced=True,
+            tooltip="face crop: side of the square over the face box's longer side.",
+        ),
+        io.Combo.Input(
+            "training_dtype",
+            options=list(TRAINING_DTYPES),
+            default="auto",
+            advanced=True,
+            tooltip="UNet compute dtype while learning: auto = bf16 on GPUs that support it, else fp32.",
+        ),
+    ]
+
+
 class LikenessLearnIDTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -82,55 +136,7 @@ class LikenessLearnIDTokens(io.ComfyNode):
                 FaceAnalyzerType.Input(
                     "face_analyzer", optional=True, tooltip="From Likeness Face Analyzer; needed for face_crop 'face'."
                 ),
-                io.Float.Input(
-                    "learning_rate",
-                    default=5e-3,
-                    min=1e-5,
-                    max=1.0,
-                    step=1e-4,
-                    advanced=True,
-                    tooltip="AdamW learning rate of the ten free vectors (our default: 5e-3).",
-                ),
-                io.Float.Input(
-                    "attention_weight",
-                    default=0.003,
-                    min=0.0,
-                    max=1.0,
-                    step=0.0005,
-                    advanced=True,
-                    tooltip="λ of the face-wise attention loss (paper: 0.003; 0 turns the term off).",
-                ),
-                io.Int.Input(
-                    "resolution",
-                    default=512,
-                    min=64,
-                    max=1024,
-                    step=64,
-                    advanced=True,
-                    tooltip="Training size of the photo in pixels (SD1.5: 512).",
-                ),
-                io.String.Input(
-                    "init_word",
-                    default="person",
-                    advanced=True,
-                    tooltip="One-token word the vectors start from and the reference prompt uses ('person').",
-                ),
-                io.Float.Input(
-                    "face_margin",
-                    default=2.0,
-                    min=1.0,
-                    max=6.0,
-                    step=0.1,
-                    advanced=True,
-                    tooltip="face crop: side of the square over the face box's longer side.",
-                ),
-                io.Combo.Input(
-                    "training_dtype",
-                    options=list(TRAINING_DTYPES),
-                    default="auto",
-                    advanced=True,
-                    tooltip="UNet compute dtype while learning: auto = bf16 on GPUs that support it, else fp32.",
-                ),
+                *_advanced_inputs(),
             ],
             outputs=[
                 IdTokensType.Output("id_tokens", tooltip="The learned ID tokens: save them, or apply them."),

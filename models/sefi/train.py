@@ -157,13 +157,11 @@ def learn_id_tokens(
         should_stop=should_stop,
         grad_clip=config.grad_clip,
     )
+    return _result(init, keys, values, init_word, config, reports), reports
+
+
+def _result(init: IdTokens, keys, values, init_word: str, config: SeFiTrainConfig, reports) -> IdTokens:
     info = {**dict(init.info), "training": config.info(), "prompt": TRAINING_PROMPT.format("V*")}
     info["final_loss"] = reports[-1].loss if reports else None
-    learned = IdTokens(
-        torch.stack([k.detach() for k in keys]).cpu(),
-        torch.stack([v.detach() for v in values]).cpu(),
-        init.init_embedding.detach().float().cpu(),
-        init_word,
-        info,
-    )
-    return learned, reports
+    stack = [torch.stack([p.detach() for p in group]).cpu() for group in (keys, values)]
+    return IdTokens(stack[0], stack[1], init.init_embedding.detach().float().cpu(), init_word, info)

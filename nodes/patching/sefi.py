@@ -15,33 +15,25 @@ An ``attn2_patch`` runs before any attn2 replace, so W+ adapter, IPAdapter or In
 replaces on the same MODEL (before or after this node) compute their text attention
 from the SeFi keys and values; nothing already on the MODEL is mutated.
 
-Learning (:func:`training_denoiser`): a plain ``denoiser(x_t, sigma, ctx_k, ctx_v,
-capture)`` over the UNet for :func:`models.sefi.train.learn_id_tokens`: values from the
-value context everywhere, and at the loss sites an attn2 replace that reports the
-learned and reference attention probabilities to the capture. It runs inside the shared
-:func:`~.facea.training_unet` block (a loaded clone with ordinary weights, autocast dtype).
+Learning lives in :mod:`.sefi_train`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
 
 import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
 from ...models.errors import LikenessError
-from ...models.sefi.attention import AttentionCapture, attend
 from ...models.sefi.contexts import PromptStages, swap_contexts
 from ...models.sefi.stages import NUM_TIMESTEPS, stage_of_sigma
-from ...models.sefi.train import SeFiDenoiser
-from .facea import TrainingUNet
 from .sefi_text import COND_KEY
-from .sites import SiteKey, attn2_modules
+from .sites import attn2_modules
 
-__all__ = ["SeFiCall", "SeFiCondWrapper", "SeFiKVPatch", "apply_sefi", "has_sefi", "training_denoiser"]
+__all__ = ["SeFiCall", "SeFiCondWrapper", "SeFiKVPatch", "apply_sefi", "has_sefi"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,56 +145,3 @@ def apply_sefi(model: comfy.model_patcher.ModelPatcher) -> tuple[comfy.model_pat
     patched.add_wrapper_with_key(WRAPPER_TYPE, WRAPPER_KEY, SeFiCondWrapper(sigmas))
     patched.set_model_attn2_patch(patch)
     return patched, patch
-
-
-class _ValueContext:
-    """Learning: every cross-attention takes its values from the value tokens' encoding."""
-
-    def __init__(self, value_context: torch.Tensor):
-        self.value_context = value_context
-
-    def __call__(self, n, context, value, extra_options):
-        v = self.value_context.to(context.device, context.dtype)
-        return n, context, v.expand(context.shape[0], -1, -1)
-
-
-class _CaptureReplace:
-    """Learning: attn2 replace at a loss site; reports both attention maps and attends with the learned one."""
-
-    def __init__(self, capture: AttentionCapture, site: SiteKey, to_k: torch.nn.Module):
-        self.capture, self.site, self.to_k = capture, site, to_k
-
-    def __call__(self, q, k, v, extra_options):
-        with torch.no_grad():
-            k_ref = self.to_k(self.capture.reference_context.to(q.device, q.dtype))
-        probs = self.capture.observe(self.site, q, k, k_ref, extra_options["n_heads"])
-        return attend(probs, v).to(q.dtype)
-
-
-def training_denoiser(unet: TrainingUNet, sites: Iterable[SiteKey]) -> SeFiDenoiser:
-    """The UNet of a :func:`~.facea.training_unet` block as a :data:`~models.sefi.train.SeFiDenoiser`.
-
-    Attention patches already on the MODEL are not used while learning; weight patches (LoRA)
-    are, since they live in the loaded weights.
-
-    Raises:
-        LikenessError: a loss site is not in this UNet.
-    """
-    modules = attn2_modules(unet.patcher)
-    missing = sorted(set(map(tuple, sites)) - set(modules))
-    if missing:
-        raise LikenessError(
-            f"The attention-loss sites {missing} are not in this UNet (it has {sorted(modules)}). "
-            "SeFi learning needs an SD1.5 UNet."
-        )
-    device = unet.device
-
-    def denoise(x_t, sigma, context_k, context_v, capture):
-        options = {"patches": {"attn2_patch": [_ValueContext(context_v)]}, "cond_or_uncond": [0], "sigmas": sigma}
-        if capture is not None:
-            options["patches_replace"] = {
-                "attn2": {site: _CaptureReplace(capture, site, modules[site].to_k) for site in capture.sites}
-            }
-        return unet.denoiser(x_t.to(device), sigma.to(device), context_k.to(device), transformer_options=options)
-
-    return denoise

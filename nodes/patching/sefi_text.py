@@ -21,8 +21,6 @@ Prompts without V* are encoded exactly as by the input CLIP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +37,6 @@ from ...models.sefi.prompt import (
 )
 from ...models.sefi.stages import NUM_STAGES
 from ...models.sefi.tokens import IdTokens
-from ...models.sefi.train import SlotEncoder
-from .training import ordinary_module
 
 __all__ = [
     "COND_KEY",
@@ -51,6 +47,7 @@ __all__ = [
     "sd_tokenizer",
     "word_ids",
     "word_embedding",
+    "sd_clip_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,6 +84,13 @@ def word_ids(clip, word: str) -> list[int]:
     return out
 
 
+def sd_clip_model(clip):
+    """The SD1 text encoder module (``SDClipModel``) inside ``clip``, under any SeFi wrapper."""
+    encoder = clip.cond_stage_model
+    encoder = encoder.inner if isinstance(encoder, SeFiTextEncoder) else encoder
+    return getattr(encoder, encoder.clip)
+
+
 def word_embedding(clip, word: str) -> torch.Tensor:
     """``[D]`` float32 CPU: the input embedding of a one-token ``word`` (e.g. "person") in ``clip``.
 
@@ -99,10 +103,7 @@ def word_embedding(clip, word: str) -> torch.Tensor:
             f"The init word {word!r} is {len(ids)} tokens for this CLIP ({ids}); SeFi needs a one-token word such as "
             "'person', 'man' or 'woman'."
         )
-    encoder = (
-        clip.cond_stage_model.inner if isinstance(clip.cond_stage_model, SeFiTextEncoder) else clip.cond_stage_model
-    )
-    table = getattr(encoder, encoder.clip).transformer.get_input_embeddings()
+    table = sd_clip_model(clip).transformer.get_input_embeddings()
     clip.load_model()
     with torch.no_grad():
         index = torch.tensor([[ids[0]]], device=table.weight.device)
@@ -221,88 +222,3 @@ def with_id_tokens(clip, tokens: IdTokens, placeholder: str, weight: float):
     out.cond_stage_model = SeFiTextEncoder(inner_enc, entries, key)
     logger.info("Likeness SeFi: %r -> ID tokens (weight %.2f), tokens %s", placeholder, weight, list(entry.pattern))
     return out
-
-
-def _sd_clip_model(clip):
-    encoder = clip.cond_stage_model
-    encoder = encoder.inner if isinstance(encoder, SeFiTextEncoder) else encoder
-    return getattr(encoder, encoder.clip)
-
-
-def _text_model_forward(clip, embeds: torch.Tensor) -> torch.Tensor:
-    """ComfyUI's CLIP text transformer on input embeddings, differentiable; ``[S, L, D] -> [S, L, C]``.
-
-    ComfyUI's own ``CLIPLayer.forward`` adds its residuals in place, which autograd cannot
-    differentiate, so the same modules are run here with out-of-place residuals, the causal mask,
-    and the output ComfyUI's SD1 text encoder returns: the final layer norm of the last layer, or
-    of the layer chosen by CLIP Set Last Layer. A test checks equality with ComfyUI's encoding.
-    """
-    from comfy.ldm.modules.attention import optimized_attention_for_device
-    from comfy.ops import cast_to
-
-    sd = _sd_clip_model(clip)
-    text = sd.transformer.text_model
-    layers = text.encoder.layers
-    hidden = clip.layer_idx is not None and abs(clip.layer_idx) <= len(layers)
-    last = (len(layers) + clip.layer_idx if clip.layer_idx < 0 else clip.layer_idx) + 1 if hidden else len(layers)
-    x = embeds + cast_to(text.embeddings.position_embedding.weight, dtype=embeds.dtype, device=embeds.device)
-    causal = torch.full((x.shape[1], x.shape[1]), -torch.finfo(x.dtype).max, dtype=x.dtype, device=x.device).triu(1)
-    attention = optimized_attention_for_device(x.device, mask=True, small_input=True)
-    for layer in layers[:last]:
-        x = x + layer.self_attn(layer.layer_norm1(x), causal, attention)
-        x = x + layer.mlp(layer.layer_norm2(x))
-    return text.final_layer_norm(x) if not hidden or sd.layer_norm_hidden_state else x
-
-
-def slot_encoder(clip, template: str, init_word: str) -> tuple[SlotEncoder, torch.Tensor]:
-    """The training prompt as a differentiable function of V*'s slot, and the init word's embedding.
-
-    Args:
-        clip: an SD1.x ComfyUI CLIP (its own V* wrappers, if any, are not involved).
-        template: the training prompt with ``{}`` for V* (``"a photo of the face of {}"``).
-        init_word: a one-token word (``"person"``); ``template.format(init_word)`` is the reference prompt.
-
-    Returns:
-        ``(encode, init_embedding [D])`` where ``encode(slots [S, D]) -> [S, L, C]`` runs the CLIP's
-        text transformer with each row in the slot (call it with grad enabled, outside inference mode).
-    """
-    init_embedding = word_embedding(clip, init_word)
-    plain = clip.tokenizer.inner if isinstance(clip.tokenizer, SeFiTokenizer) else clip.tokenizer
-    _, key = sd_tokenizer(plain)
-    marker = init_embedding.clone()
-    sections, found = replace_spans(
-        plain.tokenize_with_weights(template.format(init_word))[key], word_ids(clip, init_word), marker
-    )
-    if found != 1 or template.count("{}") != 1 or len(sections) != 1:
-        raise LikenessError(
-            f"The training prompt {template!r} must hold V*'s slot '{{}}' once and fit 77 tokens, and the init word "
-            f"{init_word!r} must not appear in it otherwise (found {found} time(s))."
-        )
-    ids = [0 if e[0] is marker else int(e[0]) for e in sections[0]]
-    slot = [e[0] is marker for e in sections[0]].index(True)
-    table = _sd_clip_model(clip).transformer.get_input_embeddings()
-
-    def encode(slots: torch.Tensor) -> torch.Tensor:
-        clip.load_model()
-        device = table.weight.device
-        with torch.no_grad():
-            words = table(torch.tensor([ids], device=device), out_dtype=torch.float32)
-        rows = slots.to(device, torch.float32)[:, None, :]
-        embeds = torch.cat(
-            [words[:, :slot].expand(len(slots), -1, -1), rows, words[:, slot + 1 :].expand(len(slots), -1, -1)], 1
-        )
-        return _text_model_forward(clip, embeds)
-
-    return encode, init_embedding
-
-
-@contextmanager
-def trainable_text_encoder(clip) -> Iterator[None]:
-    """Inside the block the CLIP's text transformer can pass gradients to input embeddings.
-
-    The CLIP is loaded, and its weights (inference tensors when a ComfyUI loader node made them)
-    are ordinary copies until the block ends; the originals are put back, also on errors.
-    """
-    clip.load_model()
-    with ordinary_module(_sd_clip_model(clip)):
-        yield

@@ -28,8 +28,8 @@ def _photo(h=80, w=96, seed=0):
 def test_slot_encoder_and_training_denoiser_carry_gradients(sd15_all):
     from likeness.models.sefi.attention import SD15_LOSS_SITES, AttentionCapture
     from likeness.nodes.patching.facea import training_unet
-    from likeness.nodes.patching.sefi import training_denoiser
-    from likeness.nodes.patching.sefi_text import slot_encoder, trainable_text_encoder, word_embedding
+    from likeness.nodes.patching.sefi_text import word_embedding
+    from likeness.nodes.patching.sefi_train import slot_encoder, trainable_text_encoder, training_denoiser
 
     model, clip, _ = sd15_all
     with training_unet(model, "fp32") as unet, trainable_text_encoder(clip), torch.enable_grad():
