@@ -10,7 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = {
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
+    "Likeness_TrainFaceA": {"steps": 2, "batch_size": 1, "resolution": 128},
+}
 
 
 def fast_prompt(path: Path) -> dict:

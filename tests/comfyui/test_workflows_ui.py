@@ -17,7 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
 SNAPSHOT_PATH = ROOT / "tests" / "data" / "object_info_snapshot.json"
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = {
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
+    "Likeness_TrainFaceA": {"steps": 2, "batch_size": 1, "resolution": 128},
+}
 
 
 @pytest.fixture(scope="module")
