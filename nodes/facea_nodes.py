@@ -5,8 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..models.errors import LikenessError
-from ..models.facea import CLASS_WORDS, LOCAL_TASKS, LORA_TARGETS, FaceARecipe, feat_token_count
-from .facea_schema import ATTRIBUTES, CATEGORY, OUTPUTS, common_inputs, outputs
+from ..models.facea import CLASS_WORDS, LOCAL_TASKS, FaceARecipe, feat_token_count
+from .facea_schema import ATTRIBUTES, CATEGORY, OUTPUTS, common_inputs, outputs, train_inputs
 from .facea_train import MAX_PHOTOS, TrainOptions, run_facea_training
 from .sockets import FaceAIdentityType
 
@@ -47,61 +47,7 @@ class LikenessTrainFaceA(io.ComfyNode):
                     "gender; it also sets the [feat] vector count (man 3, woman 4, person 4).",
                 ),
                 *common_inputs(600),
-                io.Int.Input(
-                    "rank", default=48, min=1, max=256, advanced=True, tooltip="LoRA rank (paper: 48); alpha = rank."
-                ),
-                io.Int.Input(
-                    "feat_tokens",
-                    default=0,
-                    min=0,
-                    max=16,
-                    advanced=True,
-                    tooltip="[feat] vectors per prompt; 0 = by class word (man 3, woman 4, person 4).",
-                ),
-                *[
-                    io.Boolean.Input(
-                        f"train_{t}",
-                        default=True,
-                        advanced=True,
-                        tooltip=f"Include the local task '{t.replace('_', ' ')}' (one local task is drawn per step).",
-                    )
-                    for t in LOCAL_TASKS
-                ],
-                io.Combo.Input(
-                    "lora_targets",
-                    options=list(LORA_TARGETS),
-                    default="attention",
-                    advanced=True,
-                    tooltip="Layers with a LoRA: 'attention' (q/k/v/out of every attention, diffusers' "
-                    "default), 'transformer' (+ feed-forward, proj_in/out), 'all' (every layer, as "
-                    "TrainLoraNode).",
-                ),
-                io.Int.Input(
-                    "resolution",
-                    default=512,
-                    min=64,
-                    max=1024,
-                    step=8,
-                    advanced=True,
-                    tooltip="Crop size in pixels (paper: 512).",
-                ),
-                io.Float.Input(
-                    "crop_factor",
-                    default=2.0,
-                    min=1.2,
-                    max=4.0,
-                    step=0.1,
-                    advanced=True,
-                    tooltip="Crop side / face-box side. Use the same crop factor in Face Refine.",
-                ),
-                io.Int.Input(
-                    "mask_grow",
-                    default=8,
-                    min=0,
-                    max=64,
-                    advanced=True,
-                    tooltip="Pixels (at 512) every mask is grown by.",
-                ),
+                *train_inputs(),
             ],
             outputs=OUTPUTS,
         )

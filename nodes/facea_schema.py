@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.facea import LOCAL_TASKS, LOSS_REGIONS, overlay_masks
+from ..models.facea import LOCAL_TASKS, LORA_TARGETS, LOSS_REGIONS, overlay_masks
 from .finetune_common import loss_curve_tensor
 from .patching.facea import TRAINING_DTYPES
 from .sockets import FaceAIdentityType, FaceAnalyzerType, LoraModel
 
-__all__ = ["CATEGORY", "ATTRIBUTES", "common_inputs", "OUTPUTS", "outputs"]
+__all__ = ["CATEGORY", "ATTRIBUTES", "common_inputs", "train_inputs", "OUTPUTS", "outputs"]
 
 CATEGORY = "likeness/facea"
 #: Transplant choices -> local tasks trained.
@@ -118,3 +118,62 @@ def outputs(result) -> io.NodeOutput:
     return io.NodeOutput(
         result.identity, dict(result.identity.lora), curve, crops, result.info, ui=ui.PreviewText(result.info)
     )
+
+
+def train_inputs() -> list:
+    """The advanced inputs only Train Face has (LoRA rank and layers, vectors, local tasks, crop geometry)."""
+    return [
+        io.Int.Input("rank", default=48, min=1, max=256, advanced=True, tooltip="LoRA rank (paper: 48); alpha = rank."),
+        io.Int.Input(
+            "feat_tokens",
+            default=0,
+            min=0,
+            max=16,
+            advanced=True,
+            tooltip="[feat] vectors per prompt; 0 = by class word (man 3, woman 4, person 4).",
+        ),
+        *[
+            io.Boolean.Input(
+                f"train_{t}",
+                default=True,
+                advanced=True,
+                tooltip=f"Include the local task '{t.replace('_', ' ')}' (one local task is drawn per step).",
+            )
+            for t in LOCAL_TASKS
+        ],
+        io.Combo.Input(
+            "lora_targets",
+            options=list(LORA_TARGETS),
+            default="attention",
+            advanced=True,
+            tooltip="Layers with a LoRA: 'attention' (q/k/v/out of every attention, diffusers' "
+            "default), 'transformer' (+ feed-forward, proj_in/out), 'all' (every layer, as "
+            "TrainLoraNode).",
+        ),
+        io.Int.Input(
+            "resolution",
+            default=512,
+            min=64,
+            max=1024,
+            step=8,
+            advanced=True,
+            tooltip="Crop size in pixels (paper: 512).",
+        ),
+        io.Float.Input(
+            "crop_factor",
+            default=2.0,
+            min=1.2,
+            max=4.0,
+            step=0.1,
+            advanced=True,
+            tooltip="Crop side / face-box side. Use the same crop factor in Face Refine.",
+        ),
+        io.Int.Input(
+            "mask_grow",
+            default=8,
+            min=0,
+            max=64,
+            advanced=True,
+            tooltip="Pixels (at 512) every mask is grown by.",
+        ),
+    ]

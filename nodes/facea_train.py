@@ -25,11 +25,12 @@ from ..models.facea import (
     TaskLatents,
     build_reference_crop,
     facea_step_fn,
-    latent_mask,
     make_optimizer,
     masked_image,
     task_prompt,
+    training_latent_mask,
 )
+from ..models.facea.tasks import TASK_WORDS
 from ..models.finetune import Provenance, losses_of, tensors_sha256, train_loop
 from .face_common import detect_batch
 from .finetune_common import TrainingProgress, comfy_interruption, should_stop
@@ -132,19 +133,24 @@ def _encode(vae, base, pixels: torch.Tensor) -> torch.Tensor:
     return base.process_latent_in(vae.encode(pixels[..., :3])).float()
 
 
-def encode_latents(vae, base, crops: list[ReferenceCrop], tasks, inpaint: bool) -> TaskLatents:
-    """VAE latents of the crops, latent masks, and (inpainting) latents of the masked crops."""
+def encode_latents(vae, base, crops: list[ReferenceCrop], tasks, inpaint: bool) -> tuple[TaskLatents, list[str]]:
+    """VAE latents of the crops, latent masks, and (inpainting) latents of the masked crops; plus notes."""
     images = torch.stack([c.image for c in crops])
     x0 = _encode(vae, base, images)
-    masks, masked = {}, {}
+    masks, masked, notes = {}, {}, []
     for task in tasks:
         pixel = torch.stack([c.masks[task] for c in crops])
-        masks[task] = latent_mask(pixel, x0.shape[-2:])
-        if float(masks[task].sum()) == 0:
-            raise LikenessError(f"the {task} masks vanish at latent resolution; use a larger resolution or crop factor")
+        masks[task], thin = training_latent_mask(pixel, x0.shape[-2:])
+        if thin:
+            photos = [crops[i].photo_index for i in thin]
+            notes.append(
+                f"{TASK_WORDS[task]} of photo(s) {photos} covers less than half a latent pixel: its mask channel "
+                "uses every latent pixel it touches (a higher resolution or crop factor avoids this)"
+            )
+            logger.warning("FaceA: %s", notes[-1])
         if inpaint:
             masked[task] = _encode(vae, base, masked_image(images, pixel))
-    return TaskLatents(x0, masks, masked)
+    return TaskLatents(x0, masks, masked), notes
 
 
 def _base_file(model) -> str:
@@ -172,7 +178,8 @@ def run_facea_training(model, clip, vae, images, analyzer, opts: TrainOptions, i
     else:
         slots, contexts = encode_prompts(clip, opts.class_word, tasks, opts.feat_tokens)
         class_word = opts.class_word
-    data = encode_latents(vae, model.model, crops, recipe.tasks, inpaint)
+    data, mask_notes = encode_latents(vae, model.model, crops, recipe.tasks, inpaint)
+    notes += mask_notes
     start = init.provenance.steps if init is not None else 0
     with comfy_interruption(), training_unet(model, opts.training_dtype, opts.gradient_checkpointing) as unet:
         base_hash = tensors_sha256(unet.base.diffusion_model.state_dict())

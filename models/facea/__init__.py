@@ -25,6 +25,7 @@ from .tasks import (
     masked_image,
     overlay_masks,
     task_prompt,
+    training_latent_mask,
 )
 from .train import LOSS_REGIONS, FaceARecipe, TaskLatents, facea_step_fn, make_optimizer
 
@@ -42,6 +43,7 @@ __all__ = [
     "overlay_masks",
     "latent_mask",
     "dilate_latent_mask",
+    "training_latent_mask",
     "task_prompt",
     "feat_token_count",
     "PromptSlot",

@@ -52,6 +52,7 @@ __all__ = [
     "masked_image",
     "latent_mask",
     "dilate_latent_mask",
+    "training_latent_mask",
     "overlay_masks",
     "MASK_COLOURS",
 ]
@@ -180,6 +181,25 @@ def latent_mask(mask: torch.Tensor, latent_hw: Sequence[int]) -> torch.Tensor:
     if tuple(m.shape[-2:]) != tuple(latent_hw):
         m = F.interpolate(m, size=tuple(int(v) for v in latent_hw), mode="bilinear")
     return m.round()
+
+
+def training_latent_mask(mask: torch.Tensor, latent_hw: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    """:func:`latent_mask`, except that a part smaller than half a latent pixel does not vanish.
+
+    ComfyUI's rounding drops a mask that covers no latent pixel by half (a far-away eye at a low
+    training resolution); such a sample would train on an empty mask. For those samples (and only
+    those) the mask channel is every latent pixel the part touches (max-pooled).
+
+    Returns:
+        ``([N, 1, h, w] mask, indices of the samples that needed it)``.
+    """
+    m = latent_mask(mask, latent_hw)
+    thin = [i for i in range(m.shape[0]) if float(m[i].sum()) == 0]
+    if thin:
+        size = tuple(int(v) for v in latent_hw)
+        touched = (F.adaptive_max_pool2d(mask.float().reshape(-1, 1, *mask.shape[-2:]), size) > 0).float()
+        m[thin] = touched[thin]
+    return m, thin
 
 
 def dilate_latent_mask(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:

@@ -112,6 +112,17 @@ def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask without changing it (Linux: /proc; elsewhere the common 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"identity kind must be one of {KINDS}, got {kind!r}")
@@ -155,6 +166,7 @@ def save_identity_file(
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         save_file(data, str(tmp), metadata=header)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give the user's usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ FAST = {
     "KSampler": {"steps": 2},
     "Likeness_LearnIDTokens": {"steps": 2, "resolution": 64},
     "Likeness_SaveIDTokens": {"overwrite": True},  # one file in the test models folder, not one per run
+    "Likeness_TrainFaceA": {"steps": 2, "batch_size": 1, "resolution": 128},
 }
 
 IMAGES = {"likeness_sefi_portraits": 3, "likeness_sefi_seed_sweep": 4}  # images saved, where not 1

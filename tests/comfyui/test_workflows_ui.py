@@ -22,6 +22,7 @@ FAST = {
     "KSampler": {"steps": 2},
     "Likeness_LearnIDTokens": {"steps": 2, "resolution": 64},
     "Likeness_SaveIDTokens": {"overwrite": True},  # one file in the test models folder, not one per run
+    "Likeness_TrainFaceA": {"steps": 2, "batch_size": 1, "resolution": 128},
 }
 
 

@@ -20,6 +20,7 @@ from likeness.models.facea import (
     latent_mask,
     masked_image,
     task_prompt,
+    training_latent_mask,
 )
 from likeness.models.finetune import image_sha256
 
@@ -133,3 +134,13 @@ def test_inpainting_conventions_match_comfyui():
     m = torch.zeros(1, 1, 5, 5)
     m[0, 0, 2, 2] = 1
     assert dilate_latent_mask(m, 1).sum() == 9 and torch.equal(dilate_latent_mask(m, 0), m)
+
+
+def test_thin_parts_keep_a_latent_mask_where_rounding_would_drop_them():
+    mask = torch.zeros(2, 64, 64)  # pixels -> an 8x8 latent, as the VAE's factor 8
+    mask[0, 16:48, 16:48] = 1.0  # large: ComfyUI's rounding keeps it
+    mask[1, 21, 42:44] = 1.0  # a 1x2 px sliver: rounds to nothing
+    m, thin = training_latent_mask(mask, (8, 8))
+    assert thin == [1]
+    assert torch.equal(m[0], latent_mask(mask[:1], (8, 8))[0]) and m[0].sum() == 16
+    assert m[1, 0].nonzero().tolist() == [[2, 5]]  # the latent pixel the sliver lies in

@@ -56,6 +56,7 @@ def test_round_trip_is_bit_exact_with_meta_and_provenance(tmp_path):
     header = read_identity_header(path)
     assert header["format"] == "likeness-identity" and header["format_version"] == "1" and header["kind"] == "facea"
     assert [p.name for p in path.parent.iterdir()] == ["alice.safetensors"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~idf._umask()  # not safetensors' 0600
 
 
 def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
     ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
     ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
     ("Likeness_LoadIDTokens", "id_tokens_name"): "likeness_identities",
+    ("Likeness_LoadFaceAIdentity", "identity_name"): "likeness_identities",
 }
 _UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 UI_VERSION = 0.4

@@ -19,11 +19,20 @@ GROUPS: tuple[tuple[str, str, int], ...] = (
     ("1 - Face photo to W+ code", "#3f789e", 0),
     ("2 - Edit the W+ code", "#a1309b", 0),
     ("3 - Generate with the W+ adapter (SD1.5)", "#b06634", 1),
+    # FaceA-Net workflows (grouped by _facea_group)
+    ("1 - Photos of one person and the SD1.5 inpainting model", "#3f789e", 0),
+    ("2 - Train and save the FaceA identity", "#a1309b", 0),
+    ("1 - Scene: any model (SDXL works)", "#3f789e", 0),
+    ("2 - Identity: SD1.5 inpainting model, FaceA identity, ID prompt", "#a1309b", 1),
+    ("3 - Redraw the face", "#b06634", 1),
+    # SeFi-IDE workflows (grouped by _sefi_groups)
     ("SeFi - learn ID tokens from one photo (SD1.5)", "#3f789e", 0),
     ("SeFi - ID tokens for the word V*", "#a1309b", 0),
     ("SeFi - generate with V* in the prompt", "#b06634", 1),
 )
-_SEFI_LEARN, _SEFI_TOKENS, _SEFI_GENERATE = (g[0] for g in GROUPS[3:6])
+LAST_WPLUS_GROUP = 2  # unknown classes of the W+ workflows join "3 - Generate ..."
+FACEA_CLASSES = frozenset({"Likeness_TrainFaceA", "Likeness_TransplantFaceAAttribute", "Likeness_ApplyFaceAIdentity"})
+_SEFI_LEARN, _SEFI_TOKENS, _SEFI_GENERATE = (g[0] for g in GROUPS[8:11])
 _SEFI_TOKEN_CLASSES = {"CheckpointLoaderSimple", "Likeness_LoadIDTokens", "Likeness_ApplyIDTokens"}
 # Group index of a node class; columns follow the data flow.
 GROUP_OF_CLASS: dict[str, int] = {
@@ -66,14 +75,33 @@ def _sefi_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]] |
     return {_SEFI_TOKENS: tokens, _SEFI_GENERATE: [n for n in ids if n not in tokens]}
 
 
+def _facea_group(node: Mapping[str, Any], training: bool) -> int:
+    cls, title = node["class_type"], node.get("_meta", {}).get("title", "").lower()
+    if training:
+        return 3 if cls in ("CheckpointLoaderSimple", "LoadImage") else 4
+    if "scene" in title:
+        return 5
+    return 7 if cls in ("Likeness_FaceRefine", "SaveImage", "PreviewImage") else 6
+
+
 def default_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Group title -> API node ids, by node class (unknown classes join the W+ generation group)."""
+    """Group title -> API node ids, by node class (unknown classes join "3 - Generate ...").
+
+    FaceA workflows (a class of :data:`FACEA_CLASSES`) have their own groups: photos + model, then training;
+    or the scene (nodes titled "scene ..."), the identity model and prompt, then the face redraw.
+    SeFi workflows (a Likeness_LearnIDTokens or Likeness_ApplyIDTokens node) are grouped by :func:`_sefi_groups`.
+    """
     sefi = _sefi_groups(api)
     if sefi is not None:
         return sefi
     out: dict[str, list[str]] = {}
+    if any(node["class_type"] in FACEA_CLASSES for node in api.values()):
+        training = any(node["class_type"] == "Likeness_TrainFaceA" for node in api.values())
+        for nid in sorted(api, key=int):
+            out.setdefault(GROUPS[_facea_group(api[nid], training)][0], []).append(nid)
+        return out
     for nid in sorted(api, key=int):
-        g = GROUP_OF_CLASS.get(api[nid]["class_type"], 2)
+        g = GROUP_OF_CLASS.get(api[nid]["class_type"], LAST_WPLUS_GROUP)
         out.setdefault(GROUPS[g][0], []).append(nid)
     return out
 
@@ -240,7 +268,25 @@ def layout(
     return {"nodes": nodes, "groups": out_groups, "ds": {"scale": scale, "offset": [0, 0]}}
 
 
-def _model_line(folder: str, value: str) -> str:
+def _model_line(folder: str, value: str, title: str = "") -> str:
+    if folder == "checkpoints" and "inpainting" in value:
+        return (
+            f"- models/checkpoints/{value}: an SD1.5 INPAINTING checkpoint (9-channel UNet), e.g. "
+            "sd-v1-5-inpainting.ckpt (Hugging Face stable-diffusion-v1-5/stable-diffusion-inpainting). FaceA-Net "
+            "trains and redraws faces with it; plain SD1.5 works less well, SDXL does not. Licence: CreativeML "
+            "OpenRAIL-M."
+        )
+    if folder == "checkpoints" and "scene" in title.lower():
+        return (
+            f"- models/checkpoints/{value}: the scene model; any checkpoint works (SDXL too): only the face is "
+            "redrawn with SD1.5. Licence: the checkpoint's."
+        )
+    if folder == "likeness_identities":
+        return (
+            f"- models/likeness_identities/{value}: a FaceA identity (LoRA + [feat] vectors), written by Save FaceA "
+            "Identity in the likeness_facea_train workflow. It is derived from your photos and the SD1.5 model "
+            "(CreativeML OpenRAIL-M): only train on photos of people who agreed."
+        )
     if folder == "checkpoints":
         return (
             f"- models/checkpoints/{value}: an SD1.5 checkpoint (the W+ adapter exists for SD1.5 only). "
@@ -267,6 +313,24 @@ def _model_line(folder: str, value: str) -> str:
     return f"- models/{folder}/{value}: {known.what}. From {known.source}. Licence: {known.licence}."
 
 
+#: Extra Note paragraphs for workflows that contain these node classes.
+CLASS_HINTS: dict[str, str] = {
+    "Likeness_TrainFaceA": (
+        "TRAINING (FaceA-Net): give 1 to 10 photos of ONE person (the paper uses 3; join them with a Batch Images "
+        "node). Check the 'crops' preview: the tinted masks must sit on the face, eyes, nose and mouth. 600 steps "
+        "need a GPU (the README has the measured CPU time per step and a GPU estimate). Nothing is written until "
+        "Save FaceA Identity (models/likeness_identities); Cancel leaves no file. Faces are found by the embedded "
+        "analyser (BSD-3/CC0 models); insightface packs are NON-COMMERCIAL."
+    ),
+    "Likeness_ApplyFaceAIdentity": (
+        "REFINE (FaceA-Net ID-context decoupling): the scene comes from any model; Face Refine then redraws each "
+        "face with the SD1.5 inpainting model, the identity's LoRA and T'_id = your ID prompt + the identity's "
+        "prompts. Put the expression and accessories in the ID prompt, the scene in the scene prompt. Keep Face "
+        "Refine's crop_factor equal to the training crop factor (2.0)."
+    ),
+}
+
+
 def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
     """Plain-text Note: which model files the workflow needs, where they go, their licences."""
     from .convert import FILE_LIST_INPUTS
@@ -280,7 +344,7 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
             if folder == "input":
                 images.append(str(value))
             elif folder is not None:
-                line = _model_line(folder, str(value))
+                line = _model_line(folder, str(value), node.get("_meta", {}).get("title", ""))
                 if line not in models:
                     models.append(line)
     sefi = any(node["class_type"].endswith("IDTokens") for node in api.values())
@@ -308,4 +372,8 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
             "the paper states and what we chose). Learned ID tokens need no download; they are derived from your "
             "photo and the SD1.5 checkpoint, so that checkpoint's licence and the photographed person's rights apply.",
         ]
+    classes = {node["class_type"] for node in api.values()}
+    for cls, hint in CLASS_HINTS.items():
+        if cls in classes:
+            parts += ["", hint]
     return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
