@@ -7,7 +7,7 @@ COMFY_VENV  ?= .venv-comfy
 COMFY_TORCH ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-comfyui demo doctor bench lint
+.PHONY: setup test test-fast test-comfyui demo doctor bench bench-batch lint
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -27,12 +27,12 @@ test: setup lint
 test-fast: setup lint
 	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
-$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt
+$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt requirements-browser.txt
 	@test -n "$$COMFYUI_PATH" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
 	$(PY) -m venv $(COMFY_VENV)
 	$(COMFY_VENV)/bin/python -m pip install -q $(COMFY_TORCH)
 	grep -viE '^(torch|torchvision|torchaudio)([<>=~! ]|$$)' "$$COMFYUI_PATH/requirements.txt" > $(COMFY_VENV)/comfy-requirements.txt
-	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt
+	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt -r requirements-browser.txt
 	touch $@
 
 test-comfyui: $(COMFY_VENV)/.installed
@@ -49,6 +49,10 @@ bench: setup
 	$(VENV)/bin/python -m bench.bench_inversion
 	$(VENV)/bin/python -m bench.bench_face
 	$(VENV)/bin/python -m bench.bench_wplus_adapter
+
+# Batch client scaling on simulated servers (127.0.0.1 only, at most 8, ~3 min; BENCH_ARGS=--quick: ~15 s).
+bench-batch: setup
+	$(VENV)/bin/python -m bench.bench_batch_scaling $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

@@ -17,8 +17,6 @@ from which the README derives a GPU estimate.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,27 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench_comfy_patch import _machine
+from .bench_comfy_patch import _machine, import_comfy_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "likeness_bench_sd15_inpainting_full.safetensors"
-
-
-def _comfy() -> None:
-    comfy_path = os.environ.get("COMFYUI_PATH")
-    if not comfy_path:
-        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout")
-    sys.path.insert(0, comfy_path)
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    spec = importlib.util.spec_from_file_location(
-        "likeness", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    sys.modules["likeness"] = importlib.util.module_from_spec(spec)
 
 
 def _options(batch: int, steps: int, checkpointing: bool):
@@ -66,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes per task")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per batch size")
     args = parser.parse_args(argv)
-    _comfy()
+    import_comfy_cpu(parser)
     import comfy.sd
     from PIL import Image
 

@@ -8,7 +8,8 @@ from comfy_api.latest import io, ui
 
 from ..models.errors import LikenessError
 from ..models.facea import FaceAIdentity
-from .finetune_common import IDENTITIES_FOLDER, identity_names, identity_path, identity_save_path
+from .finetune_common import IDENTITIES_FOLDER, identity_path, identity_save_path
+from .folders import file_choices, validate_file
 from .patching.facea import apply_identity
 from .sockets import FaceAIdentityType, LoraModel
 
@@ -86,7 +87,7 @@ class LikenessLoadFaceAIdentity(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "identity_name",
-                    options=identity_names() or ["facea_identity.safetensors"],
+                    options=file_choices(IDENTITIES_FOLDER),
                     tooltip=f"A .safetensors file in models/{IDENTITIES_FOLDER} (press R after saving one).",
                 ),
             ],
@@ -96,6 +97,10 @@ class LikenessLoadFaceAIdentity(io.ComfyNode):
                 io.String.Output("info", tooltip="Prompts, LoRA, steps and provenance of the identity."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, identity_name: str) -> bool | str:
+        return validate_file(IDENTITIES_FOLDER, identity_name)
 
     @classmethod
     def fingerprint_inputs(cls, identity_name: str):

@@ -53,6 +53,7 @@ def common_inputs(steps: int) -> list:
             default=0,
             min=0,
             max=0xFFFFFFFFFFFFFFFF,
+            control_after_generate="fixed",  # the frontend adds it to any "seed": keep it fixed
             tooltip="Seed of the training draws (photos, timesteps, noise, local task): same inputs and seed "
             "give the same identity.",
         ),

@@ -8,9 +8,9 @@ import torch
 from comfy_api.latest import io
 
 from ..models.errors import LikenessError, NoFaceError
-from ..models.face import to_rgb_uint8
 from ..models.face.select import select_faces
 from ..models.finetune import Provenance, image_sha256, tensors_sha256
+from ..models.images import check_image_batch, to_rgb_uint8
 from ..models.sefi.identity import SeFiIdentity
 from ..models.sefi.photo import CROP_POLICIES, prepare_photo
 from ..models.sefi.train import TRAINING_PROMPT, SeFiTrainConfig, learn_id_tokens
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 def training_photo(image: torch.Tensor, face_crop: str, analyzer, resolution: int, margin: float):
     """``([res, res, 3] photo, crop box, photo sha256)`` from a one-image IMAGE batch."""
-    if image.ndim != 4 or image.shape[0] != 1:
+    check_image_batch(image, "Learn ID Tokens (SeFi), input 'image'")
+    if image.shape[0] != 1:
         raise LikenessError(
             f"Learn ID Tokens takes exactly one photo; the IMAGE input holds {image.shape[0]} images "
             f"(shape {tuple(image.shape)}). Pick one with an 'Image From Batch' node."
@@ -125,7 +126,14 @@ class LikenessLearnIDTokens(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The VAE that encodes the photo."),
                 io.Image.Input("image", tooltip="ONE photo of the person (the face clearly visible)."),
                 io.Int.Input("steps", default=600, min=1, max=20000, tooltip="Training steps (paper: ~600)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seeds the timesteps and noise."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=2**31 - 1,
+                    control_after_generate="fixed",  # the frontend adds one to any "seed"
+                    tooltip="Seeds the timesteps and noise: same photo, settings and seed give the same tokens.",
+                ),
                 io.Combo.Input(
                     "face_crop",
                     options=list(CROP_POLICIES),

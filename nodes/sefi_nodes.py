@@ -7,7 +7,8 @@ import logging
 from comfy_api.latest import io
 
 from ..models.sefi.identity import SeFiIdentity
-from .finetune_common import IDENTITIES_FOLDER, identity_names, identity_path, identity_save_path
+from .finetune_common import IDENTITIES_FOLDER, identity_path, identity_save_path
+from .folders import file_choices, validate_file
 from .patching.sefi import apply_sefi
 from .patching.sefi_text import with_id_tokens
 from .sockets import IdTokensType
@@ -60,12 +61,16 @@ class LikenessLoadIDTokens(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "id_tokens_name",
-                    options=identity_names() or ["sefi_identity.safetensors"],
+                    options=file_choices(IDENTITIES_FOLDER),
                     tooltip=f"A .safetensors file in models/{IDENTITIES_FOLDER} written by Save ID Tokens (SeFi).",
                 ),
             ],
             outputs=[IdTokensType.Output("id_tokens", tooltip="The ID tokens, for Apply ID Tokens.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, id_tokens_name: str) -> bool | str:
+        return validate_file(IDENTITIES_FOLDER, id_tokens_name)
 
     @classmethod
     def fingerprint_inputs(cls, id_tokens_name: str):

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import LikenessError
 from ..face import Face, face_mask
 from ..finetune import image_sha256
-from ..refine.core import CropRegion, crop_image, crop_region
+from ..refine import CropRegion, crop_image, crop_region
 
 __all__ = [
     "LOCAL_TASKS",

@@ -18,7 +18,7 @@ TRAIN_FAST = {"steps": 2, "batch_size": 1, "resolution": 128}
 
 
 def _api(name: str) -> dict:
-    return json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+    return json.loads((ROOT / "example_workflows" / "api" / f"{name}.json").read_text())
 
 
 def _node(prompt: dict, cls: str) -> dict:

@@ -8,22 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from likeness.tools.workflows.browser import fast_inputs
+
 ROOT = Path(__file__).resolve().parents[2]
-API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
-FAST = {
-    "EmptyLatentImage": {"width": 64, "height": 64},
-    "KSampler": {"steps": 2},
-    "Likeness_LearnIDTokens": {"steps": 2, "resolution": 64},
-    "Likeness_SaveIDTokens": {"overwrite": True},  # one file in the test models folder, not one per run
-    "Likeness_TrainFaceA": {"steps": 2, "batch_size": 1, "resolution": 128},
-}
+API_WORKFLOWS = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
+FAST = fast_inputs()  # the frontend tests' values: 64x64 latents, 2 steps, 2 training steps at a small size
 
 IMAGES = {"likeness_sefi_portraits": 3, "likeness_sefi_seed_sweep": 4}  # images saved, where not 1
 
 
 def fast_prompt(path: Path) -> dict:
     """The workflow at 64x64 px and 2 steps, so a CPU runs it in seconds."""
-    prompt = json.loads(path.read_text())
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    prompt = smoke_prompt(json.loads(path.read_text()))
     for node in prompt.values():
         node["inputs"].update(FAST.get(node["class_type"], {}))
     return prompt

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from likeness.tools.smoke.sefi import SMOKE_SEFI_IDENTITY
-from likeness.tools.workflows.layout import default_groups, model_note
+from likeness.tools.workflows.layout import default_groups
+from likeness.tools.workflows.notes import model_note
 
 ROOT = Path(__file__).resolve().parents[2]
-API = ROOT / "workflows" / "api"
+API = ROOT / "example_workflows" / "api"
 GENERATE = ("likeness_sefi_portraits", "likeness_sefi_seed_sweep")
 
 

@@ -1,6 +1,6 @@
 """Smoke models: random weights in exactly the official file formats.
 
-``likeness smoke-models --models-dir DIR`` writes, in ComfyUI's folder layout:
+``python -m models.cli smoke-models --models-dir DIR`` writes, in ComfyUI's folder layout:
 
 * ``checkpoints/likeness_smoke_sd15.safetensors``: an SD1.5 single-file
   checkpoint that ComfyUI's ``CheckpointLoaderSimple`` detects as SD1.5. The
@@ -12,7 +12,9 @@
 * ``wplus/wplus_adapter.bin``: the official W+ adapter layout
   (``{'w_proj', 'wplus_adapter'}``);
 * ``checkpoints/likeness_smoke_sd15_inpainting.safetensors``: the reduced UNet in the SD1.5
-  *inpainting* layout (9 input channels, 0.6 GB), for FaceA training and Face Refine's inpaint path;
+  *inpainting* layout (9 input channels, 0.6 GB), for FaceA training and Face Refine's inpaint path, and
+  the same weights as ``likeness_smoke_sd15_inpainting.ckpt`` (the official file's torch format, for the
+  shipped FaceA templates' ``sd-v1-5-inpainting.ckpt``);
 * ``likeness_identities/likeness_smoke_facea.safetensors``: a random FaceA identity whose LoRA fits
   that reduced UNet (the refine-with-identity workflow loads it);
 * ``likeness_directions/encoder4editing/interfacegan_directions/{age,smile,pose}.pt``:
@@ -29,7 +31,7 @@ they produce is noise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ import torch
 __all__ = [
     "SMOKE_CHECKPOINT",
     "SMOKE_INPAINT_CHECKPOINT",
+    "SMOKE_INPAINT_CKPT",
     "SMOKE_FACEA_IDENTITY",
     "SMOKE_FORMAT_VERSION",
     "SMOKE_PARTS",
@@ -47,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 SMOKE_CHECKPOINT = "likeness_smoke_sd15.safetensors"
 SMOKE_INPAINT_CHECKPOINT = "likeness_smoke_sd15_inpainting.safetensors"
+# the same weights in the official inpainting file's format (a torch pickle with a "state_dict"), which the shipped
+# FaceA templates name as sd-v1-5-inpainting.ckpt: ComfyUI picks the reader by the file extension
+SMOKE_INPAINT_CKPT = "likeness_smoke_sd15_inpainting.ckpt"
 SMOKE_FACEA_IDENTITY = "likeness_smoke_facea.safetensors"
 # Bump when a smoke file's content or layout changes (test caches are keyed by it); new files need no bump.
 SMOKE_FORMAT_VERSION = 2
@@ -88,13 +94,31 @@ def write_smoke_models(
     unknown = sorted(wanted - set(SMOKE_PARTS))
     if unknown:
         raise ValueError(f"unknown smoke model part(s) {unknown}; choose from {list(SMOKE_PARTS)}")
+    jobs = _smoke_jobs(Path(models_dir), reduced_unet, seed)
+    written: list[Path] = []
+    for part, path, write in jobs:
+        if part not in wanted:
+            continue
+        if path.exists() and not overwrite:
+            logger.info("smoke model exists, kept: %s", path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        write(tmp)
+        tmp.replace(path)  # never leave a half-written file under the real name
+        logger.info("wrote smoke model %s", path)
+        written.append(path)
+    return written
+
+
+def _smoke_jobs(models_dir: Path, reduced_unet: bool, seed: int) -> list[tuple[str, Path, Callable[[Path], object]]]:
+    """(part, target path, writer of a given path) for every smoke model, in writing order."""
     from ...models.inversion.e4e_model import build_e4e_checkpoint
     from ...models.wplus_adapter.model import build_wplus_adapter_checkpoint
     from .facea_identity import write_smoke_facea_identity
-    from .sd15_layout import write_sd15_smoke_checkpoint
+    from .sd15_layout import sd15_smoke_state_dict, write_sd15_smoke_checkpoint
     from .sefi import SMOKE_SEFI_IDENTITY, write_smoke_sefi_identity
 
-    models_dir = Path(models_dir)
     jobs = [
         (
             "checkpoint",
@@ -115,6 +139,11 @@ def write_smoke_models(
             lambda p: write_sd15_smoke_checkpoint(p, variant="reduced", seed=seed, in_channels=9),
         ),
         (
+            "inpaint",
+            models_dir / "checkpoints" / SMOKE_INPAINT_CKPT,
+            lambda p: torch.save({"state_dict": sd15_smoke_state_dict("reduced", seed, in_channels=9)}, p),
+        ),
+        (
             "facea",
             models_dir / "likeness_identities" / SMOKE_FACEA_IDENTITY,
             # identity files must end in .safetensors: written beside the .partial name, then moved onto it
@@ -133,17 +162,4 @@ def write_smoke_models(
             lambda p: write_smoke_sefi_identity(p, seed),
         )
     )
-    written: list[Path] = []
-    for part, path, write in jobs:
-        if part not in wanted:
-            continue
-        if path.exists() and not overwrite:
-            logger.info("smoke model exists, kept: %s", path)
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        write(tmp)
-        tmp.replace(path)  # never leave a half-written file under the real name
-        logger.info("wrote smoke model %s", path)
-        written.append(path)
-    return written
+    return jobs
