@@ -183,7 +183,7 @@ def test_train_save_load_apply_and_refine(inpaint, photos, identities, comfy_env
             scheduler="normal",
             denoise=0.6,
             mask_region="face",
-            mask_grow=4,
+            grow=4,
             crop_factor=2.0,
             guide_size=64,
             max_size=128,
