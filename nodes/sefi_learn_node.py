@@ -181,8 +181,10 @@ class LikenessLearnIDTokens(io.ComfyNode):
         photo, box, photo_hash = training_photo(image, face_crop, face_analyzer, int(resolution), float(face_margin))
         latent = model.model.process_latent_in(vae.encode(photo[None]).float())
         progress = TrainingProgress(config.steps, label="SeFi ID tokens")
-        sigmas = model.get_model_object("model_sampling").sigmas
         with training_unet(model, training_dtype) as unet, trainable_text_encoder(clip), torch.enable_grad():
+            # an ordinary copy: the buffer was made under ComfyUI's inference mode, and the loss's sigma is
+            # sampled from it and saved for backward
+            sigmas = model.get_model_object("model_sampling").sigmas.clone()
             denoiser = training_denoiser(unet, config.sites)
             encode, init_embedding = slot_encoder(clip, TRAINING_PROMPT, word)
             with comfy_interruption():
