@@ -156,7 +156,7 @@ def test_weight_zero_is_the_plain_person_prompt(sd15):
     assert not torch.allclose(_sample(patched, full, negative), ref, atol=1e-3)
 
 
-def test_stacks_with_wplus_and_existing_attn2_replaces_without_mutating_them(sd15, comfy_env):
+def test_stacks_with_wplus_and_existing_attn2_replaces_without_mutating_them(sd15, comfy_env, count_site_calls):
     from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
     from likeness.nodes.patching.sefi import apply_sefi
@@ -185,13 +185,14 @@ def test_stacks_with_wplus_and_existing_attn2_replaces_without_mutating_them(sd1
     first, _ = apply_wplus_adapter(base, loaded, wplus, 1.0, 0.0, 1.0)
     both_a, sefi_a = apply_sefi(first)
     second, sefi_b = apply_sefi(base)
-    both_b, wpatch = apply_wplus_adapter(second, loaded, wplus, 1.0, 0.0, 1.0)
+    both_b, _ = apply_wplus_adapter(second, loaded, wplus, 1.0, 0.0, 1.0)
     assert set(base.model_options["transformer_options"]["patches_replace"]["attn2"]) == snapshot
     assert base.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 4, 0)] is foreign
     out_a = _sample(both_a, positive, negative, steps=2)
     seen_a = list(seen_k)
-    out_b = _sample(both_b, positive, negative, steps=2)
-    assert sum(sefi_a.hits.values()) == 32 and sum(sefi_b.hits.values()) == 32 and sum(wpatch.hits.values()) == 32
+    with count_site_calls() as wplus_hits:
+        out_b = _sample(both_b, positive, negative, steps=2)
+    assert sum(sefi_a.hits.values()) == 32 and sum(sefi_b.hits.values()) == 32 and sum(wplus_hits.values()) == 32
     assert torch.allclose(out_a, out_b, atol=1e-4), "the order of the two nodes does not matter"
     only_wplus = _sample(first, positive, negative, steps=2)
     assert not torch.allclose(out_a, only_wplus, atol=1e-3)
