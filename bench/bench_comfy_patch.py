@@ -53,6 +53,14 @@ def import_comfy_and_pack(comfy_path: str) -> None:
     sys.modules["likeness"] = importlib.util.module_from_spec(spec)
 
 
+def import_comfy_cpu(parser: argparse.ArgumentParser) -> None:
+    """Import ComfyUI from ``COMFYUI_PATH`` in-process on the CPU and register this pack as ``likeness``."""
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        parser.error("set COMFYUI_PATH to a ComfyUI checkout")
+    import_comfy_and_pack(comfy_path)
+
+
 def time_unet_calls(variants: dict, x: torch.Tensor, conds: dict, steps: int) -> dict[str, list[float]]:
     """Seconds per UNet call of each variant (models), interleaved round by round after one warm-up round.
 
@@ -99,10 +107,7 @@ def bench_setup(doc: str, argv: list[str] | None, default_steps: int) -> argpars
     parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
     parser.add_argument("--steps", type=int, default=default_steps, help="timed calls per variant (after a warm-up)")
     args = parser.parse_args(argv)
-    comfy_path = os.environ.get("COMFYUI_PATH")
-    if not comfy_path:
-        parser.error("set COMFYUI_PATH to a ComfyUI checkout")
-    import_comfy_and_pack(comfy_path)
+    import_comfy_cpu(parser)
     return args
 
 

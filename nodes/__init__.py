@@ -10,10 +10,14 @@ from .directions_nodes import LikenessLoadDirections
 from .doctor_node import DOCTOR_NODES
 from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
+from .facea_identity_nodes import FACEA_IDENTITY_NODES
+from .facea_nodes import FACEA_TRAIN_NODES
 from .identitynet_nodes import IDENTITYNET_NODES
 from .inversion_nodes import INVERSION_NODES
 from .pstf_nodes import PSTF_NODES
 from .refine_node import REFINE_NODES
+from .sefi_learn_node import SEFI_LEARN_NODES
+from .sefi_nodes import SEFI_NODES
 from .wplus_file_nodes import WPLUS_FILE_NODES
 from .wplus_nodes import WPLUS_NODES
 
@@ -30,6 +34,10 @@ NODES: list[type[io.ComfyNode]] = [
     *DOCTOR_NODES,
     *PSTF_NODES,
     *IDENTITYNET_NODES,
+    *FACEA_TRAIN_NODES,
+    *FACEA_IDENTITY_NODES,
+    *SEFI_LEARN_NODES,
+    *SEFI_NODES,
 ]
 
 

@@ -54,6 +54,7 @@ NO_FILE: dict[str, str] = {
     "likeness_wplus": "no saved W+ file: run Save W+ first",
     "instantid": "no InstantID file (ip-adapter.bin): run Likeness Doctor",
     "pstf": "no PSTF-AttControl file (pytorch_model.bin): run Likeness Doctor",
+    "likeness_identities": "no saved identity: train one (Train Face (FaceA) or Learn ID Tokens (SeFi)) and save it",
 }
 
 

@@ -20,3 +20,9 @@ PSTFAdapterType = io.Custom("PSTF_ADAPTER")
 """nodes.patching.LoadedPSTF: an InstantID or PSTF-AttControl adapter (SDXL)."""
 PSTFIdentityType = io.Custom("PSTF_IDENTITY")
 """nodes.patching.PSTFIdentity: identity tokens (cond + uncond) for the IdentityNet ControlNet."""
+FaceAIdentityType = io.Custom("FACEA_IDENTITY")
+"""models.facea.FaceAIdentity: a trained FaceA-Net identity (UNet LoRA + [feat] vectors + provenance)."""
+LoraModel = io.Custom("LORA_MODEL")
+"""ComfyUI's LORA_MODEL (TrainLoraNode, SaveLoRA, LoraModelLoader): {key: tensor} in LoraLoader's format."""
+IdTokensType = io.Custom("SEFI_ID_TOKENS")
+"""models.sefi.identity.SeFiIdentity: SeFi-IDE per-stage key/value ID tokens + provenance."""

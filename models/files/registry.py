@@ -86,6 +86,11 @@ FOLDERS: dict[str, ModelFolder] = {
             "controlnet", "ControlNets, incl. InstantID's IdentityNet (ComfyUI's own folder)", CHECKPOINT_EXTENSIONS
         ),
         ModelFolder("likeness_wplus", "saved identities: W+ codes from Save W+", (".safetensors", ".pt", ".pth")),
+        ModelFolder(
+            "likeness_identities",
+            "trained identities (FaceA-Net, SeFi-IDE): one .safetensors each, written by the Save Identity nodes",
+            (".safetensors",),
+        ),
     )
 }
 

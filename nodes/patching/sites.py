@@ -15,6 +15,7 @@ from ...models.errors import LikenessError
 
 __all__ = [
     "SiteKey",
+    "attn2_modules",
     "discover_attn2_sites",
     "host_attention",
     "existing_attn2_replaces",
@@ -33,13 +34,23 @@ SiteKey = tuple[str, int, int]
 def discover_attn2_sites(model: comfy.model_patcher.ModelPatcher) -> dict[SiteKey, tuple[int, int]]:
     """``{(block, number, index): (context width, inner width)}`` of every cross-attention in the UNet.
 
+    The context width is ``attn2.to_k``'s input, the inner width ``attn2.to_q``'s output.
+    """
+    return {
+        key: (int(attn.to_k.weight.shape[1]), int(attn.to_q.weight.shape[0]))
+        for key, attn in attn2_modules(model).items()
+    }
+
+
+def attn2_modules(model: comfy.model_patcher.ModelPatcher) -> dict[SiteKey, torch.nn.Module]:
+    """``{(block, number, index): attn2}``: the cross-attention module of every site (read, never modified).
+
     Walks the diffusion model's modules in ComfyUI's own naming
     (``input_blocks.N.1.transformer_blocks.I``, ``middle_block.1...``,
-    ``output_blocks.N.1...``); the context width is ``attn2.to_k``'s input,
-    the inner width ``attn2.to_q``'s output.
+    ``output_blocks.N.1...``).
     """
     unet = model.get_model_object("diffusion_model")
-    sites: dict[SiteKey, tuple[int, int]] = {}
+    sites: dict[SiteKey, torch.nn.Module] = {}
     for name, module in unet.named_modules():
         if not isinstance(module, BasicTransformerBlock) or getattr(module, "attn2", None) is None:
             continue
@@ -53,7 +64,7 @@ def discover_attn2_sites(model: comfy.model_patcher.ModelPatcher) -> dict[SiteKe
         else:
             continue
         index = int(parts[parts.index("transformer_blocks") + 1])
-        sites[(block, number, index)] = (int(module.attn2.to_k.weight.shape[1]), int(module.attn2.to_q.weight.shape[0]))
+        sites[(block, number, index)] = module.attn2
     return sites
 
 

@@ -113,13 +113,18 @@ class ComfyServer:
             if not link.exists():
                 link.symlink_to(models / folder / smoke)
         keys = ["checkpoints", *FOLDERS]
-        # an empty model tree searched before the smoke models, for tests that put files there at run time (odd
-        # files in the way, a freshly trained adapter) without touching the shared smoke-model cache
+        # Folders nodes save into come first and live in this session's temporary folder, so saving never
+        # writes into the shared smoke-model cache; then an empty model tree searched before the smoke models,
+        # for tests that put odd files in the way; the smoke files stay readable after them.
+        written = ["likeness_identities"]
         self.scratch = base / "scratch_models"
         for key in keys:
             (self.scratch / key).mkdir(parents=True, exist_ok=True)
         (base / "extra_model_paths.yaml").write_text(
-            f"likeness_scratch:\n  base_path: {self.scratch}\n"
+            "likeness_tests_written:\n"
+            f"  base_path: {base / 'models'}\n"
+            + "".join(f"  {k}: {k}\n" for k in written)
+            + f"likeness_scratch:\n  base_path: {self.scratch}\n"
             + "".join(f"  {k}: {k}\n" for k in FOLDERS)
             + "likeness_tests:\n"
             f"  base_path: {models}\n"
@@ -128,6 +133,8 @@ class ComfyServer:
             + f"likeness_shipped_names:\n  base_path: {aliases}\n"
             + "".join(f"  {folder}: {folder}\n" for folder in sorted({f for f, _ in SMOKE_NAMES}))
         )
+        for k in written:
+            (base / "models" / k).mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 240.0) -> None:
         args = [

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from likeness.tools.workflows.browser import fast_inputs
+
 ROOT = Path(__file__).resolve().parents[2]
 API_WORKFLOWS = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = fast_inputs()  # the frontend tests' values: 64x64 latents, 2 steps, 2 training steps at a small size
+
+IMAGES = {"likeness_sefi_portraits": 3, "likeness_sefi_seed_sweep": 4}  # images saved, where not 1
 
 
 def fast_prompt(path: Path) -> dict:
@@ -29,7 +33,7 @@ def test_api_workflow_completes_and_saves_images(workflow_server, path):
     result = client.run(prompt, timeout=900)
     images = result.images()
     assert images, f"{path.name} saved no image; outputs: {result.outputs}"
-    expected = 1
+    expected = IMAGES.get(path.stem, 1)
     for node in prompt.values():
         if node["class_type"] == "Likeness_AttributeSweep":
             from likeness.models.directions import parse_strengths

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from likeness.tools.workflows.browser import fast_inputs
+
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILES = sorted((ROOT / "example_workflows").glob("*.json"))
 SNAPSHOT_PATH = ROOT / "tests" / "data" / "object_info_snapshot.json"
-FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
+FAST = fast_inputs()  # the frontend tests' values: 64x64 latents, 2 steps, 2 training steps at a small size
 
 
 @pytest.fixture(scope="module")

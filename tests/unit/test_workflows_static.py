@@ -81,6 +81,7 @@ def check_value(cls: str, name: str, value) -> str | None:
 def test_every_api_workflow_has_a_ui_twin_and_back():
     assert API_FILES, "no API workflows shipped"
     assert sorted(api_path(p) for p in UI_FILES) == API_FILES, "every template needs its API twin and back"
+    # the titles need not sort like the stems ("Likeness FaceA ..." sorts before "Likeness attribute ...")
     assert sorted(ui_path(ROOT, p.stem) for p in API_FILES) == [p for p in UI_FILES if api_path(p) in API_FILES]
 
 

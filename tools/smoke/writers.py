@@ -11,6 +11,12 @@
   ``encoder.*`` + ``decoder.*``, ``latent_avg`` [18,512], ``opts`` dict);
 * ``wplus/wplus_adapter.bin``: the official W+ adapter layout
   (``{'w_proj', 'wplus_adapter'}``);
+* ``checkpoints/likeness_smoke_sd15_inpainting.safetensors``: the reduced UNet in the SD1.5
+  *inpainting* layout (9 input channels, 0.6 GB), for FaceA training and Face Refine's inpaint path, and
+  the same weights as ``likeness_smoke_sd15_inpainting.ckpt`` (the official file's torch format, for the
+  shipped FaceA templates' ``sd-v1-5-inpainting.ckpt``);
+* ``likeness_identities/likeness_smoke_facea.safetensors``: a random FaceA identity whose LoRA fits
+  that reduced UNet (the refine-with-identity workflow loads it);
 * ``likeness_directions/encoder4editing/interfacegan_directions/{age,smile,pose}.pt``:
   random unit directions in e4e's InterFaceGAN format ([1,512], pose [1,18,512]),
   discovered as the set ``encoder4editing/interfacegan`` like the real files;
@@ -25,6 +31,8 @@
   folder, ``config.json`` + ``diffusion_pytorch_model.safetensors`` (fp16, 2.5 GB);
 * ``insightface/models/antelopev2/`` (part ``insightface``): weight-free ONNX stand-ins
   under antelopev2's file names (:mod:`.insightface_pack`; needs the ``onnx`` package).
+* ``likeness_identities/likeness_sefi_person.safetensors``: random SeFi ID tokens around the
+  smoke CLIP's "person" embedding (``tools/smoke/sefi.py``).
 
 The embedded face backend needs no model file (its models ship in PyPI
 wheels). Every shipped workflow runs end to end on these files; every image
@@ -35,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -44,6 +52,9 @@ __all__ = [
     "SMOKE_CHECKPOINT",
     "SMOKE_SDXL_CHECKPOINT",
     "SMOKE_IDENTITYNET",
+    "SMOKE_INPAINT_CHECKPOINT",
+    "SMOKE_INPAINT_CKPT",
+    "SMOKE_FACEA_IDENTITY",
     "SMOKE_FORMAT_VERSION",
     "SMOKE_PARTS",
     "SD15_PARTS",
@@ -55,13 +66,32 @@ logger = logging.getLogger(__name__)
 SMOKE_CHECKPOINT = "likeness_smoke_sd15.safetensors"
 SMOKE_SDXL_CHECKPOINT = "likeness_smoke_sdxl.safetensors"
 SMOKE_IDENTITYNET = "instantid/diffusion_pytorch_model.safetensors"
-# Bump when a smoke file's content or layout changes (test caches are keyed by it).
+SMOKE_INPAINT_CHECKPOINT = "likeness_smoke_sd15_inpainting.safetensors"
+# the same weights in the official inpainting file's format (a torch pickle with a "state_dict"), which the shipped
+# FaceA templates name as sd-v1-5-inpainting.ckpt: ComfyUI picks the reader by the file extension
+SMOKE_INPAINT_CKPT = "likeness_smoke_sd15_inpainting.ckpt"
+SMOKE_FACEA_IDENTITY = "likeness_smoke_facea.safetensors"
+# Bump when a smoke file's content or layout changes (test caches are keyed by it); new files need no bump.
 # 3: SDXL, InstantID, PSTF, IdentityNet and an antelopev2 stand-in (which changes what face backend 'auto' picks).
 SMOKE_FORMAT_VERSION = 3
-#: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions.
-SMOKE_PARTS = ("checkpoint", "e4e", "wplus", "directions", "sdxl", "instantid", "pstf", "identitynet", "insightface")
-#: The SD1.5 / W+ adapter parts only (about 3.3 GB instead of 11.8 GB).
-SD15_PARTS = ("checkpoint", "e4e", "wplus", "directions")
+#: Names for ``write_smoke_models(parts=...)``: the SD1.5 checkpoint, the e4e file, the W+ adapter, the directions,
+#: the SD1.5 inpainting checkpoint, the FaceA identity, the SeFi identity, then the SDXL files.
+SMOKE_PARTS = (
+    "checkpoint",
+    "e4e",
+    "wplus",
+    "directions",
+    "inpaint",
+    "facea",
+    "sefi",
+    "sdxl",
+    "instantid",
+    "pstf",
+    "identitynet",
+    "insightface",
+)
+#: The SD1.5 parts only (about 4 GB instead of 12.5 GB).
+SD15_PARTS = ("checkpoint", "e4e", "wplus", "directions", "inpaint", "facea", "sefi")
 
 
 def smoke_direction(name: str, seed: int) -> torch.Tensor:
@@ -98,14 +128,21 @@ def write_smoke_models(
     unknown = sorted(wanted - set(SMOKE_PARTS))
     if unknown:
         raise ValueError(f"unknown smoke model part(s) {unknown}; choose from {list(SMOKE_PARTS)}")
+    jobs = _smoke_jobs(Path(models_dir), reduced_unet, seed)
+    return [path for part, path, write in jobs if part in wanted and _write(path, write, overwrite)]
+
+
+def _smoke_jobs(models_dir: Path, reduced_unet: bool, seed: int) -> list[tuple[str, Path, Callable[[Path], object]]]:
+    """(part, target path, writer of a given path) for every smoke model, in writing order."""
     from ...models.inversion.e4e_model import build_e4e_checkpoint
     from ...models.pstf.model import build_pstf_checkpoint
     from ...models.wplus_adapter.model import build_wplus_adapter_checkpoint
+    from .facea_identity import write_smoke_facea_identity
     from .insightface_pack import write_fake_pack
-    from .sd15_layout import write_sd15_smoke_checkpoint
+    from .sd15_layout import sd15_smoke_state_dict, write_sd15_smoke_checkpoint
     from .sdxl_layout import write_identitynet_smoke, write_sdxl_smoke_checkpoint
+    from .sefi import SMOKE_SEFI_IDENTITY, write_smoke_sefi_identity
 
-    models_dir = Path(models_dir)
     jobs = [
         (
             "checkpoint",
@@ -119,11 +156,36 @@ def write_smoke_models(
             lambda p: torch.save(build_wplus_adapter_checkpoint(seed), p),
         ),
     ]
+    jobs += [
+        (
+            "inpaint",
+            models_dir / "checkpoints" / SMOKE_INPAINT_CHECKPOINT,
+            lambda p: write_sd15_smoke_checkpoint(p, variant="reduced", seed=seed, in_channels=9),
+        ),
+        (
+            "inpaint",
+            models_dir / "checkpoints" / SMOKE_INPAINT_CKPT,
+            lambda p: torch.save({"state_dict": sd15_smoke_state_dict("reduced", seed, in_channels=9)}, p),
+        ),
+        (
+            "facea",
+            models_dir / "likeness_identities" / SMOKE_FACEA_IDENTITY,
+            # identity files must end in .safetensors: written beside the .partial name, then moved onto it
+            lambda p: write_smoke_facea_identity(p.with_suffix(".tmp.safetensors"), seed=seed).replace(p),
+        ),
+    ]
     directions = models_dir / "likeness_directions" / "encoder4editing" / "interfacegan_directions"
     for name in ("age", "smile", "pose"):
         jobs.append(
             ("directions", directions / f"{name}.pt", lambda p, n=name: torch.save(smoke_direction(n, seed), p))
         )
+    jobs.append(
+        (
+            "sefi",
+            models_dir / "likeness_identities" / SMOKE_SEFI_IDENTITY,
+            lambda p: write_smoke_sefi_identity(p, seed),
+        )
+    )
     half = torch.float16
     jobs += [
         ("sdxl", models_dir / "checkpoints" / SMOKE_SDXL_CHECKPOINT, lambda p: write_sdxl_smoke_checkpoint(p, seed)),
@@ -144,7 +206,7 @@ def write_smoke_models(
         ),
         ("insightface", models_dir / "insightface" / "models" / "antelopev2", write_fake_pack),
     ]
-    return [path for part, path, write in jobs if part in wanted and _write(path, write, overwrite)]
+    return jobs
 
 
 def _save(obj, path: Path) -> None:

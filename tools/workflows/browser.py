@@ -20,7 +20,7 @@ from typing import Any
 
 from ...models.errors import LikenessError
 
-__all__ = ["CHROMIUM_ARGS", "Browser", "chromium_path", "FAST_WIDGETS"]
+__all__ = ["CHROMIUM_ARGS", "Browser", "chromium_path", "FAST_WIDGETS", "fast_inputs"]
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -47,7 +47,23 @@ FAST_WIDGETS: dict[tuple[str, str], Any] = {
     ("Likeness_FaceRefine", "steps"): 2,
     ("Likeness_FaceRefine", "guide_size"): 64,
     ("Likeness_FaceRefine", "max_size"): 128,
+    ("Likeness_TrainFaceA", "steps"): 2,
+    ("Likeness_TrainFaceA", "batch_size"): 1,
+    ("Likeness_TrainFaceA", "resolution"): 128,
+    ("Likeness_SaveFaceAIdentity", "overwrite"): True,
+    ("Likeness_LearnIDTokens", "steps"): 2,
+    ("Likeness_LearnIDTokens", "resolution"): 64,
+    ("Likeness_SaveIDTokens", "overwrite"): True,
 }
+
+
+def fast_inputs() -> dict[str, dict[str, Any]]:
+    """:data:`FAST_WIDGETS` per class, ``{class_type: {input: value}}``, for API prompts."""
+    out: dict[str, dict[str, Any]] = {}
+    for (cls, name), value in FAST_WIDGETS.items():
+        out.setdefault(cls, {})[name] = value
+    return out
+
 
 _RUN_SCRIPT = """async ([values]) => {
   const app = window.app, api = window.comfyAPI.api.api;

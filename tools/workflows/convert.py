@@ -111,7 +111,9 @@ class InputSpec:
     def extra_widget_values(self) -> list[Any]:
         """Frontend-only widget values that follow this input's value in ``widgets_values``."""
         extra: list[Any] = []
-        if self.options.get("control_after_generate"):
+        # the frontend gives an INT named seed / noise_seed a control widget unless the schema says false
+        named_seed = self.type == "INT" and self.name in ("seed", "noise_seed")
+        if self.options.get("control_after_generate", named_seed):
             extra.append("fixed")
         if self.options.get("image_upload"):
             extra.append("image")  # the upload button's value, saved by the frontend

@@ -19,8 +19,24 @@ GROUPS: tuple[tuple[str, str, int], ...] = (
     ("1 - Face photo to W+ code", "#3f789e", 0),
     ("2 - Edit the W+ code", "#a1309b", 0),
     ("3 - Generate with the W+ adapter (SD1.5)", "#b06634", 1),
+    # FaceA-Net workflows (grouped by _facea_group)
+    ("1 - Photos of one person and the SD1.5 inpainting model", "#3f789e", 0),
+    ("2 - Train and save the FaceA identity", "#a1309b", 0),
+    ("1 - Scene: any model (SDXL works)", "#3f789e", 0),
+    ("2 - Identity: SD1.5 inpainting model, FaceA identity, ID prompt", "#a1309b", 1),
+    ("3 - Redraw the face", "#b06634", 1),
+    # SeFi-IDE workflows (grouped by _sefi_groups)
+    ("SeFi - learn ID tokens from one photo (SD1.5)", "#3f789e", 0),
+    ("SeFi - ID tokens for the word V*", "#a1309b", 0),
+    ("SeFi - generate with V* in the prompt", "#b06634", 1),
+    # InstantID / PSTF-AttControl workflows (SDXL): the generation group of the W+ workflows' layout
     ("3 - Generate with InstantID / PSTF (SDXL)", "#b06634", 1),
 )
+LAST_WPLUS_GROUP = 2  # unknown classes of the W+ workflows join "3 - Generate ..."
+SDXL_GENERATE_GROUP = 11  # ... and those of the InstantID / PSTF workflows "3 - Generate with InstantID / PSTF"
+FACEA_CLASSES = frozenset({"Likeness_TrainFaceA", "Likeness_TransplantFaceAAttribute", "Likeness_ApplyFaceAIdentity"})
+_SEFI_LEARN, _SEFI_TOKENS, _SEFI_GENERATE = (g[0] for g in GROUPS[8:11])
+_SEFI_TOKEN_CLASSES = {"CheckpointLoaderSimple", "Likeness_LoadIDTokens", "Likeness_ApplyIDTokens"}
 # Group index of a node class; columns follow the data flow.
 GROUP_OF_CLASS: dict[str, int] = {
     "LoadImage": 0,
@@ -50,13 +66,49 @@ TITLE_H, SLOT_H, WIDGET_H, GAP, GROUP_PAD, GROUP_HEAD = 30, 22, 24, 30, 15, 45
 NOTE_WIDTH = 480
 
 
+def _sefi_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]] | None:
+    """SeFi workflows: one group to learn, or the ID tokens and the generation side by side."""
+    classes = {node["class_type"] for node in api.values()}
+    ids = sorted(api, key=int)
+    if "Likeness_LearnIDTokens" in classes:
+        return {_SEFI_LEARN: ids}
+    if "Likeness_ApplyIDTokens" not in classes:
+        return None
+    tokens = [n for n in ids if api[n]["class_type"] in _SEFI_TOKEN_CLASSES]
+    return {_SEFI_TOKENS: tokens, _SEFI_GENERATE: [n for n in ids if n not in tokens]}
+
+
+def _facea_group(node: Mapping[str, Any], training: bool) -> int:
+    cls, title = node["class_type"], node.get("_meta", {}).get("title", "").lower()
+    if training:
+        return 3 if cls in ("CheckpointLoaderSimple", "LoadImage") else 4
+    if "scene" in title:
+        return 5
+    return 7 if cls in ("Likeness_FaceRefine", "SaveImage", "PreviewImage") else 6
+
+
 def default_groups(api: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Group title -> API node ids, by node class (unknown classes join the generation group)."""
-    generate = 3 if any(node["class_type"] in SDXL_NODES for node in api.values()) else 2
+    """Group title -> API node ids, by node class (unknown classes join "3 - Generate ...").
+
+    FaceA workflows (a class of :data:`FACEA_CLASSES`) have their own groups: photos + model, then training;
+    or the scene (nodes titled "scene ..."), the identity model and prompt, then the face redraw.
+    SeFi workflows (a Likeness_LearnIDTokens or Likeness_ApplyIDTokens node) are grouped by :func:`_sefi_groups`.
+    InstantID / PSTF workflows (a class of :data:`SDXL_NODES`) generate in their own SDXL group.
+    """
+    sefi = _sefi_groups(api)
+    if sefi is not None:
+        return sefi
     out: dict[str, list[str]] = {}
+    sdxl = any(node["class_type"] in SDXL_NODES for node in api.values())
+    generate = SDXL_GENERATE_GROUP if sdxl else LAST_WPLUS_GROUP
+    if any(node["class_type"] in FACEA_CLASSES for node in api.values()):
+        training = any(node["class_type"] == "Likeness_TrainFaceA" for node in api.values())
+        for nid in sorted(api, key=int):
+            out.setdefault(GROUPS[_facea_group(api[nid], training)][0], []).append(nid)
+        return out
     for nid in sorted(api, key=int):
         g = GROUP_OF_CLASS.get(api[nid]["class_type"], generate)
-        out.setdefault(GROUPS[generate if g == 2 else g][0], []).append(nid)
+        out.setdefault(GROUPS[generate if g == LAST_WPLUS_GROUP else g][0], []).append(nid)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,12 +13,55 @@ from .shipped import FILE_LIST_INPUTS, FOLDER_IN_VALUE, SDXL_NODES, shipped_link
 __all__ = ["FILE_LIST_INPUTS", "model_note"]
 
 
-def _model_line(folder: str, value: str) -> str:
+# Files no one downloads: a workflow of this pack writes them (loader class -> what to say).
+WRITTEN_FILES: dict[str, str] = {
+    "Likeness_LoadFaceAIdentity": (
+        "a FaceA identity (LoRA + [feat] vectors) written by Save FaceA Identity in the template 'Likeness FaceA "
+        "train a face from photos'. It is derived from your photos and the SD1.5 inpainting model (CreativeML "
+        "OpenRAIL-M): only train on photos of people who agreed"
+    ),
+    "Likeness_LoadIDTokens": (
+        "SeFi ID tokens written by Save ID Tokens in the template 'Likeness SeFi learn ID tokens from one photo'. "
+        "They are derived from your photo and the SD1.5 checkpoint (CreativeML OpenRAIL-M): only learn from photos "
+        "of people who agreed"
+    ),
+}
+# Extra Note paragraphs for workflows that contain these node classes.
+CLASS_HINTS: dict[str, str] = {
+    "Likeness_TrainFaceA": (
+        "TRAINING (FaceA-Net): give 1 to 10 photos of ONE person (the paper uses 3; join them with a Batch Images "
+        "node). Check the 'crops' preview: the tinted masks must sit on the face, eyes, nose and mouth. 600 steps "
+        "need a GPU (the README has the measured CPU time per step and a GPU estimate). Nothing is written until "
+        "Save FaceA Identity (models/likeness_identities); Cancel leaves no file. Faces are found by the embedded "
+        "analyser (BSD-3/CC0 models); insightface packs are NON-COMMERCIAL."
+    ),
+    "Likeness_ApplyFaceAIdentity": (
+        "REFINE (FaceA-Net ID-context decoupling): the scene comes from any model; Face Refine then redraws each "
+        "face with the SD1.5 inpainting model, the identity's LoRA and T'_id = your ID prompt + the identity's "
+        "prompts. Put the expression and accessories in the ID prompt, the scene in the scene prompt. Keep Face "
+        "Refine's crop_factor equal to the training crop factor (2.0)."
+    ),
+    "Likeness_LearnIDTokens": (
+        "SeFi-IDE (Li, Yang, Wang, Dong: 'Beyond Inserting', arXiv 2402.00631, IEEE TCSVT 2025): the authors "
+        "published no code or weights; this is Likeness' implementation (README, 'SeFi ID tokens', lists what the "
+        "paper states and what we chose). One photo, 600 steps: a GPU is advised. Cancel leaves no file."
+    ),
+    "Likeness_ApplyIDTokens": (
+        "SeFi ID tokens (SeFi-IDE, arXiv 2402.00631; Likeness' own implementation: the authors published no code or "
+        "weights): write the placeholder (V*) as a word in any prompt encoded with the CLIP that Apply ID "
+        "Tokens returns, and sample with the MODEL it returns; prompts without V* are unchanged."
+    ),
+}
+
+
+def _model_line(folder: str, value: str, class_type: str = "") -> str:
     link = shipped_link(folder, value)
     if folder == FOLDER_IN_VALUE:
         folder, value = value.split("/", 1)
     if link is not None:
         return f"- models/{folder}/{value}: {link.what}. Download: {link.url} . Licence: {link.licence}."
+    if class_type in WRITTEN_FILES:
+        return f"- models/{folder}/{value}: {WRITTEN_FILES[class_type]}."
     if folder == "checkpoints":
         return f"- models/checkpoints/{value}: pick your own checkpoint in the loader. Licence: the checkpoint's."
     if folder == "likeness_directions":
@@ -47,7 +91,7 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
             if folder == "input":
                 images.append(str(value))
             elif folder is not None:
-                line = _model_line(folder, str(value))
+                line = _model_line(folder, str(value), node["class_type"])
                 if line not in models:
                     models.append(line)
     classes = {node["class_type"] for node in api.values()}
@@ -69,7 +113,8 @@ def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
         "",
         _licence_line(classes),
     ]
-    return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
+    parts += [text for cls, text in CLASS_HINTS.items() if cls in classes for text in ("", text)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).strip() + "\n"
 
 
 def _licence_line(classes: set[str]) -> str:

@@ -45,6 +45,8 @@ FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
     ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
     ("Likeness_LoadPSTF", "adapter_name"): FOLDER_IN_VALUE,
     ("ControlNetLoader", "control_net_name"): "controlnet",
+    ("Likeness_LoadFaceAIdentity", "identity_name"): "likeness_identities",
+    ("Likeness_LoadIDTokens", "id_tokens_name"): "likeness_identities",
 }
 # Nodes that exist for SDXL only (InstantID, PSTF-AttControl): their workflows run on the SDXL smoke model.
 SDXL_NODES = frozenset({"Likeness_LoadPSTF", "Likeness_ApplyPSTF", "Likeness_ApplyIdentityNet"})
@@ -58,6 +60,11 @@ TITLES: dict[str, str] = {
     "likeness_sdxl_instantid": "Likeness InstantID portrait (SDXL)",
     "likeness_sdxl_pstf_attributes": "Likeness PSTF portrait with edited attributes (SDXL)",
     "likeness_sdxl_pstf_sweep": "Likeness PSTF attribute sweep (SDXL)",
+    "likeness_facea_train": "Likeness FaceA train a face from photos",
+    "likeness_facea_refine": "Likeness FaceA refine a face in any scene",
+    "likeness_sefi_learn": "Likeness SeFi learn ID tokens from one photo",
+    "likeness_sefi_portraits": "Likeness SeFi portraits with V* in the prompt",
+    "likeness_sefi_seed_sweep": "Likeness SeFi one prompt over four seeds",
 }
 
 _WPLUS_RELEASE = "https://github.com/csxmli2016/w-plus-adapter/releases/download/v1/"
@@ -98,6 +105,15 @@ SHIPPED_MODELS: dict[str, ModelLink] = {
             "SDXL base 1.0 (InstantID / PSTF need an SDXL model; the face refine's scene takes any checkpoint)",
         ),
         ModelLink(
+            "sd-v1-5-inpainting.ckpt",
+            "checkpoints",
+            "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-inpainting/resolve/main/"
+            "sd-v1-5-inpainting.ckpt",
+            "CreativeML OpenRAIL-M",
+            "Stable Diffusion 1.5 inpainting (9-channel UNet): FaceA-Net trains and redraws faces with it; a plain "
+            "SD1.5 checkpoint works less well, SDXL not at all",
+        ),
+        ModelLink(
             "e4e_ffhq_encode.pt",
             "e4e",
             _WPLUS_RELEASE + "e4e_ffhq_encode.pt",
@@ -132,6 +148,8 @@ SHIPPED_MODELS: dict[str, ModelLink] = {
 SMOKE_NAMES: dict[tuple[str, str], str] = {
     ("checkpoints", "v1-5-pruned-emaonly-fp16.safetensors"): "likeness_smoke_sd15.safetensors",
     ("checkpoints", "sd_xl_base_1.0.safetensors"): "likeness_smoke_sd15.safetensors",
+    ("checkpoints", "sd-v1-5-inpainting.ckpt"): "likeness_smoke_sd15_inpainting.ckpt",
+    ("likeness_identities", "facea_identity.safetensors"): "likeness_smoke_facea.safetensors",
 }
 # The same for workflows with :data:`SDXL_NODES` (the face refine's scene model is any checkpoint; these need SDXL).
 SDXL_SMOKE_NAMES: dict[tuple[str, str], str] = {
