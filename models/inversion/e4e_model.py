@@ -29,6 +29,7 @@ other values only produce a logged warning.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
+from ..e4e_fused import fuse_e4e
 from ..errors import CheckpointError
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
@@ -183,6 +185,8 @@ def e4e_from_checkpoint(ckpt: Any, source: str | Path = "checkpoint") -> E4EInve
         encoder = Encoder4Editing(STYLEGAN_SIZE)
     encoder.load_state_dict(unflatten_prefix(flat, "state_dict.encoder"), strict=True, assign=True)
     encoder.float().eval().requires_grad_(False)
+    # BatchNorms folded, style heads stacked (models/e4e_fused.py); the file's tensors are released with `encoder`
+    encoder = fuse_e4e(encoder)
     decoder_state = unflatten_prefix(flat, "state_dict.decoder") if has_decoder else None
     if not has_decoder:
         logger.info("e4e: %s has no decoder weights; inversion works, previews are unavailable", source)
@@ -203,7 +207,8 @@ class E4EInverter:
     """e4e encoder + latent_avg, with a lazily built StyleGAN2-1024 decoder for previews.
 
     Args:
-        encoder: an eval-mode :class:`Encoder4Editing` (18 rows).
+        encoder: an eval-mode :class:`Encoder4Editing` or its inference form
+            :class:`~.e4e_fused.FusedE4E` (what :func:`load_e4e` builds); 18 rows.
         latent_avg: [18, 512] float32.
         decoder_state: the decoder's state dict (rosinality names) or None.
         opts: the checkpoint's training options (advisory).
@@ -226,7 +231,8 @@ class E4EInverter:
         self.source = source
         self._device = torch.device("cpu")
         self._dtype = torch.float32
-        self.to(next(encoder.parameters()).device, next(encoder.parameters()).dtype)
+        first = next(itertools.chain(encoder.parameters(), encoder.buffers()))
+        self.to(first.device, first.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -255,8 +261,8 @@ class E4EInverter:
         self._device = torch.device(device) if device is not None else self._device
         self._dtype = dtype or self._dtype
         self.encoder.to(device=self._device, dtype=self._dtype)
-        if self._device.type == "cpu":
-            # oneDNN convolutions are faster in NHWC; changes W+ by ~3e-6 (fp32), see bench/bench_inversion.py
+        if self._device.type in ("cpu", "cuda"):
+            # oneDNN and cuDNN convolutions are faster in NHWC; W+ moves by ~1e-6 (fp32)
             self.encoder.to(memory_format=torch.channels_last)
         self.latent_avg = self.latent_avg.to(self._device, torch.float32)
         if self._decoder is not None:
@@ -280,9 +286,9 @@ class E4EInverter:
         if images.numel() and float(images.min()) >= 0.0:
             logger.warning("e4e: input has no negative values; expected RGB in [-1, 1], not [0, 1]")
         x = images.to(self._device, self._dtype)
-        if self._device.type == "cpu":
+        if self._device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
+        with torch.inference_mode():
             offsets = self.encoder(x)
         return offsets.float() + self.latent_avg.unsqueeze(0)
 

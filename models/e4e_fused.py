@@ -1,0 +1,185 @@
+"""Inference form of the e4e encoder: the same function as :class:`.e4e.Encoder4Editing`, less work.
+
+:func:`fuse_e4e` turns a loaded, eval-mode :class:`~.e4e.Encoder4Editing` into a
+:class:`FusedE4E` once, at load. The reference module keeps the official
+parameter names (so checkpoints load strictly and the goldens test it); the
+fused one is what inversion runs. What changes, all exact in real arithmetic
+(W+ moves by about 1e-6 in fp32):
+
+* Every BatchNorm that follows a convolution is folded into that convolution's
+  weight and bias (input layer, the second conv of each IR-SE unit, the
+  projection shortcuts). The BatchNorm that *precedes* a unit's first conv is
+  one fused multiply-add (it cannot be folded: the conv's zero padding would
+  then see the BatchNorm shift).
+* Squeeze-and-excitation runs as two small matrix products on the pooled
+  vector (not four 1x1 convolutions on a 1x1 image), and its rescale and the
+  residual sum are one ``addcmul`` (no temporary).
+* The 18 style heads run as stacked matrix products instead of 98 separate
+  3x3 stride-2 convolutions: the heads of a group that read the same feature
+  map (3 on ``c3``, 4 on ``p2``, 11 on ``p1``) share one convolution with their
+  weights concatenated, and each later level of a group is one batched product
+  over its heads on 3x3 patches (``baddbmm``). On a CPU the separate
+  convolutions on 8x8 and smaller maps cost more than their arithmetic (weight
+  reordering per call); on a GPU the change saves kernel launches.
+* Activations are kept channels-last on the CPU (oneDNN's native layout).
+
+Call under ``torch.inference_mode()`` (or ``no_grad``); some ops work in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .e4e import _COARSE, _MIDDLE, BottleneckIRSE, Encoder4Editing, run_body
+
+__all__ = ["FusedE4E", "fuse_e4e"]
+
+_SLOPE = 0.01  # nn.LeakyReLU() default, used by the official GradualStyleBlock
+
+
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight [O,I,kh,kw] (+ bias [O]) followed by eval BatchNorm -> one conv's (weight, bias), in float64."""
+    inv = (bn.running_var.double() + bn.eps).rsqrt() * bn.weight.double()
+    b = torch.zeros_like(inv) if bias is None else bias.double()
+    return weight.double() * inv.view(-1, 1, 1, 1), (b - bn.running_mean.double()) * inv + bn.bias.double()
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm as ``x * scale + shift`` (both [C], float64)."""
+    scale = (bn.running_var.double() + bn.eps).rsqrt() * bn.weight.double()
+    return scale, bn.bias.double() - bn.running_mean.double() * scale
+
+
+class _FusedUnit(nn.Module):
+    """One IR-SE unit with its BatchNorms folded (see the module docstring)."""
+
+    def __init__(self, unit: BottleneckIRSE, dtype: torch.dtype) -> None:
+        super().__init__()
+        bn1, conv1, prelu, conv2, bn2, se = unit.res_layer
+        self.stride = unit.stride
+        scale, shift = _bn_affine(bn1)
+        w2, b2 = _fold_bn(conv2.weight, None, bn2)
+        self.register_buffer("bn1_scale", scale.view(1, -1, 1, 1).to(dtype))
+        self.register_buffer("bn1_shift", shift.view(1, -1, 1, 1).to(dtype))
+        self.register_buffer("w1", conv1.weight.detach().to(dtype).clone())
+        self.register_buffer("prelu", prelu.weight.detach().to(dtype).clone())
+        self.register_buffer("w2", w2.to(dtype))
+        self.register_buffer("b2", b2.to(dtype))
+        self.register_buffer("se1", se.fc1.weight.detach().flatten(1).to(dtype).clone())  # [C/16, C]
+        self.register_buffer("se2", se.fc2.weight.detach().flatten(1).to(dtype).clone())  # [C, C/16]
+        self.project = not isinstance(unit.shortcut_layer, nn.MaxPool2d)
+        if self.project:
+            ws, bs = _fold_bn(unit.shortcut_layer[0].weight, None, unit.shortcut_layer[1])
+            self.register_buffer("ws", ws.to(dtype))
+            self.register_buffer("bs", bs.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.project:
+            shortcut = F.conv2d(x, self.ws, self.bs, self.stride)
+        else:
+            shortcut = x[:, :, :: self.stride, :: self.stride]
+        r = torch.addcmul(self.bn1_shift, x, self.bn1_scale)
+        r = F.prelu(F.conv2d(r, self.w1, None, 1, 1), self.prelu)
+        r = F.conv2d(r, self.w2, self.b2, self.stride, 1)
+        s = torch.sigmoid(F.linear(F.relu(F.linear(r.mean((2, 3)), self.se1)), self.se2))
+        return torch.addcmul(shortcut, r, s[:, :, None, None])
+
+
+class _HeadGroup(nn.Module):
+    """The style heads that read one feature map, run together (see the module docstring).
+
+    Buffers: ``w0`` [n*512, C, 3, 3] / ``b0`` [n*512] (first conv, heads concatenated),
+    ``w{l}`` [n, 9*512, 512] / ``b{l}`` [n, 1, 512] for the later levels (patch order
+    ky, kx, channel), ``lin_w`` [n, 512, 512] (scaled, transposed) / ``lin_b`` [n, 1, 512].
+    """
+
+    def __init__(self, blocks: list[nn.Module], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.n = len(blocks)
+        convs = [[m for m in b.convs if isinstance(m, nn.Conv2d)] for b in blocks]
+        self.levels = len(convs[0])
+        self.out_c = blocks[0].out_c
+        self.register_buffer("w0", torch.cat([c[0].weight.detach() for c in convs]).to(dtype))
+        self.register_buffer("b0", torch.cat([c[0].bias.detach() for c in convs]).to(dtype))
+        for level in range(1, self.levels):
+            w = torch.stack([c[level].weight.detach().permute(2, 3, 1, 0).reshape(-1, self.out_c) for c in convs])
+            b = torch.stack([c[level].bias.detach() for c in convs]).unsqueeze(1)
+            self.register_buffer(f"w{level}", w.to(dtype).contiguous())
+            self.register_buffer(f"b{level}", b.to(dtype))
+        lin_w = torch.stack([(b.linear.weight.detach().double() * b.linear.scale).t() for b in blocks])
+        lin_b = torch.stack([b.linear.bias.detach().double() * b.linear.lr_mul for b in blocks]).unsqueeze(1)
+        self.register_buffer("lin_w", lin_w.to(dtype).contiguous())
+        self.register_buffer("lin_b", lin_b.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, S, S] (shared by the heads) -> [n, B, 512]."""
+        batch = x.shape[0]
+        y = F.leaky_relu_(F.conv2d(x, self.w0, self.b0, 2, 1), _SLOPE)  # [B, n*512, S/2, S/2]
+        size = y.shape[-1]
+        # [B, n*512, h, w] -> [n, B, h, w, 512], padded by one pixel for the next 3x3 stride-2 level
+        y = y.view(batch, self.n, self.out_c, size, size).permute(1, 0, 3, 4, 2)
+        for level in range(1, self.levels):
+            padded = F.pad(y, (0, 0, 1, 1, 1, 1))
+            size = (size + 1) // 2
+            sn, sb, sh, sw, _ = padded.stride()
+            patches = padded.as_strided(
+                (self.n, batch, size, size, 3, 3, self.out_c), (sn, sb, 2 * sh, 2 * sw, sh, sw, 1)
+            ).reshape(self.n, batch * size * size, 9 * self.out_c)
+            out = torch.baddbmm(getattr(self, f"b{level}"), patches, getattr(self, f"w{level}"))
+            y = F.leaky_relu_(out, _SLOPE).view(self.n, batch, size, size, self.out_c)
+        return torch.baddbmm(self.lin_b, y.reshape(self.n, batch, self.out_c), self.lin_w)
+
+
+class FusedE4E(nn.Module):
+    """e4e encoder for inference; same input and output as :class:`~.e4e.Encoder4Editing` (18 W+ rows).
+
+    Build it with :func:`fuse_e4e`. All tensors are buffers, so ``.to(device,
+    dtype)`` moves and casts it like any module; it has no trainable parameters.
+    """
+
+    @torch.no_grad()
+    def __init__(self, encoder: Encoder4Editing, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if encoder.training:
+            raise ValueError("fuse_e4e needs an eval() encoder: BatchNorm folding uses the running statistics")
+        self.style_count = encoder.style_count
+        conv, bn, prelu = encoder.input_layer
+        w_in, b_in = _fold_bn(conv.weight, None, bn)
+        self.register_buffer("w_in", w_in.to(dtype))
+        self.register_buffer("b_in", b_in.to(dtype))
+        self.register_buffer("prelu_in", prelu.weight.detach().to(dtype).clone())
+        self.body = nn.ModuleList(_FusedUnit(u, dtype) for u in encoder.body)
+        for name in ("latlayer1", "latlayer2"):
+            layer = getattr(encoder, name)
+            self.register_buffer(f"{name}_w", layer.weight.detach().to(dtype).clone())
+            self.register_buffer(f"{name}_b", layer.bias.detach().to(dtype).clone())
+        styles = list(encoder.styles)
+        self.coarse = _HeadGroup(styles[:_COARSE], dtype)
+        self.middle = _HeadGroup(styles[_COARSE:_MIDDLE], dtype)
+        self.fine = _HeadGroup(styles[_MIDDLE:], dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, 3, 256, 256] in [-1, 1] -> W+ offsets [B, 18, 512] (no latent_avg), in the module's dtype."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"e4e expects images [B, 3, 256, 256] in [-1, 1], got {list(x.shape)}")
+        if x.device.type in ("cpu", "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        c1, c2, c3 = run_body(self.body, F.prelu(F.conv2d(x, self.w_in, self.b_in, 1, 1), self.prelu_in))
+        p2 = F.conv2d(c2, self.latlayer1_w, self.latlayer1_b)
+        p2 += F.interpolate(c3, size=p2.shape[-2:], mode="bilinear", align_corners=True)
+        p1 = F.conv2d(c1, self.latlayer2_w, self.latlayer2_b)
+        p1 += F.interpolate(p2, size=p1.shape[-2:], mode="bilinear", align_corners=True)
+        rows = torch.cat([self.coarse(c3), self.middle(p2), self.fine(p1)])  # [18, B, 512]
+        rows[1:] += rows[0]
+        return rows.transpose(0, 1)
+
+
+def fuse_e4e(encoder: Encoder4Editing) -> FusedE4E:
+    """Fold and stack an eval-mode :class:`~.e4e.Encoder4Editing` into a :class:`FusedE4E` (same device, dtype).
+
+    Folding is computed in float64 and rounded once to the encoder's dtype.
+    """
+    ref = next(encoder.parameters())
+    return FusedE4E(encoder, dtype=ref.dtype).to(ref.device)
