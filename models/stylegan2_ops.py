@@ -191,8 +191,15 @@ class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated, 2x upsampling) convolution.
 
     Parameters: ``weight`` [1, out, in, k, k] (unscaled), ``modulation`` (EqualLinear
-    style_dim -> in, bias init 1), and ``blur.kernel`` when upsampling. The batch
-    is handled with one grouped convolution (each sample has its own weights).
+    style_dim -> in, bias init 1), and ``blur.kernel`` when upsampling.
+
+    The official code builds one weight per sample (``scale * weight * style``,
+    demodulated) and runs a grouped convolution. Here the style scales the input
+    channels instead and the demodulation the output channels: the same sums,
+    ``conv(x * s, W) * d = conv(x, W * s) * d``, with ``d[o] = rsqrt(sum_i s_i^2 *
+    sum_k W[o,i,k]^2 + 1e-8)`` from a per-layer ``[out, in]`` table. The weight is
+    never rewritten per call and a batch shares one ordinary convolution
+    (rosinality's ``fused=False`` path; images agree to float rounding).
     """
 
     def __init__(
@@ -219,26 +226,46 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
+        self._energy: tuple[tuple, torch.Tensor] | None = None
+
+    def _weight_energy(self) -> torch.Tensor:
+        """``sum_k W[o,i,k]^2`` as [out, in] float32, recomputed only when the weight tensor changes."""
+        w = self.weight
+        key = (id(w), w._version, w.data_ptr(), w.device, w.dtype)
+        if self._energy is None or self._energy[0] != key:
+            with torch.no_grad():
+                self._energy = (key, w[0].float().square().sum((2, 3)))
+        return self._energy[1]
+
+    def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution of the modulated input and the demodulation factors, not yet applied.
+
+        Args:
+            x: [B, in, H, W]; w: [B, style_dim].
+
+        Returns:
+            ``(out, demod)``: out [B, out, H', W'] (H' = 2H when upsampling) and
+            demod [B, out, 1, 1] (None without demodulation); the layer output is
+            ``out * demod``.
+        """
+        b, c = x.shape[:2]
+        style = self.modulation(w) * self.scale  # [B, in]
+        demod = None
+        if self.demodulate:
+            energy = self._weight_energy() if not torch.is_grad_enabled() else self.weight[0].square().sum((2, 3))
+            demod = torch.rsqrt(style.float().square() @ energy.t().float() + 1e-8).to(x.dtype)
+            demod = demod.view(b, self.out_channel, 1, 1)
+        x = x * style.view(b, c, 1, 1).to(x.dtype)
+        weight = self.weight[0].to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+            return self.blur(out), demod
+        return F.conv2d(x, weight, padding=self.padding), demod
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x [B, in, H, W], w [B, style_dim] -> [B, out, H', W'] (H' = 2H when upsampling)."""
-        b, c, h, wd = x.shape
-        k = self.kernel_size
-        style = self.modulation(w).view(b, 1, c, 1, 1)
-        weight = self.scale * self.weight * style  # [B, out, in, k, k]
-        if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
-            weight = weight * demod.view(b, self.out_channel, 1, 1, 1)
-        weight = weight.to(x.dtype)
-        x = x.reshape(1, b * c, h, wd)
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(b * c, self.out_channel, k, k)
-            out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
-            out = out.view(b, self.out_channel, out.shape[2], out.shape[3])
-            return self.blur(out)
-        weight = weight.reshape(b * self.out_channel, c, k, k)
-        out = F.conv2d(x, weight, padding=self.padding, groups=b)
-        return out.view(b, self.out_channel, out.shape[2], out.shape[3])
+        out, demod = self.modulated(x, w)
+        return out if demod is None else out * demod
 
     def extra_repr(self) -> str:
         return (
@@ -292,7 +319,13 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
+        out, demod = self.conv.modulated(x, w)
+        n = (self.noise.weight * noise).to(out.dtype)
+        if torch.is_grad_enabled() and (out.requires_grad or n.requires_grad):
+            return self.activate(out * demod + n)
+        out = torch.addcmul(n, out, demod)  # out * demod + noise in one pass, a fresh tensor
+        F.leaky_relu_(out.add_(self.activate.bias.view(1, -1, 1, 1).to(out.dtype)), 0.2)
+        return out.mul_(_SQRT2)
 
 
 class ToRGB(nn.Module):
