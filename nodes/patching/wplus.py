@@ -4,9 +4,15 @@ The W+ adapter is installed as one attn2 *replace* per cross-attention site.
 ComfyUI hands the replace the already projected q, k, v; the text attention ``h_t`` is computed exactly as ComfyUI
 would (or by a replace already sitting on that key, which we wrap and never
 mutate), and the residual W+ branch is added by the shared
-:func:`models.wplus_adapter.attention.residual_wplus_attention`. ComfyUI applies
+:func:`models.wplus_adapter.attention.folded_wplus_attention`. ComfyUI applies
 ``to_out`` afterwards. Nothing here mutates the input MODEL: callers pass a
 clone.
+
+The W+ tokens do not change over the steps, so each site projects them and folds
+its ``to_q_wplus`` into the 4 keys once (:meth:`WPlusPatch.folded`): per call the
+branch costs two thin matrix products, not a full ``[N, C] x [C, C]`` projection.
+The 4-token attention is computed directly (softmax in float32), not by the
+attention backend ComfyUI picked for the text attention, which stays untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 
 from ...models.attention.schedule import StepWindow, mask_to_token_grid, tokens_for_chunks
 from ...models.errors import LikenessError
-from ...models.wplus_adapter.attention import residual_wplus_attention
+from ...models.wplus_adapter.attention import FoldedWPlus, folded_wplus_attention
 from ...models.wplus_adapter.model import WPlusAdapter
 from ...models.wplus_adapter.sites import WPlusSite
 from .sites import SiteKey, discover_attn2_sites, existing_attn2_replaces, host_attention
@@ -74,6 +80,7 @@ class WPlusPatch:
     mask: torch.Tensor | None = None
     hits: Counter = field(default_factory=Counter)
     _tokens: dict = field(default_factory=dict)
+    _folded: dict = field(default_factory=dict)
     _last_sigmas: torch.Tensor | None = None
     _last_active: bool = False
 
@@ -94,23 +101,57 @@ class WPlusPatch:
             self._last_sigmas = sigmas
         return self._last_active
 
-    def tokens(self, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Per-row W+ tokens ``[B,4,ctx]`` for this call's cond/uncond chunks."""
+    def _site_tokens(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cond ``[Bw,4,ctx]`` and uncond ``[1,4,ctx]`` tokens on ``device`` in ``dtype`` (computed once per pair)."""
         key = (device, dtype)
         if key not in self._tokens:
             with torch.no_grad():
                 cond = self.adapter.tokens(self.wplus)
                 uncond = self.adapter.uncond_tokens(1)
             self._tokens[key] = (cond.to(device, dtype), uncond.to(device, dtype))
-        cond, uncond = self._tokens[key]
-        chunks = extra_options["cond_or_uncond"]
+        return self._tokens[key]
+
+    @staticmethod
+    def _check_rows(codes: int, batch: int, chunks) -> None:
         rows = batch // max(1, len(chunks))
-        if cond.shape[0] not in (1, rows):
+        if codes not in (1, rows):
             raise LikenessError(
-                f"The W+ input holds {cond.shape[0]} codes but the latent batch is {rows}. Use a single W+ code, "
-                f"or a latent batch of {cond.shape[0]} (one image per code, e.g. for an attribute sweep)."
+                f"The W+ input holds {codes} codes but the latent batch is {rows}. Use a single W+ code, "
+                f"or a latent batch of {codes} (one image per code, e.g. for an attribute sweep)."
             )
-        return tokens_for_chunks(cond, uncond, chunks, batch)
+
+    def folded(
+        self, site: WPlusSite, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype, heads: int
+    ) -> FoldedWPlus:
+        """The site's W+ keys/values with ``to_q_wplus`` folded in, one row per batch row (cached).
+
+        W+ tokens are constant over the steps, so each site folds them once per
+        (device, dtype, heads) and keeps the cond and uncond sets; the per-call
+        arrangement for the chunk order and batch (``cond_or_uncond``) is cached too.
+        The cache lives in this patch object, which the MODEL's clones share; a
+        new Apply W+ Adapter run makes a new patch (new W+, new cache).
+        """
+        chunks = tuple(int(c) for c in extra_options["cond_or_uncond"])
+        key = (site.index, device, dtype, heads, chunks, batch)
+        found = self._folded.get(key)
+        if found is None:
+            pair_key = (site.index, device, dtype, heads)
+            pair = self._folded.get(pair_key)
+            if pair is None:
+                layer = self.adapter.layer(site)
+                cond, uncond = self._site_tokens(device, dtype)
+                with torch.no_grad():
+                    pair = (layer.fold(cond, heads), layer.fold(uncond, heads))
+                self._folded[pair_key] = pair
+            cond, uncond = pair
+            self._check_rows(cond.batch, batch, chunks)
+            found = FoldedWPlus(
+                tokens_for_chunks(cond.logits, uncond.logits, chunks, batch),
+                tokens_for_chunks(cond.values, uncond.values, chunks, batch),
+                heads,
+            )
+            self._folded[key] = found
+        return found
 
     def scale(self, extra_options: dict, batch: int, tokens: int, ref: torch.Tensor) -> float | torch.Tensor:
         """λ, or ``[B,N,1]`` λ·mask resized to this block's token grid."""
@@ -145,11 +186,9 @@ class WPlusSiteReplace:
         h_t = self.previous(q, k, v, extra_options) if self.previous is not None else attention(q, k, v, heads)
         if self.patch.weight == 0 or not self.patch.active(extra_options):
             return h_t
-        layer = self.patch.adapter.layer(self.site)
-        tokens = self.patch.tokens(extra_options, q.shape[0], q.device, q.dtype)
-        k_w, v_w = layer.project_tokens(tokens)
+        folded = self.patch.folded(self.site, extra_options, q.shape[0], q.device, q.dtype, heads)
         scale = self.patch.scale(extra_options, q.shape[0], q.shape[1], q)
-        return residual_wplus_attention(h_t, k_w, v_w, layer.to_q_wplus, heads, scale, attention_fn=attention)
+        return folded_wplus_attention(h_t, folded, scale)
 
     def to(self, device_or_dtype):
         if self.previous is not None and hasattr(self.previous, "to"):
