@@ -21,6 +21,7 @@ from ..models.files.registry import find_file
 from ..models.inversion.align import RECIPES, align_face, e4e_input_tensor
 from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
 from ..models.inversion.e4e_model import E4EInverter, load_e4e
+from ..models.inversion.precision import PRECISIONS, resolve_precision
 from ..models.inversion.whitening import whiten_background, whitening_mask
 from ..models.parsenet import PARSENET_FILE, load_parsenet
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 WPLUS_SUBFOLDER = "likeness_wplus"
 WHITENING = ["auto", "parsenet", "landmark_hull", "none"]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -42,6 +42,7 @@ class LoadedE4E:
     name: str
     device: str
     dtype: torch.dtype
+    precision_note: str = ""
 
     def run_device(self) -> torch.device:
         if self.device == "cpu":
@@ -92,9 +93,11 @@ class LikenessLoadE4E(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=list(DTYPES),
-                    default="fp32",
-                    tooltip="Compute precision. fp16/bf16 halve memory on GPU; W+ outputs are always float32.",
+                    options=list(PRECISIONS),
+                    default="auto",
+                    tooltip="Compute precision. auto = fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16 or "
+                    "AMX), else fp32. fp16/bf16 on a device that would only emulate them (minutes per face) run in "
+                    "fp32 instead; Invert Face's info says which was used. W+ outputs are always float32.",
                 ),
             ],
             outputs=[E4EModel.Output("e4e", tooltip="The encoder, for Invert Face and Preview W+.")],
@@ -103,7 +106,10 @@ class LikenessLoadE4E(io.ComfyNode):
     @classmethod
     def execute(cls, e4e_name: str, device: str, dtype: str) -> io.NodeOutput:
         path = find_file("e4e", e4e_name, search_paths())
-        return io.NodeOutput(LoadedE4E(load_e4e(path), e4e_name, device, DTYPES[dtype]))
+        loaded = LoadedE4E(load_e4e(path), e4e_name, device, torch.float32)
+        precision = resolve_precision(dtype, loaded.run_device())
+        loaded.dtype, loaded.precision_note = precision.dtype, precision.note
+        return io.NodeOutput(loaded)
 
 
 def _resolve_whitening(method: str, recipe: str, search: dict):
@@ -234,7 +240,7 @@ class LikenessInvertFace(io.ComfyNode):
                         f"landmarks {aligned.landmark_kind}, whitening {used}"
                     )
                 bar.update(1)
-        info = "\n".join([report.summary(), *lines])
+        info = "\n".join([report.summary(), *([e4e.precision_note] if e4e.precision_note else []), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
         if not kept:  # every image passed through or skipped: the image outputs carry the input images
             passed = image[..., :3]
