@@ -28,13 +28,18 @@ Call under ``torch.inference_mode()`` (or ``no_grad``); some ops work in place.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .e4e import _COARSE, _MIDDLE, BottleneckIRSE, Encoder4Editing, run_body
+from .inversion.precision import cpu_low_precision_support
 
 __all__ = ["FusedE4E", "fuse_e4e"]
+
+logger = logging.getLogger(__name__)
 
 _SLOPE = 0.01  # nn.LeakyReLU() default, used by the official GradualStyleBlock
 
@@ -52,6 +57,51 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, bn.bias.double() - bn.running_mean.double() * scale
 
 
+class _Conv(nn.Module):
+    """A fixed convolution whose weight can live in oneDNN's packed layout on the CPU.
+
+    ``F.conv2d`` re-orders a plain weight into oneDNN's blocked layout on every call: at
+    batch 1 the e4e encoder (1 GB of weights) spends about as long on that as on its
+    arithmetic. :meth:`pack` does it once (``torch.ops.mkldnn``, what ``torch.compile``'s
+    CPU freezing uses); :meth:`unpack` restores the plain tensor exactly, and any
+    ``.to()`` unpacks first, so the module moves between devices and dtypes as usual.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int) -> None:
+        super().__init__()
+        self.stride, self.padding = stride, padding
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("bias", bias)
+
+    @property
+    def packed(self) -> bool:
+        return self.weight.is_mkldnn
+
+    def pack(self) -> None:
+        if not self.packed:
+            args = ([self.padding] * 2, [self.stride] * 2, [1, 1], 1)
+            self.weight = torch.ops.mkldnn._reorder_convolution_weight(self.weight.contiguous(), *args)
+
+    def unpack(self) -> None:
+        if self.packed:
+            self.weight = self.weight.to_dense()
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
+        self.unpack()
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor, slope: float | None = None) -> torch.Tensor:
+        """Convolution (+ bias), then ``leaky_relu(slope)`` when given (fused into the packed kernel)."""
+        if self.packed:
+            attr, scalars = ("leaky_relu", [slope]) if slope is not None else ("none", [])
+            pad, stride = [self.padding] * 2, [self.stride] * 2
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, pad, stride, [1, 1], 1, attr, scalars, ""
+            )
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return y if slope is None else F.leaky_relu_(y, slope)
+
+
 class _FusedUnit(nn.Module):
     """One IR-SE unit with its BatchNorms folded (see the module docstring)."""
 
@@ -63,26 +113,23 @@ class _FusedUnit(nn.Module):
         w2, b2 = _fold_bn(conv2.weight, None, bn2)
         self.register_buffer("bn1_scale", scale.view(1, -1, 1, 1).to(dtype))
         self.register_buffer("bn1_shift", shift.view(1, -1, 1, 1).to(dtype))
-        self.register_buffer("w1", conv1.weight.detach().to(dtype).clone())
+        self.conv1 = _Conv(conv1.weight.detach().to(dtype).clone(), None, 1, 1)
         self.register_buffer("prelu", prelu.weight.detach().to(dtype).clone())
-        self.register_buffer("w2", w2.to(dtype))
-        self.register_buffer("b2", b2.to(dtype))
+        self.conv2 = _Conv(w2.to(dtype), b2.to(dtype), self.stride, 1)
         self.register_buffer("se1", se.fc1.weight.detach().flatten(1).to(dtype).clone())  # [C/16, C]
         self.register_buffer("se2", se.fc2.weight.detach().flatten(1).to(dtype).clone())  # [C, C/16]
         self.project = not isinstance(unit.shortcut_layer, nn.MaxPool2d)
         if self.project:
             ws, bs = _fold_bn(unit.shortcut_layer[0].weight, None, unit.shortcut_layer[1])
-            self.register_buffer("ws", ws.to(dtype))
-            self.register_buffer("bs", bs.to(dtype))
+            self.shortcut = _Conv(ws.to(dtype), bs.to(dtype), self.stride, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.project:
-            shortcut = F.conv2d(x, self.ws, self.bs, self.stride)
+            shortcut = self.shortcut(x)
         else:
             shortcut = x[:, :, :: self.stride, :: self.stride]
         r = torch.addcmul(self.bn1_shift, x, self.bn1_scale)
-        r = F.prelu(F.conv2d(r, self.w1, None, 1, 1), self.prelu)
-        r = F.conv2d(r, self.w2, self.b2, self.stride, 1)
+        r = self.conv2(F.prelu(self.conv1(r), self.prelu))
         s = torch.sigmoid(F.linear(F.relu(F.linear(r.mean((2, 3)), self.se1)), self.se2))
         return torch.addcmul(shortcut, r, s[:, :, None, None])
 
@@ -90,7 +137,7 @@ class _FusedUnit(nn.Module):
 class _HeadGroup(nn.Module):
     """The style heads that read one feature map, run together (see the module docstring).
 
-    Buffers: ``w0`` [n*512, C, 3, 3] / ``b0`` [n*512] (first conv, heads concatenated),
+    Buffers: ``first`` (a :class:`_Conv` [n*512, C, 3, 3], the heads' first convs concatenated),
     ``w{l}`` [n, 9*512, 512] / ``b{l}`` [n, 1, 512] for the later levels (patch order
     ky, kx, channel), ``lin_w`` [n, 512, 512] (scaled, transposed) / ``lin_b`` [n, 1, 512].
     """
@@ -101,8 +148,8 @@ class _HeadGroup(nn.Module):
         convs = [[m for m in b.convs if isinstance(m, nn.Conv2d)] for b in blocks]
         self.levels = len(convs[0])
         self.out_c = blocks[0].out_c
-        self.register_buffer("w0", torch.cat([c[0].weight.detach() for c in convs]).to(dtype))
-        self.register_buffer("b0", torch.cat([c[0].bias.detach() for c in convs]).to(dtype))
+        w0 = torch.cat([c[0].weight.detach() for c in convs]).to(dtype)
+        self.first = _Conv(w0, torch.cat([c[0].bias.detach() for c in convs]).to(dtype), 2, 1)
         for level in range(1, self.levels):
             w = torch.stack([c[level].weight.detach().permute(2, 3, 1, 0).reshape(-1, self.out_c) for c in convs])
             b = torch.stack([c[level].bias.detach() for c in convs]).unsqueeze(1)
@@ -116,7 +163,7 @@ class _HeadGroup(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, S, S] (shared by the heads) -> [n, B, 512]."""
         batch = x.shape[0]
-        y = F.leaky_relu_(F.conv2d(x, self.w0, self.b0, 2, 1), _SLOPE)  # [B, n*512, S/2, S/2]
+        y = self.first(x, _SLOPE)  # [B, n*512, S/2, S/2]
         size = y.shape[-1]
         # [B, n*512, h, w] -> [n, B, h, w, 512], padded by one pixel for the next 3x3 stride-2 level
         y = y.view(batch, self.n, self.out_c, size, size).permute(1, 0, 3, 4, 2)
@@ -147,18 +194,48 @@ class FusedE4E(nn.Module):
         self.style_count = encoder.style_count
         conv, bn, prelu = encoder.input_layer
         w_in, b_in = _fold_bn(conv.weight, None, bn)
-        self.register_buffer("w_in", w_in.to(dtype))
-        self.register_buffer("b_in", b_in.to(dtype))
+        self.input_conv = _Conv(w_in.to(dtype), b_in.to(dtype), 1, 1)
         self.register_buffer("prelu_in", prelu.weight.detach().to(dtype).clone())
         self.body = nn.ModuleList(_FusedUnit(u, dtype) for u in encoder.body)
-        for name in ("latlayer1", "latlayer2"):
-            layer = getattr(encoder, name)
-            self.register_buffer(f"{name}_w", layer.weight.detach().to(dtype).clone())
-            self.register_buffer(f"{name}_b", layer.bias.detach().to(dtype).clone())
+        lat1, lat2 = encoder.latlayer1, encoder.latlayer2
+        self.latlayer1 = _Conv(lat1.weight.detach().to(dtype).clone(), lat1.bias.detach().to(dtype).clone(), 1, 0)
+        self.latlayer2 = _Conv(lat2.weight.detach().to(dtype).clone(), lat2.bias.detach().to(dtype).clone(), 1, 0)
         styles = list(encoder.styles)
         self.coarse = _HeadGroup(styles[:_COARSE], dtype)
         self.middle = _HeadGroup(styles[_COARSE:_MIDDLE], dtype)
         self.fine = _HeadGroup(styles[_MIDDLE:], dtype)
+
+    def convs(self) -> list[_Conv]:
+        return [m for m in self.modules() if isinstance(m, _Conv)]
+
+    def pack_for_cpu(self) -> bool:
+        """Put every convolution weight in oneDNN's packed layout (CPU only; see :class:`_Conv`).
+
+        Returns True when packed. False (weights left plain, ``F.conv2d`` used) when the
+        module is not on the CPU, this PyTorch has no oneDNN packing ops, or oneDNN has
+        no native kernels for the dtype; the reason is logged at debug level.
+        """
+        ref = self.latlayer1.weight
+        if ref.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+            return False
+        if ref.dtype not in (torch.float32, torch.bfloat16) or (
+            ref.dtype == torch.bfloat16 and not cpu_low_precision_support()["bf16"]
+        ):
+            logger.debug("e4e: convolution weights left unpacked for %s on this CPU", ref.dtype)
+            return False
+        try:
+            for conv in self.convs():
+                conv.pack()
+        except (AttributeError, RuntimeError) as exc:  # an older PyTorch without these private ops
+            self.unpack()
+            logger.debug("e4e: oneDNN weight packing unavailable (%s); using F.conv2d", exc)
+            return False
+        return True
+
+    def unpack(self) -> None:
+        """Plain weights again (exactly the values before :meth:`pack_for_cpu`)."""
+        for conv in self.convs():
+            conv.unpack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, 256, 256] in [-1, 1] -> W+ offsets [B, 18, 512] (no latent_avg), in the module's dtype."""
@@ -166,10 +243,10 @@ class FusedE4E(nn.Module):
             raise ValueError(f"e4e expects images [B, 3, 256, 256] in [-1, 1], got {list(x.shape)}")
         if x.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
-        c1, c2, c3 = run_body(self.body, F.prelu(F.conv2d(x, self.w_in, self.b_in, 1, 1), self.prelu_in))
-        p2 = F.conv2d(c2, self.latlayer1_w, self.latlayer1_b)
+        c1, c2, c3 = run_body(self.body, F.prelu(self.input_conv(x), self.prelu_in))
+        p2 = self.latlayer1(c2)
         p2 += F.interpolate(c3, size=p2.shape[-2:], mode="bilinear", align_corners=True)
-        p1 = F.conv2d(c1, self.latlayer2_w, self.latlayer2_b)
+        p1 = self.latlayer2(c1)
         p1 += F.interpolate(p2, size=p1.shape[-2:], mode="bilinear", align_corners=True)
         rows = torch.cat([self.coarse(c3), self.middle(p2), self.fine(p1)])  # [18, B, 512]
         rows[1:] += rows[0]

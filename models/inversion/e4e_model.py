@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
-from ..e4e_fused import fuse_e4e
+from ..e4e_fused import FusedE4E, fuse_e4e
 from ..errors import CheckpointError
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
@@ -264,6 +264,9 @@ class E4EInverter:
         if self._device.type in ("cpu", "cuda"):
             # oneDNN and cuDNN convolutions are faster in NHWC; W+ moves by ~1e-6 (fp32)
             self.encoder.to(memory_format=torch.channels_last)
+        if isinstance(self.encoder, FusedE4E):
+            # CPU: convolution weights in oneDNN's layout once, not re-ordered on every call
+            self.encoder.pack_for_cpu()
         self.latent_avg = self.latent_avg.to(self._device, torch.float32)
         if self._decoder is not None:
             self._decoder.to(device=self._device, dtype=self._dtype)
