@@ -65,3 +65,24 @@ def test_head_group_equals_the_separate_style_blocks(spatial):
         ref = torch.stack([b(x) for b in blocks])
     assert out.shape == (3, 2, 16)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+def test_packed_convolution_equals_f_conv2d_and_unpacks_exactly_on_to():
+    from likeness.models.e4e_fused import _Conv
+
+    torch.manual_seed(5)
+    weight, bias = torch.randn(16, 8, 3, 3), torch.randn(16)
+    conv = _Conv(weight.clone(), bias.clone(), 2, 1)
+    x = torch.randn(2, 8, 10, 10).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        plain = conv(x, 0.01)
+        conv.pack()
+        assert conv.packed
+        packed = conv(x, 0.01)  # leaky ReLU fused into the oneDNN kernel
+    ref = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, weight, bias, 2, 1), 0.01)
+    torch.testing.assert_close(plain, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed, ref, atol=1e-4, rtol=1e-5)
+    conv.to(torch.float64)  # any .to() unpacks first, then applies
+    assert not conv.packed and conv.weight.dtype == torch.float64
+    assert torch.equal(conv.weight.float(), weight)
