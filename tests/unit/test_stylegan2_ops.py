@@ -112,13 +112,14 @@ def _official_modconv(conv, x, w):
     return out.view(b, conv.out_channel, out.shape[2], out.shape[3])
 
 
+@pytest.mark.parametrize("side", [6, 40])  # 6: the style scales the input; 40: it scales the weight
 @pytest.mark.parametrize(("upsample", "demodulate", "k"), [(False, True, 3), (True, True, 3), (False, False, 1)])
-def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demodulate, k):
+def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demodulate, k, side):
     from likeness.models.stylegan2_ops import ModulatedConv2d
 
     torch.manual_seed(0)
     conv = ModulatedConv2d(12, 10, k, 16, demodulate=demodulate, upsample=upsample).eval()
-    x, w = torch.randn(3, 12, 6, 6), torch.randn(3, 16)
+    x, w = torch.randn(3, 12, side, side), torch.randn(3, 16)
     with torch.no_grad():
         ref = _official_modconv(conv, x, w)
         out = conv(x, w)
