@@ -139,16 +139,29 @@ def official_generator(root: Path):
     return model.Generator
 
 
-def sg2_cases(official_root: Path | None, device: torch.device, rounds: int, sizes: tuple[int, ...]) -> list[Row]:
-    """StyleGAN2 synthesis from W+ at each size; 256 is timed as our preview path (1024 model stopped at 256)."""
+def sg2_cases(
+    official_root: Path | None,
+    device: torch.device,
+    rounds: int,
+    sizes: tuple[int, ...],
+    lows: list[torch.dtype] = (),
+    fp32: bool = True,
+) -> list[Row]:
+    """StyleGAN2 synthesis from W+ at each size; below 1024 ours is the preview path (the 1024 model stopped early).
+
+    Each low precision adds a row per size: ours in that dtype vs the official fp32, with the image's
+    max abs difference to our fp32 image as its parity figure.
+    """
     official_cls = official_generator(official_root) if official_root is not None else None
-    rows = [_sg2_case(official_cls, size, device, rounds) for size in sizes]
-    with contextlib.suppress(Exception):
-        torch.cuda.empty_cache()
+    rows = []
+    for size in sizes:
+        rows += _sg2_case(official_cls, size, device, rounds, lows, fp32)
+        with contextlib.suppress(Exception):
+            torch.cuda.empty_cache()
     return rows
 
 
-def _sg2_case(official_cls, size: int, device: torch.device, rounds: int) -> Row:
+def _sg2_case(official_cls, size: int, device: torch.device, rounds: int, lows, fp32: bool) -> list[Row]:
     likeness()
     from likeness.models.stylegan2 import Generator
 
@@ -164,15 +177,30 @@ def _sg2_case(official_cls, size: int, device: torch.device, rounds: int) -> Row
     w = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(4)).to(device)
     stop = None if size == 1024 else size
     n_latent = 2 * size.bit_length() - 4
-    arms = {"ours": lambda: ours(w, max_resolution=stop)}
-    parity = None
-    with torch.inference_mode():
-        if official is not None:
-            ref = official([w[:, :n_latent]], input_is_latent=True, randomize_noise=False)[0]
-            parity = check_parity(f"StyleGAN2 {size}", ours(w, max_resolution=stop), ref, SG2_TOL)
-            arms["official"] = lambda: official([w[:, :n_latent]], input_is_latent=True, randomize_noise=False)
-        t = time_rounds(arms, rounds, device)
     label = f"ours: the 1024 model stopped at {size}, our preview path" if size < 1024 else "1024 px"
-    return ratio_row(
-        f"StyleGAN2 synthesis {size}², batch 1, fp32 ({label})", t["ours"], t.get("official"), parity=parity
-    )
+    rows = []
+    with torch.inference_mode():
+        ref32 = ours(w, max_resolution=stop)
+        base = None
+        if official is not None:
+            base = lambda: official([w[:, :n_latent]], input_is_latent=True, randomize_noise=False)[0]  # noqa: E731
+        if fp32:
+            arms = {"ours": lambda: ours(w, max_resolution=stop)}
+            parity = None
+            if base is not None:
+                parity = check_parity(f"StyleGAN2 {size}", ref32, base(), SG2_TOL)
+                arms["official"] = base
+            t = time_rounds(arms, rounds, device)
+            name = f"StyleGAN2 synthesis {size}², batch 1, fp32 ({label})"
+            rows.append(ratio_row(name, t["ours"], t.get("official"), parity=parity))
+        for dtype in lows:
+            low = ours.to(dtype)  # in place; the fp32 reference image was taken above
+            err = max_abs(low(w, max_resolution=stop), ref32)
+            arms = {"ours": lambda low=low: low(w, max_resolution=stop)}
+            if base is not None:
+                arms["official"] = base
+            t = time_rounds(arms, rounds, device)
+            tag = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+            name = f"StyleGAN2 synthesis {size}², batch 1, {tag} vs official fp32 ({label})"
+            rows.append(ratio_row(name, t["ours"], t.get("official"), parity=err, note="parity: vs our fp32 image"))
+    return rows

@@ -61,7 +61,8 @@ def _setup(quick: bool, device: torch.device, official_root: Path | None):
     from likeness.models.wplus_adapter.model import WPlusAdapter
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**(TINY if quick else SD15)).eval().requires_grad_(False).to(device)
+    with torch.device(device):  # random init where it runs (seconds on a GPU, not a minute on its host CPU)
+        unet = UNet2DConditionModel(**(TINY if quick else SD15)).eval().requires_grad_(False)
     ctx = unet.config.cross_attention_dim
     adapter = WPlusAdapter(ctx, sites=_sites(unet, quick)).eval().requires_grad_(False)
     with torch.no_grad():

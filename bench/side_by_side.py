@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     likeness()
     device = torch.device(args.device)
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 8)
+    rounds = args.rounds or (1 if quick else (20 if device.type == "cuda" else 8))
     only = {c.strip() for c in args.only.split(",") if c.strip()}
     unknown = only - set(CASES)
     if unknown:
@@ -93,9 +93,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
             del ours, official
         else:
             rows += memory.cpu_rows(e4e_root, batches, size)
-    if "stylegan2" in only and args.precision != "low":
+    if "stylegan2" in only:
         sizes = (32,) if quick else (256, 1024)
-        rows += cases_gan.sg2_cases(find_official(args.official, "stylegan2-pytorch"), device, rounds, sizes)
+        root = find_official(args.official, "stylegan2-pytorch")
+        rows += cases_gan.sg2_cases(root, device, rounds, sizes, lows, fp32=args.precision != "low")
     if "wplus" in only:
         root = find_official(args.official, "w-plus-adapter")
         rows += cases_wplus.wplus_cases(root, device, rounds, quick, lows, fp32=args.precision != "low")
@@ -128,12 +129,15 @@ def markdown(rows: list[Row], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check(rows: list[Row]) -> None:
-    """Reduced mode is a smoke test of the benchmark code: every case must have produced finite, positive rows."""
-    cases = {r.case.split(",")[0].split(" (")[0] for r in rows}
-    bad = [r.case for r in rows if not (r.ours_s > 0 and r.ours_s < float("inf"))]
-    if bad or len(rows) < 6:
-        raise SystemExit(f"benchmark rows missing or invalid: {bad or sorted(cases)}")
+_MARKERS = {"e4e": "e4e encoder", "memory": "e4e peak memory", "stylegan2": "StyleGAN2", "wplus": "attn2"}
+
+
+def _check(rows: list[Row], only: str) -> None:
+    """Reduced mode is a smoke test of the benchmark code: each case ran and every row has a finite, positive time."""
+    missing = [c for c in only.split(",") if c.strip() and not any(_MARKERS[c.strip()] in r.case for r in rows)]
+    bad = [r.case for r in rows if not 0 < r.ours_s < float("inf")]
+    if missing or bad:
+        raise SystemExit(f"benchmark cases without rows: {missing}; rows without a valid figure: {bad}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["load"] = load_average()
     meta["seconds"] = round(time.perf_counter() - start, 1)
     if args.quick:
-        _check(rows)
+        _check(rows, args.only)
     text = markdown(rows, meta)
     sys.stdout.write(text)
     sys.stdout.write(f"({meta['seconds']} s)\n")

@@ -192,6 +192,7 @@ class FusedE4E(nn.Module):
         if encoder.training:
             raise ValueError("fuse_e4e needs an eval() encoder: BatchNorm folding uses the running statistics")
         self.style_count = encoder.style_count
+        self.max_batch = 2  # CPU slice size (see forward); GPUs run the whole batch
         conv, bn, prelu = encoder.input_layer
         w_in, b_in = _fold_bn(conv.weight, None, bn)
         self.input_conv = _Conv(w_in.to(dtype), b_in.to(dtype), 1, 1)
@@ -238,11 +239,22 @@ class FusedE4E(nn.Module):
             conv.unpack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, 3, 256, 256] in [-1, 1] -> W+ offsets [B, 18, 512] (no latent_avg), in the module's dtype."""
+        """x [B, 3, 256, 256] in [-1, 1] -> W+ offsets [B, 18, 512] (no latent_avg), in the module's dtype.
+
+        A batch larger than :attr:`max_batch` runs in slices of that size: the same
+        result, a bounded peak of memory (the stacked heads' temporaries grow with
+        the batch), and on a CPU feature maps that stay in cache longer.
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"e4e expects images [B, 3, 256, 256] in [-1, 1], got {list(x.shape)}")
         if x.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
+        step = self.max_batch if x.device.type == "cpu" else x.shape[0]
+        if x.shape[0] > step:
+            return torch.cat([self._forward(x[i : i + step]) for i in range(0, x.shape[0], step)])
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         c1, c2, c3 = run_body(self.body, F.prelu(self.input_conv(x), self.prelu_in))
         p2 = self.latlayer1(c2)
         p2 += F.interpolate(c3, size=p2.shape[-2:], mode="bilinear", align_corners=True)
