@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
         rows += cases_gan.sg2_cases(root, device, rounds, sizes, lows, fp32=args.precision != "low")
     if "wplus" in only:
         root = find_official(args.official, "w-plus-adapter")
-        rows += cases_wplus.wplus_cases(root, device, rounds, quick, lows, fp32=args.precision != "low")
+        # a UNet runs in fp32 on a CPU in ComfyUI by default; the fp16/bf16 UNet rows are a GPU matter
+        unet_lows = lows if device.type == "cuda" else []
+        rows += cases_wplus.wplus_cases(root, device, rounds, quick, unet_lows, fp32=args.precision != "low")
     meta = {"machine": machine(device), "device": str(device), "rounds": rounds, "quick": quick, "notes": notes}
     return rows, meta
 
