@@ -6,6 +6,8 @@ tests/reference/test_e4e_golden.py.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -83,6 +85,8 @@ def test_packed_convolution_equals_f_conv2d_and_unpacks_exactly_on_to():
     ref = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, weight, bias, 2, 1), 0.01)
     torch.testing.assert_close(plain, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(packed, ref, atol=1e-4, rtol=1e-5)
+    twin = copy.deepcopy(conv)
+    assert twin.packed and torch.equal(twin(x, 0.01), packed)
     conv.to(torch.float64)  # any .to() unpacks first, then applies
     assert not conv.packed and conv.weight.dtype == torch.float64
     assert torch.equal(conv.weight.float(), weight)
