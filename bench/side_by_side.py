@@ -75,9 +75,15 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     unknown = only - set(CASES)
     if unknown:
         raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {CASES}")
+    notes: list[str] = []
+    if device.type == "cuda":
+        # fp32 rows mean fp32: cuDNN would otherwise run convolutions in TF32 (10-bit mantissa) and the
+        # parity checks compare implementations, not TF32 rounding
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        notes.append("CUDA: TF32 disabled, so fp32 rows are true fp32")
     size = 64 if quick else 256
     batches = (1, 2) if quick else (1, 8)
-    notes: list[str] = []
     rows: list[Row] = []
     lows, why = _low_precisions(device) if args.precision != "fp32" else ([], "")
     if why:
