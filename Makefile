@@ -7,7 +7,7 @@ COMFY_VENV  ?= .venv-comfy
 COMFY_TORCH ?= torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-comfyui demo doctor bench bench-quick bench-gpu bench-comfy lint
+.PHONY: setup test test-fast test-comfyui demo doctor bench bench-quick bench-gpu bench-comfy bench-batch lint
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m venv $(VENV)
@@ -28,12 +28,12 @@ test: setup lint
 test-fast: setup lint
 	$(VENV)/bin/python -m pytest -m unit -q $(PYTEST_ARGS)
 
-$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt
+$(COMFY_VENV)/.installed: requirements.txt requirements-dev.txt requirements-browser.txt
 	@test -n "$$COMFYUI_PATH" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
 	$(PY) -m venv $(COMFY_VENV)
 	$(COMFY_VENV)/bin/python -m pip install -q $(COMFY_TORCH)
 	grep -viE '^(torch|torchvision|torchaudio)([<>=~! ]|$$)' "$$COMFYUI_PATH/requirements.txt" > $(COMFY_VENV)/comfy-requirements.txt
-	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt
+	$(COMFY_VENV)/bin/python -m pip install -q -r $(COMFY_VENV)/comfy-requirements.txt -r requirements.txt -r requirements-dev.txt -r requirements-browser.txt
 	touch $@
 
 test-comfyui: $(COMFY_VENV)/.installed
@@ -71,6 +71,10 @@ bench-quick: setup
 SMOKE_DIR ?= $(or $(LIKENESS_SMOKE_DIR),smoke_models)
 bench-comfy: $(COMFY_VENV)/.installed
 	$(COMFY_VENV)/bin/python -m bench.bench_comfy_patch --models-dir $(SMOKE_DIR) --json $(BENCH_OUT)/comfy_patch.json
+
+# Batch client scaling on simulated servers (127.0.0.1 only, at most 8, ~3 min; BENCH_ARGS=--quick: ~15 s).
+bench-batch: setup
+	$(VENV)/bin/python -m bench.bench_batch_scaling $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

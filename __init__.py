@@ -10,9 +10,11 @@ __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
 
 
 async def comfy_entrypoint():
-    """Called by ComfyUI's V3 loader: register model folders, return the extension."""
+    """Called by ComfyUI's V3 loader: register model folders and HTTP routes, return the extension."""
     from .nodes import LikenessExtension
     from .nodes.folders import register_model_folders
+    from .nodes.routes import register_routes
 
     register_model_folders()
+    register_routes()
     return LikenessExtension()

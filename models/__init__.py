@@ -5,6 +5,6 @@ Importable both as ``<pack>.models`` (inside ComfyUI) and as top-level
 import inside this package is relative and stays inside it.
 """
 
-from .errors import CheckpointError, LikenessError, MissingModelError, NoFaceError
+from .errors import CheckpointError, InputError, LikenessError, MissingModelError, NoFaceError
 
-__all__ = ["LikenessError", "MissingModelError", "CheckpointError", "NoFaceError"]
+__all__ = ["LikenessError", "MissingModelError", "CheckpointError", "NoFaceError", "InputError"]

@@ -1,7 +1,7 @@
 """e4e encoder (``Encoder4Editing``): IR-SE-50 backbone + FPN + 18 GradualStyleBlocks.
 
 A pure-PyTorch port of omertov/encoder4editing ``models/encoders/psp_encoders.py``
-(methods.md §1.2). Parameter names equal the official checkpoint's
+(docs/design.md, 'File formats'). Parameter names equal the official checkpoint's
 ``state_dict.encoder.*`` keys with that prefix stripped, so
 ``load_state_dict(strict=True)`` takes the released ``e4e_ffhq_encode.pt``
 weights. No custom CUDA op is used or imported.

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
 from .files.checkpoints import flatten, load_file, validate_shapes
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ __all__ = [
     "background_mask",
 ]
 
-#: PSFRGAN / CelebAMask-HQ class order used by ParseNet (methods.md 3.1).
+#: PSFRGAN / CelebAMask-HQ class order used by ParseNet (0 = background, 18 = cloth).
 PARSE_CLASSES: tuple[str, ...] = (
     "background",
     "skin",
@@ -246,7 +247,7 @@ def parse_face(net: ParseNet, image: np.ndarray | torch.Tensor) -> torch.Tensor:
     else:
         x = image
     if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (net.in_size, net.in_size):
-        raise ValueError(
+        raise InputError(
             f"ParseNet needs [B, 3, {net.in_size}, {net.in_size}] input (the W+ adapter's 512 px aligned "
             f"face); got {tuple(x.shape)}. Align with the 'wplus_adapter' recipe first."
         )

@@ -8,7 +8,7 @@
 Synthesis is deterministic: the noise comes from the stored ``noises.noise_i``
 buffers (``randomize_noise=False`` in the official code) and the input is
 always an extended latent W+ [B, n_latent, 512] (``input_is_latent=True``).
-Row semantics (methods.md §1.3): row 0 drives the 4² conv, row 1 the 4² to_rgb,
+Row semantics (rosinality's layer order): row 0 drives the 4² conv, row 1 the 4² to_rgb,
 then per resolution r = 8..size: rows i, i+1 the two convs and row i+2 to_rgb.
 """
 

@@ -5,19 +5,14 @@ Imported only by ``comfy_entrypoint`` (the package root), never at pack import t
 
 from __future__ import annotations
 
-try:
-    from comfy_api.latest import ComfyExtension, io
-except ImportError as exc:  # pragma: no cover - depends on the user's ComfyUI
-    raise ImportError(
-        "Likeness needs ComfyUI with the V3 node API (comfy_api.latest), ComfyUI 0.3.48 or newer. "
-        "Update ComfyUI and restart."
-    ) from exc
-
+from .compat import ComfyExtension, io  # first: refuses a ComfyUI that is too old, with a message
+from .directions_nodes import LikenessLoadDirections
 from .doctor_node import DOCTOR_NODES
 from .editing_nodes import EDITING_NODES
 from .face_nodes import FACE_NODES
 from .inversion_nodes import INVERSION_NODES
 from .refine_node import REFINE_NODES
+from .wplus_file_nodes import WPLUS_FILE_NODES
 from .wplus_nodes import WPLUS_NODES
 
 __all__ = ["LikenessExtension", "NODES"]
@@ -25,6 +20,8 @@ __all__ = ["LikenessExtension", "NODES"]
 NODES: list[type[io.ComfyNode]] = [
     *FACE_NODES,
     *INVERSION_NODES,
+    *WPLUS_FILE_NODES,
+    LikenessLoadDirections,
     *EDITING_NODES,
     *WPLUS_NODES,
     *REFINE_NODES,

@@ -15,6 +15,7 @@ class LikenessDoctor(io.ComfyNode):
             node_id="Likeness_Doctor",
             display_name="Likeness Doctor",
             category="likeness/utils",
+            search_aliases=["missing models", "model files", "diagnose", "setup", "identity"],
             description=(
                 "Lists every model file Likeness can use, where it was found (ComfyUI model folders and "
                 "extra_model_paths.yaml), which are missing, where to download them and their licences."

@@ -1,4 +1,4 @@
-"""Attribute editing in W+: load a direction set, edit with sliders, sweep, mix identities."""
+"""Attribute editing in W+: edit with sliders, sweep, mix identities."""
 
 from __future__ import annotations
 
@@ -6,144 +6,36 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, parse_strengths, rows_to_str, sweep
-from ..models.directions.discovery import discover_directions
+from ..models.directions import DirectionSet, Edit, edit, grid_sweep, mix, sweep
 from ..models.errors import LikenessError
 from ..models.inversion.codes import WPlusCodes
-from .folders import search_paths
+from ..models.preview.live import remember_wplus
+from ..models.validation import check_sweep_size, check_wplus, parse_edit_lines, parse_strengths
+from .checks import check_widgets, first_problem, node_id, wplus_in
+from .editing_inputs import (
+    LOWER,
+    MAX_EDITS,
+    ROWS_TOOLTIP,
+    check_texts,
+    edits_input,
+    ganspace_input,
+    requested_edits,
+    rows_spec,
+)
 from .sockets import Directions, WPlus
 
 logger = logging.getLogger(__name__)
-
-EDIT_SLOTS = 4
-ROWS_TOOLTIP = (
-    "W+ rows the edit touches: 'default' (the direction's own rows), 'all', 'coarse' (0-3: pose, face shape), "
-    "'middle' (4-7: expression, hair), 'fine' (8-17: colour, texture), 'seeprettyface' (0-7), or a list like '0-3,8'."
-)
-STRENGTH_MIN, STRENGTH_MAX = -30.0, 30.0
-GANSPACE_TOOLTIP = (
-    "GANSpace directions only. 'offset': the slider moves the current coordinate (0 = no change). "
-    "'set': the official w-plus-adapter rule, the slider SETS the coordinate in standard deviations (0 is not neutral)."
-)
-
-
-def _catalog():
-    return discover_directions(search_paths()["likeness_directions"])
-
-
-def _set_names() -> list[str]:
-    names = list(_catalog().sets)
-    return names or ["(no direction files found: see the Likeness Doctor node)"]
-
-
-def describe_set(ds: DirectionSet) -> str:
-    """One line per direction: name, recommended range, default rows; then the licence."""
-    lines = [f"{ds.name}  ({len(ds.directions)} directions; licence: {ds.licence})"]
-    for name, d in ds.directions.items():
-        lo, hi = d.recommended_range
-        lines.append(f"  {name:24s} range {lo:+g}..{hi:+g}  rows {rows_to_str(d.default_rows)}  [{d.kind}]")
-    if ds.note:
-        lines.append(ds.note)
-    return "\n".join(lines)
-
-
-class LikenessLoadDirections(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="Likeness_LoadDirections",
-            display_name="Likeness Load Directions",
-            category="likeness/editing",
-            description=(
-                "Loads a set of attribute directions (age, smile, pose, ...) from models/likeness_directions. "
-                "Licences differ per set: encoder4editing, InterFaceGAN and PreciseControl are MIT; the w-plus-adapter "
-                "configs are S-Lab NON-COMMERCIAL and seeprettyface latent_directions are Nvidia NON-COMMERCIAL."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "direction_set",
-                    options=_set_names(),
-                    tooltip="A direction set found in models/likeness_directions (subfolders allowed).",
-                ),
-            ],
-            outputs=[
-                Directions.Output(
-                    "directions", tooltip="The named directions, for Edit Attributes and Attribute Sweep."
-                ),
-                io.String.Output(
-                    "info", tooltip="Each direction with its recommended strength range, rows and the set's licence."
-                ),
-            ],
-        )
-
-    @classmethod
-    def execute(cls, direction_set: str) -> io.NodeOutput:
-        catalog = _catalog()
-        if direction_set not in catalog.sets:
-            raise LikenessError(
-                f"Direction set {direction_set!r} was not found. Available: {', '.join(catalog.sets) or 'none'}. "
-                "Put the direction files in models/likeness_directions (see README, 'Directions') and refresh."
-            )
-        ds = catalog.sets[direction_set]
-        info = describe_set(ds)
-        if catalog.problems:
-            info += "\n\nUnusable files in the folder:\n" + "\n".join(
-                f"  {p.path}: {p.reason}" for p in catalog.problems
-            )
-        return io.NodeOutput(ds, info, ui=ui.PreviewText(info))
-
-
-def _slot_inputs(i: int) -> list:
-    return [
-        io.String.Input(
-            f"attribute_{i}",
-            default="",
-            optional=True,
-            tooltip=f"Edit {i}: a direction name of the set (empty = unused). See the loader's info output.",
-        ),
-        io.Float.Input(
-            f"strength_{i}",
-            default=0.0,
-            min=STRENGTH_MIN,
-            max=STRENGTH_MAX,
-            step=0.1,
-            optional=True,
-            tooltip=f"Edit {i}: strength (0 = no change). Recommended ranges are listed in the loader's info output.",
-        ),
-        io.String.Input(f"rows_{i}", default="default", optional=True, tooltip=ROWS_TOOLTIP),
-    ]
-
-
-def parse_extra_edits(text: str) -> list[tuple[str, float, str]]:
-    """Lines ``name strength [rows]`` (e.g. ``age +3 0-7``); ``#`` starts a comment."""
-    edits = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.replace("=", " ").split()
-        try:
-            edits.append((parts[0], float(parts[1]), parts[2] if len(parts) > 2 else "default"))
-        except (IndexError, ValueError):
-            raise LikenessError(
-                f"extra_edits line {n} {raw!r}: write 'name strength [rows]', e.g. 'smile -1 0-7'."
-            ) from None
-    return edits
-
-
-def _rows(spec: str):
-    spec = (spec or "default").strip()
-    return None if spec == "default" else spec
 
 
 class LikenessEditAttributes(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        slots = [inp for i in range(1, EDIT_SLOTS + 1) for inp in _slot_inputs(i)]
         return io.Schema(
             node_id="Likeness_EditAttributes",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Edit Attributes",
             category="likeness/editing",
+            search_aliases=["age", "smile", "pose", "glasses", "expression", "attribute slider", "face edit"],
             description=(
                 "Moves an identity's W+ code along attribute directions (age, smile, pose, glasses, ...): "
                 "w' = w + strength * direction on the chosen rows. Strength 0 leaves the code exactly unchanged. "
@@ -152,21 +44,16 @@ class LikenessEditAttributes(io.ComfyNode):
             inputs=[
                 WPlus.Input("wplus", tooltip="The identity's W+ code(s), from Invert Face or Load W+."),
                 Directions.Input("directions", tooltip="A direction set from Load Directions."),
-                *slots,
+                edits_input(),
                 io.String.Input(
                     "extra_edits",
                     default="",
                     multiline=True,
                     optional=True,
+                    advanced=True,
                     tooltip="More edits, one per line: 'name strength [rows]', e.g. 'smile -1 0-7'.",
                 ),
-                io.Combo.Input(
-                    "ganspace_mode",
-                    options=["offset", "set"],
-                    default="offset",
-                    optional=True,
-                    tooltip=GANSPACE_TOOLTIP,
-                ),
+                ganspace_input(),
             ],
             outputs=[
                 WPlus.Output("wplus", tooltip="The edited W+ code(s), same batch as the input."),
@@ -175,18 +62,33 @@ class LikenessEditAttributes(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, edits: dict | None = None, extra_edits: str | None = None) -> bool | str:
+        """The number of slots and the extra edit lines, with the sliders' limits.
+
+        ComfyUI hands ``edits`` over as ``{"edits": <slots>, "attribute_1": None, ...}``: the slot values are
+        only known when the node runs (a NaN slot strength is refused then; ComfyUI checks their min/max).
+        """
+        slots = edits.get("edits") if isinstance(edits, dict) else edits
+        if slots is not None and str(slots) not in {str(n) for n in range(1, MAX_EDITS + 1)}:
+            return f"Edit Attributes input 'edits': {slots!r} is not a number of sliders between 1 and {MAX_EDITS}."
+        if not isinstance(extra_edits, str):
+            return True
+        try:
+            lines = parse_edit_lines(extra_edits, "Edit Attributes input 'extra_edits'")
+        except LikenessError as exc:
+            return str(exc)
+        return check_texts("Edit Attributes", {f"extra_edits (line {e.line})": e.rows for e in lines})
+
+    @classmethod
     def execute(
-        cls, wplus: WPlusCodes, directions: DirectionSet, extra_edits: str = "", ganspace_mode: str = "offset", **slots
+        cls, wplus: WPlusCodes, directions: DirectionSet, edits: dict, extra_edits: str = "", ganspace_mode="offset"
     ) -> io.NodeOutput:
-        requested = []
-        for i in range(1, EDIT_SLOTS + 1):
-            name = (slots.get(f"attribute_{i}") or "").strip()
-            if name:
-                requested.append((name, float(slots.get(f"strength_{i}", 0.0)), slots.get(f"rows_{i}", "default")))
-        requested += parse_extra_edits(extra_edits or "")
-        edits = [Edit(directions[name], strength, _rows(rows)) for name, strength, rows in requested]
-        codes = edit(wplus.codes, edits, ganspace_mode=ganspace_mode) if edits else wplus.codes
+        wplus = wplus_in(cls, "wplus", wplus)
+        requested = requested_edits(edits, extra_edits)
+        chosen = [Edit(directions[name], strength, rows_spec(rows)) for name, strength, rows in requested]
+        codes = edit(wplus.codes, chosen, ganspace_mode=ganspace_mode) if chosen else wplus.codes
         summary = ", ".join(f"{n} {s:+g} (rows {r})" for n, s, r in requested) or "no edits"
+        check_wplus(codes, f"Edit Attributes output (edits: {summary})", fix=LOWER)
         out = wplus.with_codes(codes, wplus.labels, edits=summary)
         return io.NodeOutput(out, summary, ui=ui.PreviewText(summary))
 
@@ -196,8 +98,10 @@ class LikenessAttributeSweep(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_AttributeSweep",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Attribute Sweep",
             category="likeness/editing",
+            search_aliases=["age", "smile", "attribute sweep", "strip", "grid", "aging"],
             description=(
                 "One attribute over a list of strengths (or a grid over two attributes) as one W+ batch with labels. "
                 "Feed it to Apply W+ Adapter with a latent batch of the same size to render an age/smile strip in one "
@@ -218,16 +122,14 @@ class LikenessAttributeSweep(io.ComfyNode):
                     tooltip="Optional second direction: makes a grid (empty = a strip).",
                 ),
                 io.String.Input(
-                    "strengths_b", default="-1,0,1", optional=True, tooltip="Strengths of the second direction."
-                ),
-                io.String.Input("rows_b", default="default", optional=True, tooltip=ROWS_TOOLTIP),
-                io.Combo.Input(
-                    "ganspace_mode",
-                    options=["offset", "set"],
-                    default="offset",
+                    "strengths_b",
+                    default="-1,0,1",
                     optional=True,
-                    tooltip=GANSPACE_TOOLTIP,
+                    advanced=True,
+                    tooltip="Strengths of the second direction.",
                 ),
+                io.String.Input("rows_b", default="default", optional=True, advanced=True, tooltip=ROWS_TOOLTIP),
+                ganspace_input(),
             ],
             outputs=[
                 WPlus.Output(
@@ -237,6 +139,14 @@ class LikenessAttributeSweep(io.ComfyNode):
                 io.String.Output("labels", tooltip="One label per batch item, e.g. 'age=+2.0', in batch order."),
                 io.Int.Output("batch_size", tooltip="Number of sweep points: set the latent batch to this."),
             ],
+        )
+
+    @classmethod
+    def validate_inputs(
+        cls, strengths: str | None = None, rows: str | None = None, strengths_b: str | None = None, rows_b=None
+    ) -> bool | str:
+        return check_texts(
+            "Attribute Sweep", {"rows": rows, "rows_b": rows_b}, {"strengths": strengths, "strengths_b": strengths_b}
         )
 
     @classmethod
@@ -252,21 +162,32 @@ class LikenessAttributeSweep(io.ComfyNode):
         rows_b: str = "default",
         ganspace_mode: str = "offset",
     ) -> io.NodeOutput:
+        wplus = wplus_in(cls, "wplus", wplus)
         dir_a = directions[attribute.strip()]
+        values = parse_strengths(strengths, "Attribute Sweep input 'strengths'")
         if attribute_b and attribute_b.strip():
+            dir_b = directions[attribute_b.strip()]
+            values_b = parse_strengths(strengths_b, "Attribute Sweep input 'strengths_b'")
+            check_sweep_size(
+                len(values) * len(values_b) * wplus.batch, "Attribute Sweep (strengths x strengths_b x codes)"
+            )
             result = grid_sweep(
                 wplus.codes,
                 dir_a,
-                parse_strengths(strengths),
-                directions[attribute_b.strip()],
-                parse_strengths(strengths_b),
-                _rows(rows),
-                _rows(rows_b),
+                values,
+                dir_b,
+                values_b,
+                rows_spec(rows),
+                rows_spec(rows_b),
                 ganspace_mode=ganspace_mode,
             )
         else:
-            result = sweep(wplus.codes, dir_a, parse_strengths(strengths), _rows(rows), ganspace_mode=ganspace_mode)
-        out = wplus.with_codes(result.wplus, tuple(result.labels), sweep=attribute)
+            check_sweep_size(len(values) * wplus.batch, "Attribute Sweep (strengths x codes)")
+            result = sweep(wplus.codes, dir_a, values, rows_spec(rows), ganspace_mode=ganspace_mode)
+        check_wplus(result.wplus, f"Attribute Sweep output ({attribute} at {strengths})", fix=LOWER)
+        points = result.wplus.shape[0] // wplus.batch
+        absent = tuple(p * wplus.batch + i for p in range(points) for i in wplus.absent)
+        out = wplus.with_codes(result.wplus, tuple(result.labels), absent=absent, sweep=attribute)
         labels = "\n".join(result.labels)
         return io.NodeOutput(out, labels, out.batch, ui=ui.PreviewText(labels))
 
@@ -276,8 +197,10 @@ class LikenessMixIdentities(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_MixIdentities",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Mix Identities",
             category="likeness/editing",
+            search_aliases=["identity mix", "face blend", "expression transfer", "morph faces"],
             description=(
                 "Mixes two W+ codes: on the chosen rows w = lerp(A, B, alpha), other rows from A. alpha 1 on 'middle' "
                 "rows takes the expression of B onto the identity of A; 'all' with 0.5 averages two faces."
@@ -296,14 +219,28 @@ class LikenessMixIdentities(io.ComfyNode):
                 io.String.Input("rows", default="middle", tooltip=ROWS_TOOLTIP),
             ],
             outputs=[WPlus.Output("wplus", tooltip="The mixed W+ code(s).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
+    def validate_inputs(cls, rows: str | None = None, alpha: float | None = None) -> bool | str:
+        return first_problem(check_widgets(cls, alpha=alpha), check_texts("Mix Identities", {"rows": rows}))
+
+    @classmethod
     def execute(cls, wplus_a: WPlusCodes, wplus_b: WPlusCodes, alpha: float, rows: str) -> io.NodeOutput:
-        codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=_rows(rows) or "all")
-        return io.NodeOutput(
-            wplus_a.with_codes(codes, wplus_a.labels, mixed_with=wplus_b.meta.get("source", "B"), mix_rows=rows)
-        )
+        wplus_a, wplus_b = wplus_in(cls, "wplus_a", wplus_a), wplus_in(cls, "wplus_b", wplus_b)
+        if wplus_b.batch == 1:
+            wplus_b.only_present("Mix Identities input 'wplus_b'")
+        codes = mix(wplus_a.codes, wplus_b.codes, alpha=alpha, rows=rows_spec(rows) or "all")
+        check_wplus(codes, f"Mix Identities output (alpha {alpha:g})", fix="Use an alpha between 0 and 1.")
+        absent = set(wplus_a.absent) | (set(wplus_b.absent) if wplus_b.batch == wplus_a.batch else set())
+        source = wplus_b.meta.get("source", "B")
+        out = wplus_a.with_codes(codes, wplus_a.labels, absent=tuple(absent), mixed_with=source, mix_rows=rows)
+        remember_wplus(node_id(cls), "Likeness_MixIdentities", out)  # the live preview may start from it
+        text = f"{out.batch} code(s): A with B on rows {rows} at alpha {alpha:g}"
+        if out.absent:
+            text += f"; items {list(out.absent)} have no code (no face) and stay absent"
+        return io.NodeOutput(out, ui=ui.PreviewText(text))
 
 
-EDITING_NODES = [LikenessLoadDirections, LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]
+EDITING_NODES = [LikenessEditAttributes, LikenessAttributeSweep, LikenessMixIdentities]

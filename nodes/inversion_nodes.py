@@ -1,71 +1,35 @@
-"""e4e inversion nodes: load e4e, invert a face photo to W+, preview W+, save and load W+ files."""
+"""e4e inversion nodes: load e4e, invert a face photo to W+, preview W+."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import comfy.model_management
 import comfy.utils
-import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
-from ..models.errors import LikenessError
-from ..models.face import apply_policy, create_analyzer, select_batch, to_rgb_uint8
+from ..models.face import apply_policy, select_batch
 from ..models.files.registry import find_file
-from ..models.inversion.align import RECIPES, align_face, e4e_input_tensor
-from ..models.inversion.codes import WPlusCodes, load_wplus, save_wplus
-from ..models.inversion.e4e_model import E4EInverter, load_e4e
-from ..models.inversion.precision import PRECISIONS, resolve_precision
-from ..models.inversion.whitening import whiten_background, whitening_mask
-from ..models.parsenet import PARSENET_FILE, load_parsenet
-from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, detect_batch
-from .folders import file_list, search_paths
+from ..models.images import fit_square, split_alpha, to_rgb_uint8
+from ..models.inversion.align import RECIPES
+from ..models.inversion.codes import WPlusCodes
+from ..models.inversion.pipeline import WHITENING_CHOICES, invert_face, resolve_whitening
+from ..models.inversion.precision import PRECISIONS
+from ..models.preview.live import remember_wplus
+from ..models.validation import check_wplus
+from .checks import node_id, wplus_in
+from .e4e_runtime import LoadedE4E, preview_images
+from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, faces_for, policy_warning
+from .folders import file_choices, search_paths, validate_file
 from .sockets import E4EModel, FaceAnalyzerType, Faces, WPlus
+from .ui_output import node_ui
 
 logger = logging.getLogger(__name__)
 
-WPLUS_SUBFOLDER = "likeness_wplus"
-WHITENING = ["auto", "parsenet", "landmark_hull", "none"]
-
-
-@dataclass
-class LoadedE4E:
-    """What ``Likeness Load e4e`` outputs."""
-
-    inverter: E4EInverter
-    name: str
-    device: str
-    dtype: torch.dtype
-    precision_note: str = ""
-
-    def run_device(self) -> torch.device:
-        if self.device == "cpu":
-            return torch.device("cpu")
-        return comfy.model_management.get_torch_device()
-
-    @contextmanager
-    def running(self):
-        """The inverter on its run device for the duration; back to the offload device after (frees VRAM)."""
-        device = self.run_device()
-        if device.type != "cpu":
-            comfy.model_management.free_memory(2 * 1024**3, device)
-        inverter = self.inverter.to(device, self.dtype)
-        try:
-            yield inverter
-        finally:
-            if device.type != "cpu":
-                inverter.to(comfy.model_management.unet_offload_device())
-
-
-def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """uint8 HxWx3 arrays (same size) -> ComfyUI IMAGE [B,H,W,3] float in [0,1]."""
-    return torch.from_numpy(np.stack(images)).float() / 255.0
+DAMAGED_E4E = "The e4e file is damaged (its weights give NaN or huge codes): download e4e_ffhq_encode.pt again."
 
 
 class LikenessLoadE4E(io.ComfyNode):
@@ -73,17 +37,20 @@ class LikenessLoadE4E(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_LoadE4E",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Load e4e",
             category="likeness/inversion",
+            search_aliases=["e4e", "encoder4editing", "gan inversion", "stylegan encoder", "identity"],
             description=(
                 "Loads the official e4e FFHQ encoder (e4e_ffhq_encode.pt, MIT, omertov/encoder4editing; also "
-                "re-hosted in "
-                "the w-plus-adapter release) from models/e4e. The StyleGAN2 decoder inside is built only when a "
-                "preview is asked for."
+                "re-hosted in the w-plus-adapter release) from models/e4e. The StyleGAN2 decoder inside is built "
+                "only when a preview is asked for. ComfyUI's memory manager moves it to the GPU and back."
             ),
             inputs=[
                 io.Combo.Input(
-                    "e4e_name", options=file_list("e4e") or ["e4e_ffhq_encode.pt"], tooltip="File in models/e4e."
+                    "e4e_name",
+                    options=file_choices("e4e"),
+                    tooltip="File in models/e4e (e4e_ffhq_encode.pt, MIT; see Likeness Doctor for the download).",
                 ),
                 io.Combo.Input(
                     "device",
@@ -95,6 +62,7 @@ class LikenessLoadE4E(io.ComfyNode):
                     "dtype",
                     options=list(PRECISIONS),
                     default="auto",
+                    advanced=True,
                     tooltip="Compute precision. auto = fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16 or "
                     "AMX), else fp32. fp16/bf16 on a device that would only emulate them (minutes per face) run in "
                     "fp32 instead; Invert Face's info says which was used. W+ outputs are always float32.",
@@ -104,25 +72,23 @@ class LikenessLoadE4E(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, e4e_name: str) -> bool | str:
+        return validate_file("e4e", e4e_name)
+
+    @classmethod
     def execute(cls, e4e_name: str, device: str, dtype: str) -> io.NodeOutput:
         path = find_file("e4e", e4e_name, search_paths())
-        loaded = LoadedE4E(load_e4e(path), e4e_name, device, torch.float32)
-        precision = resolve_precision(dtype, loaded.run_device())
-        loaded.dtype, loaded.precision_note = precision.dtype, precision.note
-        return io.NodeOutput(loaded)
+        loaded = LoadedE4E.load(path, e4e_name, device, dtype)
+        decoder = "with" if loaded.inverter.has_decoder else "WITHOUT (no previews)"
+        text = f"{path.name}: e4e encoder {decoder} StyleGAN2 decoder; device {device}, {dtype}"
+        if loaded.precision_note:
+            text += f"\n{loaded.precision_note}"
+        return io.NodeOutput(loaded, ui=node_ui(cls, text))
 
 
-def _resolve_whitening(method: str, recipe: str, search: dict):
-    """(method, loaded ParseNet or None). Only the W+ adapter recipe whitens; 'auto' = ParseNet if its file is
-    in models/face_parsing, else the landmark hull. The method used is reported in the node's info output."""
-    if recipe != "wplus_adapter":
-        return "none", None
-    if method == "auto":
-        method = (
-            "parsenet" if any((Path(p) / PARSENET_FILE).is_file() for p in search["face_parsing"]) else "landmark_hull"
-        )
-    net = load_parsenet(find_file("face_parsing", PARSENET_FILE, search)) if method == "parsenet" else None
-    return method, net
+def _uint8_batch_to_image(crops: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 ``[H,W,3]`` tensors (same size) -> ComfyUI IMAGE ``[B,H,W,3]`` float in [0,1]."""
+    return torch.stack(crops).float() / 255.0
 
 
 class LikenessInvertFace(io.ComfyNode):
@@ -130,13 +96,14 @@ class LikenessInvertFace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="Likeness_InvertFace",
+            has_intermediate_output=True,  # its results are shown again when cached
             display_name="Likeness Invert Face",
             category="likeness/inversion",
+            search_aliases=["e4e", "identity", "gan inversion", "w+", "face to latent", "stylegan"],
             description=(
                 "Finds the face, aligns it (FFHQ recipe), optionally whitens the background, and encodes it with e4e "
-                "to an "
-                "absolute StyleGAN2 W+ code [18x512]: the identity condition of the W+ adapter. One code per image "
-                "of the batch."
+                "to an absolute StyleGAN2 W+ code [18x512]: the identity condition of the W+ adapter. One code per "
+                "image of the batch."
             ),
             inputs=[
                 E4EModel.Input("e4e", tooltip="From Load e4e."),
@@ -150,10 +117,11 @@ class LikenessInvertFace(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "whitening",
-                    options=WHITENING,
+                    options=list(WHITENING_CHOICES),
                     default="auto",
-                    tooltip="Background to white before encoding (the W+ adapter was trained so). auto = ParseNet if "
-                    "models/face_parsing has it, else a landmark-hull mask; the info output says which was used.",
+                    tooltip="Background to white before encoding (the W+ adapter was trained so). auto = with the "
+                    "wplus_adapter recipe ParseNet if models/face_parsing has it, else a landmark-hull mask; other "
+                    "recipes none. An explicit choice is always applied; the info output says what was used.",
                 ),
                 *FACE_SELECTION_INPUTS,
                 NO_FACE_INPUT,
@@ -169,15 +137,20 @@ class LikenessInvertFace(io.ComfyNode):
                     "reconstruct",
                     default=True,
                     optional=True,
+                    advanced=True,
                     tooltip="Also render the W+ code through StyleGAN2 (slow on CPU).",
                 ),
             ],
             outputs=[
-                WPlus.Output("wplus", tooltip="Absolute W+ codes [B,18,512] (encoder output + latent_avg)."),
+                WPlus.Output(
+                    "wplus",
+                    tooltip="Absolute W+ codes [B,18,512] (encoder output + latent_avg). An image passed through "
+                    "without a face keeps its place as an item with no code, which later nodes leave alone.",
+                ),
                 io.Image.Output(
                     "aligned",
-                    tooltip="The aligned (and whitened) crops fed to e4e, 256x256 (the input images when no face was "
-                    "used).",
+                    tooltip="The aligned (and whitened) crops fed to e4e, 256x256 (the input image fitted to 256 px "
+                    "where no face was used).",
                 ),
                 io.Image.Output(
                     "reconstruction",
@@ -187,6 +160,7 @@ class LikenessInvertFace(io.ComfyNode):
                     "info", tooltip="Recipe, whitening and landmark kind used; images skipped or passed through."
                 ),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -196,87 +170,80 @@ class LikenessInvertFace(io.ComfyNode):
         image: torch.Tensor,
         recipe: str,
         whitening: str,
-        selection: str,
-        face_index: int,
-        on_no_face: str,
+        selection: str = "largest",
+        face_index: int = 0,
+        on_no_face: str = "error",
         faces: DetectedFaces | None = None,
         face_analyzer=None,
         reconstruct: bool = True,
     ) -> io.NodeOutput:
-        if faces is None:
-            faces = detect_batch(face_analyzer or create_analyzer("embedded"), image)
-        elif faces.batch != image.shape[0]:
-            raise LikenessError(
-                f"The FACES input was detected on {faces.batch} image(s) but {image.shape[0]} image(s) are given."
-            )
+        image, _ = split_alpha(image, "Invert Face input 'image'")  # grey -> RGB, alpha dropped
+        faces = faces_for(image, faces, face_analyzer, "Invert Face")
         chosen, reasons = select_batch(faces.faces, selection, face_index)
-        kept, report = apply_policy([c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons)
-        search = search_paths()
-        codes, crops, lines, hashes = [], [], [], []
-        bar = comfy.utils.ProgressBar(max(1, len(kept)))
-        labels = []
-        method, parsenet = _resolve_whitening(whitening, recipe, search)
-        with e4e.running() as inverter:
-            for i in kept:
-                for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1]):
-                    comfy.model_management.throw_exception_if_processing_interrupted()
-                    rgb = to_rgb_uint8(image[i])
-                    landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-                    aligned = align_face(rgb, landmarks, RECIPES[recipe])
-                    x = e4e_input_tensor(aligned, RECIPES[recipe])
-                    used = "none"
-                    if method != "none":
-                        mask, used = whitening_mask(
-                            method, aligned.image, landmarks=aligned.landmarks, parsenet=parsenet, search_paths=search
-                        )
-                        x = whiten_background(x, mask)
-                    with torch.inference_mode():
-                        codes.append(inverter.encode(x.to(inverter.device)).cpu())
-                    crops.append(((x[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy())
-                    hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
-                    labels.append(f"image {i}" + (f" face {n}" if selection == "all" else ""))
-                    lines.append(
-                        f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
-                        f"landmarks {aligned.landmark_kind}, whitening {used}"
-                    )
-                bar.update(1)
+        kept, report = apply_policy(
+            [c[:1] for c in chosen], on_no_face, faces.sizes, reasons=reasons, where="Invert Face"
+        )
+        plan = resolve_whitening(whitening, recipe, search_paths())
+        jobs = [(i, n, face) for i in kept for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1])]
+        codes, crops, lines, hashes, labels = _invert_jobs(e4e, image, jobs, recipe, plan, selection == "all")
         info = "\n".join([report.summary(), *([e4e.precision_note] if e4e.precision_note else []), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
-        if not kept:  # every image passed through or skipped: the image outputs carry the input images
-            passed = image[..., :3]
-            return io.NodeOutput(
-                WPlusCodes(torch.zeros(0, 18, 512), (), {"recipe": recipe}, warnings),
-                passed,
-                passed,
-                info,
-                ui=ui.PreviewText(info),
-            )
+        meta = {"source_sha256": hashes, "recipe": recipe, "model": e4e.name, "whitening": plan.method}
+        for k, code in enumerate(codes):
+            check_wplus(code, f"Invert Face: the e4e output for {labels[k]}", source=e4e.name, fix=DAMAGED_E4E)
+        # one item per face found, and one absent item per image passed through (no face), in image order
+        order = sorted([(i, k) for k, (i, _, _) in enumerate(jobs)] + [(i, -1) for i in report.passed_through])
+        absent = tuple(n for n, (_, k) in enumerate(order) if k < 0)
+        blank = torch.zeros(1, 18, 512)
         wplus = WPlusCodes(
-            torch.cat(codes),
-            tuple(labels),
-            {"source_sha256": hashes, "recipe": recipe, "model": e4e.name, "whitening": whitening},
+            torch.cat([codes[k] if k >= 0 else blank for _, k in order]),
+            tuple(labels[k] if k >= 0 else f"image {i} (no face)" for i, k in order),
+            meta,
             warnings,
+            absent,
         )
-        aligned_images = images_to_tensor(crops)
-        recon = preview_images(e4e, wplus.codes, 256) if reconstruct and e4e.inverter.has_decoder else aligned_images
-        return io.NodeOutput(wplus, aligned_images, recon, info, ui=ui.PreviewText(info))
+        aligned_faces = _uint8_batch_to_image(crops) if crops else None
+        recon_faces = aligned_faces
+        if aligned_faces is not None and reconstruct and e4e.inverter.has_decoder:
+            recon_faces = preview_images(e4e, torch.cat(codes), 256)
+        aligned = _interleave(image, order, aligned_faces)
+        recon = _interleave(image, order, recon_faces)
+        remember_wplus(node_id(cls), "Likeness_InvertFace", wplus)  # the live preview starts from it
+        shown = [aligned] + ([recon] if recon_faces is not aligned_faces else [])
+        return io.NodeOutput(wplus, aligned, recon, info, ui=node_ui(cls, info, shown, policy_warning(report)))
 
 
-def preview_images(e4e: LoadedE4E, codes: torch.Tensor, size: int) -> torch.Tensor:
-    """W+ [B,18,512] -> IMAGE [B,size,size,3] through the e4e StyleGAN2 decoder, one code at a time."""
-    if not e4e.inverter.has_decoder:
-        raise LikenessError(
-            f"{e4e.name} has no StyleGAN2 decoder weights (decoder.*): previews need the full e4e_ffhq_encode.pt."
-        )
-    bar = comfy.utils.ProgressBar(codes.shape[0])
-    out = []
-    with torch.inference_mode(), e4e.running() as inverter:
-        for b in range(codes.shape[0]):
+def _interleave(image: torch.Tensor, order: list, faces: torch.Tensor | None) -> torch.Tensor:
+    """``[N,256,256,3]``: per output item the face crop, or the input image fitted to 256 px where no face was used."""
+    return torch.stack([faces[k] if k >= 0 else fit_square(image[i], 256) for i, k in order])
+
+
+def _invert_jobs(e4e: LoadedE4E, image: torch.Tensor, jobs: list, recipe: str, plan, every_face: bool):
+    """Invert each ``(image index, face number, face)``; returns codes, crops, info lines, hashes, labels."""
+    codes, crops, lines, hashes, labels = [], [], [], [], []
+    inverter = e4e.encoder() if jobs else None
+    per_face = inverter.encode_stages + 1 if inverter else 1  # alignment + whitening, then each encoder stage
+    bar = comfy.utils.ProgressBar(max(1, len(jobs) * per_face))
+    for k, (i, n, face) in enumerate(jobs):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        rgb = to_rgb_uint8(image[i])
+        landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+
+        def encoded(done: int, _total: int, base: int = k * per_face + 1) -> None:
             comfy.model_management.throw_exception_if_processing_interrupted()
-            img = inverter.decode(codes[b : b + 1].to(inverter.device), size=size, fast=size <= 256)
-            out.append(((img.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1))
-            bar.update(1)
-    return torch.cat(out)
+            bar.update_absolute(base + done)
+
+        bar.update_absolute(k * per_face + 1)
+        result = invert_face(inverter, rgb, landmarks, recipe, plan, progress=encoded)
+        codes.append(result.wplus)
+        crops.append(result.e4e_input_uint8())
+        hashes.append(hashlib.sha256(rgb.tobytes()).hexdigest()[:16])
+        labels.append(f"image {i}" + (f" face {n}" if every_face else ""))
+        lines.append(
+            f"{labels[-1]}: box {np.round(face.bbox).astype(int).tolist()}, recipe {recipe}, "
+            f"landmarks {result.aligned.landmark_kind}, whitening {result.whitening} ({plan.reason})"
+        )
+    return codes, crops, lines, hashes, labels
 
 
 class LikenessPreviewWPlus(io.ComfyNode):
@@ -286,6 +253,7 @@ class LikenessPreviewWPlus(io.ComfyNode):
             node_id="Likeness_PreviewWPlus",
             display_name="Likeness Preview W+",
             category="likeness/inversion",
+            search_aliases=["stylegan preview", "w+ preview", "e4e", "identity preview"],
             description="Renders W+ codes through e4e's StyleGAN2 FFHQ generator: check an inversion or an edit "
             "before diffusion.",
             inputs=[
@@ -300,75 +268,23 @@ class LikenessPreviewWPlus(io.ComfyNode):
                     tooltip="Output size in pixels (the generator renders 1024 and is resized).",
                 ),
             ],
-            outputs=[io.Image.Output("images", tooltip="One rendering per W+ code, in batch order.")],
-        )
-
-    @classmethod
-    def execute(cls, e4e: LoadedE4E, wplus: WPlusCodes, size: int) -> io.NodeOutput:
-        if wplus.batch == 0:
-            raise LikenessError("The W+ input is empty (no face was found upstream): nothing to preview.")
-        images = preview_images(e4e, wplus.codes, size)
-        return io.NodeOutput(images, ui=ui.PreviewImage(images, cls=cls))
-
-
-class LikenessSaveWPlus(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="Likeness_SaveWPlus",
-            display_name="Likeness Save W+",
-            category="likeness/inversion",
-            description="Saves W+ codes with their labels and provenance (source image hash, recipe, model) as "
-            ".safetensors in output/likeness_wplus: a reusable, shareable identity.",
-            inputs=[
-                WPlus.Input("wplus", tooltip="W+ codes to save."),
-                io.String.Input(
-                    "filename_prefix", default="identity", tooltip="File name prefix; a counter is appended."
-                ),
+            outputs=[
+                io.Image.Output(
+                    "images", tooltip="One rendering per W+ code, in batch order (items without a code are left out)."
+                )
             ],
-            outputs=[io.String.Output("path", tooltip="The file written.")],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, wplus: WPlusCodes, filename_prefix: str) -> io.NodeOutput:
-        folder = Path(folder_paths.get_output_directory()) / WPLUS_SUBFOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = Path(filename_prefix).name or "identity"
-        n = 1 + max(
-            (
-                int(p.stem.rsplit("_", 1)[-1])
-                for p in folder.glob(f"{stem}_*.safetensors")
-                if p.stem.rsplit("_", 1)[-1].isdigit()
-            ),
-            default=0,
-        )
-        path = save_wplus(folder / f"{stem}_{n:05d}.safetensors", wplus)
-        return io.NodeOutput(str(path), ui=ui.PreviewText(f"saved {path}"))
+    def execute(cls, e4e: LoadedE4E, wplus: WPlusCodes, size: int) -> io.NodeOutput:
+        given = wplus_in(cls, "wplus", wplus)
+        wplus = given.only_present("Preview W+ input 'wplus'")
+        images = preview_images(e4e, wplus.codes, size)
+        warning = None
+        if given.absent:
+            warning = f"items {list(given.absent)} of the W+ batch have no code (no face): not rendered."
+        return io.NodeOutput(images, ui=node_ui(cls, "\n".join(wplus.labels), [images], warning))
 
 
-class LikenessLoadWPlus(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="Likeness_LoadWPlus",
-            display_name="Likeness Load W+",
-            category="likeness/inversion",
-            description="Loads W+ codes saved by Save W+ (or an official [1,18,512] .pth code) from "
-            "models/likeness_wplus or output/likeness_wplus.",
-            inputs=[
-                io.Combo.Input(
-                    "wplus_name",
-                    options=file_list("likeness_wplus") or ["identity_00001.safetensors"],
-                    tooltip="A saved W+ file.",
-                )
-            ],
-            outputs=[WPlus.Output("wplus", tooltip="The loaded W+ codes.")],
-        )
-
-    @classmethod
-    def execute(cls, wplus_name: str) -> io.NodeOutput:
-        return io.NodeOutput(load_wplus(find_file("likeness_wplus", wplus_name, search_paths())))
-
-
-INVERSION_NODES = [LikenessLoadE4E, LikenessInvertFace, LikenessPreviewWPlus, LikenessSaveWPlus, LikenessLoadWPlus]
+INVERSION_NODES = [LikenessLoadE4E, LikenessInvertFace, LikenessPreviewWPlus]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 WPlus = io.Custom("WPLUS")
-"""models.wplus_codes.WPlusCodes: absolute W+ codes [B,18,512] + labels."""
+"""models.inversion.codes.WPlusCodes: absolute W+ codes [B,18,512] + labels."""
 Directions = io.Custom("DIRECTIONS")
 """models.directions.DirectionSet: named attribute directions."""
 E4EModel = io.Custom("E4E_MODEL")
-"""nodes.inversion_nodes.LoadedE4E: the e4e encoder (+ lazy StyleGAN2 decoder)."""
+"""nodes.e4e_runtime.LoadedE4E: the e4e encoder (+ lazy StyleGAN2 decoder) and its ModelPatchers."""
 WPlusAdapterType = io.Custom("WPLUS_ADAPTER")
-"""nodes.patching.LoadedWPlusAdapter."""
+"""nodes.patching.wplus.LoadedWPlusAdapter: the adapter weights and their ModelPatcher."""
 FaceAnalyzerType = io.Custom("FACE_ANALYZER")
 """models.face analyzer object (embedded or insightface backend)."""
 Faces = io.Custom("FACES")
-"""nodes.face_nodes.DetectedFaces: per image, the faces found (and the image sizes)."""
+"""nodes.face_common.DetectedFaces: per image, the faces found (and the image sizes)."""

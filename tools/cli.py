@@ -6,6 +6,8 @@ Works without ComfyUI. Commands:
 * ``smoke-models``: write random-weight files in the official formats.
 * ``queue``: run a sweep of an API workflow on ComfyUI servers (batch queue, resumable).
 * ``demo``: detect, align, invert, edit and preview one photo (smoke models when real ones are absent).
+* ``workflows``: rewrite the shipped UI workflows and the schema snapshot from a live ComfyUI (developers).
+* ``screenshots``: README screenshots and template thumbnails from the real frontend (developers).
 """
 
 from __future__ import annotations
@@ -117,8 +119,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    from .workflows.convert import regenerate
+
+    return regenerate(args.server, Path(args.root))
+
+
+def _cmd_screenshots(args: argparse.Namespace) -> int:
+    from .workflows.screenshots import take_screenshots
+
+    return take_screenshots(args.server, Path(args.root), run=not args.no_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likeness", description="Likeness face-identity tools (no ComfyUI needed).")
+    parser = argparse.ArgumentParser(
+        prog="python -m models.cli", description="Likeness face-identity tools (no ComfyUI needed)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -174,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", help="SD1.5 prompt (with --sd15-diffusers)")
     demo.add_argument("--steps", type=int, default=30, help="SD1.5 steps (with --sd15-diffusers, default 30)")
     demo.set_defaults(func=_cmd_demo)
+
+    workflows = sub.add_parser(
+        "workflows",
+        help="rewrite example_workflows/*.json and the schema snapshot from example_workflows/api/*.json (developers)",
+    )
+    workflows.add_argument(
+        "--server", required=True, help="a running ComfyUI with this pack, e.g. http://127.0.0.1:8188"
+    )
+    workflows.add_argument("--root", default=".", help="repository root (default: current directory)")
+    workflows.set_defaults(func=_cmd_workflows)
+
+    shots = sub.add_parser(
+        "screenshots",
+        help="README screenshots and template thumbnails from the real frontend in headless Chromium (developers)",
+    )
+    shots.add_argument("--server", required=True, help="a running ComfyUI with this pack and the models")
+    shots.add_argument("--root", default=".", help="repository root (default: current directory)")
+    shots.add_argument("--no-run", action="store_true", help="do not run the workflows (no results on the nodes)")
+    shots.set_defaults(func=_cmd_screenshots)
     return parser
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 __all__ = ["StepWindow", "step_index", "tokens_for_chunks", "rows_per_chunk", "mask_to_token_grid"]
 
 
@@ -58,10 +60,10 @@ class StepWindow:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.start_at <= 1.0 and 0.0 <= self.end_at <= 1.0):
-            raise ValueError(f"start_at and end_at must be in [0, 1], got {self.start_at} and {self.end_at}")
+            raise InputError(f"start_at and end_at must be in [0, 1], got {self.start_at} and {self.end_at}.")
         if self.start_at >= self.end_at:
-            raise ValueError(
-                f"start_at ({self.start_at}) must be below end_at ({self.end_at}): the branch would act on no step"
+            raise InputError(
+                f"start_at ({self.start_at}) must be below end_at ({self.end_at}): the branch would act on no step."
             )
 
     def active_at_step(self, index: int, steps: int) -> bool:
@@ -104,7 +106,9 @@ def tokens_for_chunks(
     for flag in cond_or_uncond:
         t = cond if int(flag) == 0 else uncond
         if rows % t.shape[0] != 0:
-            raise ValueError(f"{t.shape[0]} token sets cannot be tiled to a chunk of {rows} rows")
+            raise InputError(
+                f"{t.shape[0]} token sets cannot be tiled to a chunk of {rows} rows: give one code, or one per latent"
+            )
         chunks.append(t.repeat(rows // t.shape[0], 1, 1))
     return torch.cat(chunks, dim=0)
 
@@ -132,5 +136,5 @@ def mask_to_token_grid(
     if grid.shape[0] == rows:
         return grid.repeat(len(cond_or_uncond), 1, 1)
     if grid.shape[0] != 1:
-        raise ValueError(f"the attention mask has {grid.shape[0]} frames but the latent batch is {rows}")
+        raise InputError(f"the attention mask has {grid.shape[0]} frames but the latent batch is {rows}")
     return grid

@@ -2,6 +2,8 @@
 
 * :mod:`.types`: :class:`Direction`, :class:`DirectionSet`, row presets and row parsing.
 * :mod:`.formats`: every published direction format, recognised by content.
+* :mod:`.ganspace`: GANSpace PCA and configs files.
+* :mod:`.likeness_file`: the Likeness ``.safetensors`` direction file.
 * :mod:`.discovery`: the catalogue of direction sets found under the model folders.
 * :mod:`.edit`: ``w' = w + s * d`` on selected rows, GANSpace, sweeps, mixing.
 """
@@ -21,14 +23,9 @@ from .edit import (
     parse_strengths,
     sweep,
 )
-from .formats import (
-    E4E_DEMO_GANSPACE_CONFIGS,
-    directions_from_object,
-    load_directions,
-    load_ganspace_configs,
-    load_ganspace_set,
-    save_direction,
-)
+from .formats import directions_from_object, load_directions
+from .ganspace import E4E_DEMO_GANSPACE_CONFIGS, load_ganspace_configs, load_ganspace_set
+from .likeness_file import save_direction
 from .types import ROW_PRESETS, Direction, DirectionSet, GanspaceParams, resolve_rows, rows_to_str
 
 __all__ = [

@@ -26,6 +26,7 @@ anything else is "unknown, check the source" unless a Likeness file says otherwi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,15 +35,8 @@ from typing import Any
 from ..errors import LikenessError
 from ..files.checkpoints import load_file
 from ..files.registry import walk_files
-from .formats import (
-    add_files,
-    clean_pca,
-    directions_from_object,
-    is_ganspace_pca,
-    load_ganspace_set,
-    refusal_reason,
-    sniff_configs,
-)
+from .formats import directions_from_object, refusal_reason
+from .ganspace import add_files, clean_pca, is_ganspace_pca, load_ganspace_set, sniff_configs
 from .types import (
     LICENCE_E4E,
     LICENCE_INTERFACEGAN,
@@ -60,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 DIRECTION_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".sft", ".npy", ".json", ".csv", ".tsv", ".txt")
 MAX_DIRECTION_FILE_BYTES = 64 * 1024 * 1024
+#: Files that are a set of their own even when they hold one direction.
+OWN_SET_SUFFIXES = (".safetensors", ".sft", ".json")
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,7 @@ def licence_for(parts: Sequence[str]) -> str:
     return LICENCE_UNKNOWN
 
 
-def _set_name(rel: Path, kind: str) -> str:
+def set_name(rel: Path, kind: str) -> str:
     """Short set names for the official layouts, else the relative path."""
     parts = [p for p in rel.parts]
     low = [p.lower() for p in parts]
@@ -147,82 +143,113 @@ def _add(catalog: DirectionCatalog, ds: DirectionSet) -> None:
     catalog.sets[name] = ds
 
 
+def _version(path: Path) -> tuple:
+    """``(path, mtime_ns, size)``, or the path alone when it cannot be read (a broken link)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+_logged: set[tuple] = set()
+_logged_lock = threading.Lock()
+
+
+def _warn_once(path: Path, text: str) -> None:
+    """Log a warning about a file once per file version (a rescan of the same file stays quiet)."""
+    key = (*_version(path), text)
+    with _logged_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    logger.warning("Likeness directions: %s", text)
+
+
 def _problem(catalog: DirectionCatalog, path: Path, reason: str) -> None:
-    logger.warning("Likeness directions: unusable file: %s", reason if str(path) in reason else f"{path}: {reason}")
+    """Record an unusable file (and warn once per file version)."""
     catalog.problems.append(DirectionProblem(path, reason))
+    _warn_once(path, "unusable file: " + (reason if str(path) in reason else f"{path}: {reason}"))
 
 
-def _scan_root(base: Path, catalog: DirectionCatalog) -> None:
+def _read_files(base: Path, catalog: DirectionCatalog) -> tuple[dict, dict, dict]:
+    """Read every file below ``base``: multi-direction files become sets at once; returns
+    ``(single-direction files per folder, GANSpace PCAs, GANSpace configs)`` for grouping."""
     singles: dict[Path, list[tuple[Path, DirectionSet]]] = {}
     pcas: dict[Path, Any] = {}
     configs: dict[Path, list] = {}
     for path in _files_under(base):
         rel = path.relative_to(base)
-        reason = refusal_reason(path)
+        reason = refusal_reason(path) or _size_problem(path)
         if reason:
             _problem(catalog, path, reason)
-            continue
-        if path.stat().st_size > MAX_DIRECTION_FILE_BYTES:
-            _problem(
-                catalog, path, f"{path.stat().st_size:,} bytes is too large for a direction file (a model checkpoint?)"
-            )
             continue
         parsed = sniff_configs(path)
         if parsed is not None:
             configs[path] = parsed
             continue
-        licence = licence_for(rel.parts)
         try:
             obj = load_file(path)
             if is_ganspace_pca(obj):
                 pcas[path] = clean_pca(obj, path)
                 continue
-            ds = directions_from_object(obj, path, licence=licence)
+            ds = directions_from_object(obj, path, licence=licence_for(rel.parts))
         except LikenessError as exc:
             _problem(catalog, path, str(exc))
             continue
-        is_single = len(ds) == 1 and path.suffix.lower() not in (".safetensors", ".sft", ".json")
-        if is_single:
+        if len(ds) == 1 and path.suffix.lower() not in OWN_SET_SUFFIXES:
             singles.setdefault(path.parent, []).append((path, ds))
         else:
-            ds.name = _set_name(rel, "file")
+            ds.name = set_name(rel, "file")
             _add(catalog, ds)
+    return singles, pcas, configs
 
+
+def _size_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    if size > MAX_DIRECTION_FILE_BYTES:
+        return f"{size:,} bytes is too large for a direction file (a model checkpoint?)"
+    return None
+
+
+def _add_folder_sets(base: Path, singles: dict, catalog: DirectionCatalog) -> None:
+    """One set per folder of single-direction files, named after the folder."""
     for folder, items in singles.items():
         rel = folder.relative_to(base)
-        licence = licence_for(rel.parts + ("x",))
         dirs = {}
         for path, ds in items:
             for name, d in ds.directions.items():
                 if name in dirs:  # e.g. age.pt next to age.npy: keep both, say which is which
                     name = f"{name} ({path.suffix.lstrip('.')})"
-                    logger.warning(
-                        "Likeness directions: two files named %r in %s; calling %s %r", d.name, folder, path.name, name
-                    )
+                    _warn_once(path, f"two files named {d.name!r} in {folder}; calling {path.name} {name!r}")
                     d = replace(d, name=name)
                 dirs[name] = d
-        _add(
-            catalog,
-            DirectionSet(
-                _set_name(rel, "folder") if rel.parts else base.name, dirs, tuple(p for p, _ in items), licence
-            ),
-        )
+        name = set_name(rel, "folder") if rel.parts else base.name
+        licence = licence_for(rel.parts + ("x",))
+        _add(catalog, DirectionSet(name, dirs, tuple(p for p, _ in items), licence))
 
+
+def _pca_for(cpath: Path, face_pcas: list[Path]) -> tuple[list[Path], str]:
+    """PCAs a configs file may pair with (same folder, else parent, else the only one) and how."""
+    near = [p for p in face_pcas if p.parent == cpath.parent] or [
+        p for p in face_pcas if p.parent == cpath.parent.parent
+    ]
+    if not near and len(face_pcas) == 1:
+        return face_pcas, "the only GANSpace PCA in this directions folder"
+    return near, "same or parent folder"
+
+
+def _add_configs_sets(base: Path, configs: dict, pcas: dict, catalog: DirectionCatalog) -> set[Path]:
+    """One GANSpace set per configs file; returns the PCAs paired in their own or the parent folder."""
     used: set[Path] = set()
-    face_pcas = list(pcas)
     for cpath, parsed in configs.items():
         rel = cpath.relative_to(base)
-        near = [p for p in face_pcas if p.parent == cpath.parent] or [
-            p for p in face_pcas if p.parent == cpath.parent.parent
-        ]
-        how = "same or parent folder"
-        if not near and len(face_pcas) == 1:
-            near, how = face_pcas, "the only GANSpace PCA in this directions folder"
+        near, how = _pca_for(cpath, list(pcas))
         if not near:
             _problem(
                 catalog, cpath,
                 "GANSpace configs without a matching PCA: put ffhq_pca.pt (encoder4editing/editings/ganspace_pca) "
-                "in the same folder" + (f"; found {len(face_pcas)} PCAs, which is ambiguous" if face_pcas else ""),
+                "in the same folder" + (f"; found {len(pcas)} PCAs, which is ambiguous" if pcas else ""),
             )  # fmt: skip
             continue
         pca_path = near[0]
@@ -232,18 +259,24 @@ def _scan_root(base: Path, catalog: DirectionCatalog) -> None:
         lic_c, lic_p = licence_for(rel.parts), licence_for(pca_path.relative_to(base).parts)
         licence = lic_c if lic_c == lic_p else f"configs: {lic_c}; PCA: {lic_p}"
         try:
-            ds = load_ganspace_set(pcas[pca_path], parsed, name=_set_name(rel, "configs"), licence=licence)
+            ds = load_ganspace_set(pcas[pca_path], parsed, name=set_name(rel, "configs"), licence=licence)
         except LikenessError as exc:
             _problem(catalog, cpath, str(exc))
             continue
         ds.note = f"configs {cpath.name} + PCA {pca_path.name} ({how})"
         _add(catalog, add_files(ds, (pca_path, cpath)))
+    return used
 
+
+def _scan_root(base: Path, catalog: DirectionCatalog) -> None:
+    singles, pcas, configs = _read_files(base, catalog)
+    _add_folder_sets(base, singles, catalog)
+    used = _add_configs_sets(base, configs, pcas, catalog)
     for pca_path, pca in pcas.items():
         if pca_path in used:
             continue
         rel = pca_path.relative_to(base)
-        ds = load_ganspace_set(pca, None, name=_set_name(rel, "pca"), licence=licence_for(rel.parts))
+        ds = load_ganspace_set(pca, None, name=set_name(rel, "pca"), licence=licence_for(rel.parts))
         _add(catalog, add_files(ds, (pca_path,)))
 
 

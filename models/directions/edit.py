@@ -4,7 +4,7 @@ Every published direction format is converted by :mod:`.formats`
 into a :class:`Direction` (float32 ``[18, 512]`` offset per unit strength plus
 default rows); this module applies them.
 
-Edit rules (methods.md §2), for a W+ batch ``w`` ``[B, 18, 512]`` and rows R:
+Edit rules (docs/design.md, "Attribute edits"), for a W+ batch ``w`` ``[B, 18, 512]`` and rows R:
 
 * linear (InterFaceGAN, seeprettyface, PreciseControl, own files):
   ``w'[:, R] = w[:, R] + s * d[R]``; rows outside R are untouched.
@@ -34,6 +34,7 @@ from typing import NamedTuple, Union
 import torch
 
 from ..errors import LikenessError
+from ..validation import check_sweep_size, parse_strengths
 from .types import (
     LATENT_DIM,
     NUM_ROWS,
@@ -60,7 +61,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GANSPACE_MODES = ("offset", "set")
-_MAX_STRENGTHS = 256
 
 
 class Edit(NamedTuple):
@@ -130,7 +130,7 @@ def ganspace_delta(
     end: int,
     strength: float,
 ) -> torch.Tensor:
-    """The official GANSpace "set coordinate" delta (e4e / w-plus-adapter, methods.md §2.3).
+    """The official GANSpace "set coordinate" delta (e4e / w-plus-adapter editing code).
 
     ``coord_b = <wplus[b, 0] - mean, comp_k> / std_k`` (row 0 only), and
     ``delta[b, r] = (strength - coord_b) * comp_k * std_k`` for ``start <= r < end``,
@@ -275,47 +275,6 @@ def format_strength(s: float) -> str:
     return "+0.0" if t in ("-0.0", "+0.0") else t
 
 
-def parse_strengths(text: str | float | Sequence[float]) -> list[float]:
-    """Parse a list of strengths for sweeps.
-
-    Accepted: ``"-4:4:2"`` (start:stop:step, **stop included** when reached),
-    ``"-1:1"`` (step 1), ``"-2,0,2"``, ``"1.5"``, a number or a list of numbers.
-
-    Raises:
-        LikenessError: unreadable text, a zero step, a step pointing away from
-            stop, or more than 256 values.
-    """
-    if isinstance(text, (int, float)):
-        return [float(text)]
-    if not isinstance(text, str):
-        return [float(x) for x in text]
-    src = text.strip()
-    try:
-        if ":" in src:
-            parts = [float(p) for p in src.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError("use start:stop or start:stop:step")
-            a, b = parts[0], parts[1]
-            step = parts[2] if len(parts) == 3 else (1.0 if b >= a else -1.0)
-            if step == 0 or (b - a) * step < 0:
-                raise ValueError(f"step {step} never goes from {a} to {b}")
-            n = int(math.floor((b - a) / step + 1e-9)) + 1
-            if n > _MAX_STRENGTHS:
-                raise ValueError(f"{n} values; at most {_MAX_STRENGTHS}")
-            return [round(a + i * step, 10) for i in range(n)]
-        vals = [float(p) for p in src.replace(";", ",").split(",") if p.strip()]
-        if not vals:
-            raise ValueError("no numbers")
-        if len(vals) > _MAX_STRENGTHS:
-            raise ValueError(f"{len(vals)} values; at most {_MAX_STRENGTHS}")
-        return vals
-    except ValueError as exc:
-        raise LikenessError(
-            f"Cannot read the strengths {text!r} ({exc}). Write them as '-4:4:2' (start:stop:step, stop included) "
-            "or as a list '-2,0,2'."
-        ) from None
-
-
 def sweep(
     wplus: torch.Tensor,
     direction: Direction,
@@ -335,6 +294,7 @@ def sweep(
     values = parse_strengths(strengths)
     w, _ = _as_batch(wplus)
     batch = w.shape[0]
+    check_sweep_size(len(values) * batch, f"sweep of {direction.name!r}")
     outs, labels = [], []
     for s in values:
         outs.append(edit(w, [Edit(direction, s, rows)], ganspace_mode=ganspace_mode))
@@ -366,6 +326,7 @@ def grid_sweep(
     va, vb = parse_strengths(strengths_a), parse_strengths(strengths_b)
     w, _ = _as_batch(wplus)
     batch = w.shape[0]
+    check_sweep_size(len(va) * len(vb) * batch, f"grid of {dir_a.name!r} x {dir_b.name!r}")
     outs, labels = [], []
     for sa in va:
         for sb in vb:

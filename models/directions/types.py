@@ -1,7 +1,7 @@
 """Data types of attribute directions in StyleGAN2-FFHQ W+ and W+ row selection.
 
 One canonical in-memory form for every published format (see
-:mod:`.direction_formats` for the loaders):
+the readers in :mod:`.formats`, :mod:`.ganspace` and :mod:`.likeness_file`):
 
 * ``Direction.vector`` is always a float32 tensor ``[18, 512]`` on the CPU: the
   W+ offset of **every** row per unit of strength. A ``[1, 512]`` InterFaceGAN
@@ -10,7 +10,7 @@ One canonical in-memory form for every published format (see
   caller does not choose (seeprettyface: rows 0-7, GANSpace: ``[start, end)``,
   everything else: all 18). Rows outside the selection are never changed.
 
-Row presets (rosinality layer order, methods.md §1.3): ``coarse`` = rows 0-3
+Row presets (rosinality layer order): ``coarse`` = rows 0-3
 (4²-8², pose and face shape), ``middle`` = 4-7 (16²-32², features and
 expression), ``fine`` = 8-17 (64²-1024², colour and texture), ``all`` = 0-17,
 ``seeprettyface`` = 0-7 (the rows w-plus-adapter edits with latent_directions).
@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
+import numpy as np
 import torch
 
-from ..errors import LikenessError
+from ..errors import CheckpointError, LikenessError
 
 __all__ = [
     "NUM_ROWS",
@@ -44,6 +45,9 @@ __all__ = [
     "RowsSpec",
     "resolve_rows",
     "rows_to_str",
+    "SHAPES_HELP",
+    "as_f32",
+    "to_rows",
 ]
 
 NUM_ROWS = 18
@@ -72,7 +76,7 @@ RowsSpec = Union[None, str, int, slice, Iterable[int]]
 
 @dataclass(frozen=True, eq=False)
 class GanspaceParams:
-    """What a GANSpace edit needs besides its offset vector (methods.md §2.3).
+    """What a GANSpace edit needs besides its offset vector (see :func:`.edit.ganspace_delta`).
 
     Attributes:
         pca: the loaded PCA dict ``{"mean": [1,512], "comp": [K,1,512], "std": [K]}``
@@ -182,6 +186,7 @@ class DirectionSet:
 
 
 def _parse_row_text(text: str) -> list[int]:
+    """Inclusive ranges and single rows; a part outside 0-17 is refused as written (never expanded)."""
     rows: list[int] = []
     for part in text.replace(" ", "").split(","):
         if not part:
@@ -191,9 +196,11 @@ def _parse_row_text(text: str) -> list[int]:
             lo, hi = int(a), int(b)
             if hi < lo:
                 raise ValueError(f"range {part!r} runs backwards")
-            rows.extend(range(lo, hi + 1))
         else:
-            rows.append(int(part))
+            lo = hi = int(part)
+        if lo < 0 or hi >= NUM_ROWS:
+            raise ValueError(f"{part!r} is not a row between 0 and {NUM_ROWS - 1}")
+        rows.extend(range(lo, hi + 1))
     return rows
 
 
@@ -231,9 +238,10 @@ def resolve_rows(rows: RowsSpec, default: Iterable[int] = ROW_PRESETS["all"]) ->
         out = [rows]
     else:
         out = [int(r) for r in rows]
-    bad = [r for r in out if not 0 <= r < NUM_ROWS]
+    bad = sorted({r for r in out if not 0 <= r < NUM_ROWS})
     if bad:
-        raise LikenessError(f"W+ rows must be between 0 and 17; got {bad} (from {rows!r}).")
+        shown = ", ".join(str(r) for r in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise LikenessError(f"W+ rows must be between 0 and 17; got {shown} (from {rows!r:.80}).")
     if not out:
         raise LikenessError(f"The W+ row selection {rows!r} is empty; choose at least one row between 0 and 17.")
     return tuple(sorted(set(out)))
@@ -253,3 +261,37 @@ def rows_to_str(rows: Iterable[int]) -> str:
         parts.append(str(rs[i]) if i == j else f"{rs[i]}-{rs[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+SHAPES_HELP = (
+    "Accepted: a [1,512] or [18,512] / [1,18,512] tensor or .npy array, a GANSpace PCA dict "
+    "{mean, comp, std}, a GANSpace configs text file, a list of [1,18,512] tensors, a JSON/dict "
+    "{name: [18,512] list}, or a Likeness .safetensors direction file."
+)
+
+
+def as_f32(x: Any) -> torch.Tensor:
+    """Any array-like -> a float32 CPU tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    return t.detach().to(device="cpu", dtype=torch.float32)
+
+
+def to_rows(value: Any, source: str) -> torch.Tensor:
+    """A [512] / [1,512] / [18,512] / [1,18,512] array-like -> float32 [18,512]."""
+    try:
+        t = as_f32(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: not a numeric array ({exc}). {SHAPES_HELP}") from None
+    shape = tuple(t.shape)
+    if shape in ((LATENT_DIM,), (1, LATENT_DIM)):
+        t = t.reshape(1, LATENT_DIM).repeat(NUM_ROWS, 1)
+    elif shape in ((NUM_ROWS, LATENT_DIM), (1, NUM_ROWS, LATENT_DIM)):
+        t = t.reshape(NUM_ROWS, LATENT_DIM).clone()
+    else:
+        raise CheckpointError(
+            f"{source}: a direction of shape {list(shape)} is not a StyleGAN2 W+ direction "
+            f"(expected [1,512], [512], [18,512] or [1,18,512]). {SHAPES_HELP}"
+        )
+    if not torch.isfinite(t).all():
+        raise CheckpointError(f"{source}: the direction contains NaN or infinite values; the file is damaged.")
+    return t.contiguous()

@@ -23,15 +23,14 @@ from .identity import (
     thresholds_for,
 )
 from .insightface_backend import InsightFaceAnalyzer, find_insightface_pack, resolve_providers
-from .masks import REGIONS, batch_face_masks, face_mask, face_region_mask, feather_mask, grow_mask, part_masks
+from .masks import REGIONS, batch_face_masks, face_mask, face_region_mask, part_masks
 from .select import SELECTION_MODES, NoFacePolicy, PolicyReport, apply_policy, filter_faces, select_batch, select_faces
-from .types import KPS_NAMES, Face, FaceAnalyzer, to_rgb_uint8
+from .types import KPS_NAMES, Face, FaceAnalyzer
 
 __all__ = [
     "Face",
     "FaceAnalyzer",
     "KPS_NAMES",
-    "to_rgb_uint8",
     "create_analyzer",
     "BACKENDS",
     "EmbeddedAnalyzer",
@@ -51,8 +50,6 @@ __all__ = [
     "face_mask",
     "face_region_mask",
     "part_masks",
-    "grow_mask",
-    "feather_mask",
     "batch_face_masks",
     "VerdictThresholds",
     "THRESHOLDS",

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LikenessError, MissingModelError
-from .types import Face, FaceAnalyzer, to_rgb_uint8
+from ..images import to_rgb_uint8
+from .types import Face, FaceAnalyzer
 
 __all__ = ["EmbeddedAnalyzer", "DLIB_EMBEDDING_MODEL", "DLIB_INSTALL_HINT", "dlib_models_dir", "dlib_available"]
 

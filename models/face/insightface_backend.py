@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import CheckpointError, LikenessError, MissingModelError
 from ..files.registry import MODEL_FILES
-from .types import Face, FaceAnalyzer, to_rgb_uint8
+from ..images import to_rgb_uint8
+from .types import Face, FaceAnalyzer
 
 __all__ = ["InsightFaceAnalyzer", "find_insightface_pack", "resolve_providers", "INSIGHTFACE_INSTALL_HINT"]
 

@@ -12,10 +12,9 @@ Regions:
     groups; without 68 points, ellipses around the 5 points scaled by the inter-ocular distance.
   * ``eyes`` (both eyes), ``parts`` (eyes + nose + mouth).
 
-``grow`` (pixels; negative shrinks) is an exact disk dilation/erosion of the binarised mask (> 0.5)
-done with an FFT convolution (kornia's morphology needs seconds for radii > 10 px on 512²);
-``feather`` (pixels) is a kornia Gaussian blur with sigma = feather / 3, so the edge ramps
-over about ``2 * feather`` pixels.
+``grow`` and ``feather`` are the shared edge controls of :mod:`..mask_ops` (pixels): a disk
+dilation/erosion of the binarised mask, then a soft edge about ``feather`` pixels wide centred on
+the grown edge.
 """
 
 from __future__ import annotations
@@ -25,19 +24,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from kornia.filters import gaussian_blur2d
 
 from ..errors import LikenessError
+from ..mask_ops import ellipse_mask, feather_mask, grow_mask, polygon_mask
 from .types import Face
 
 __all__ = [
     "REGIONS",
-    "polygon_mask",
-    "ellipse_mask",
     "face_region_mask",
     "part_masks",
-    "grow_mask",
-    "feather_mask",
     "face_mask",
     "batch_face_masks",
 ]
@@ -50,73 +45,6 @@ _PARTS68 = {
 }
 PART_NAMES = tuple(_PARTS68)
 REGIONS = ("face",) + PART_NAMES + ("eyes", "parts")
-
-
-def _grid(height: int, width: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    ys = torch.arange(height, dtype=torch.float32, device=device).view(-1, 1)
-    xs = torch.arange(width, dtype=torch.float32, device=device).view(1, -1)
-    return xs, ys
-
-
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """Andrew's monotone chain; returns hull vertices ``[K,2]`` (K >= 1)."""
-    pts = sorted({(float(x), float(y)) for x, y in np.asarray(points, dtype=np.float64)})
-    if len(pts) <= 2:
-        return np.array(pts)
-
-    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[tuple[float, float]] = []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list[tuple[float, float]] = []
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return np.array(lower[:-1] + upper[:-1])
-
-
-def polygon_mask(
-    points: np.ndarray | Sequence, height: int, width: int, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """Binary float mask ``[H, W]`` of the convex hull of ``points`` ``[N, 2]`` (N >= 3)."""
-    hull = _convex_hull(np.asarray(points, dtype=np.float64).reshape(-1, 2))
-    mask = torch.zeros(height, width, dtype=torch.float32, device=device)
-    if len(hull) < 3:
-        return mask
-    xs, ys = _grid(height, width, device)
-    inside = torch.ones(height, width, dtype=torch.bool, device=device)
-    for i in range(len(hull)):
-        (x0, y0), (x1, y1) = hull[i], hull[(i + 1) % len(hull)]
-        # the hull is counter-clockwise in (x, y): interior on the left (cross >= 0)
-        inside &= (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) >= -1e-6
-    return mask.masked_fill_(inside, 1.0)
-
-
-def ellipse_mask(
-    center: Sequence[float],
-    axes: Sequence[float],
-    angle: float,
-    height: int,
-    width: int,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Binary float mask ``[H, W]`` of an ellipse.
-
-    Args:
-        center: ``(x, y)`` pixels. axes: semi-axes ``(a, b)`` in pixels along the rotated x and y.
-        angle: rotation of the ``a`` axis from the image x axis, radians (clockwise on screen).
-    """
-    a, b = max(float(axes[0]), 1e-3), max(float(axes[1]), 1e-3)
-    xs, ys = _grid(height, width, device)
-    dx, dy = xs - float(center[0]), ys - float(center[1])
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
-    return ((u * u + v * v) <= 1.0).to(torch.float32)
 
 
 def _eye_angle(face: Face) -> float:
@@ -189,50 +117,6 @@ def part_masks(
         else:
             out[name] = _parts_from_kps(face, name, height, width, device)
     return out
-
-
-def _disk(radius: int, device: torch.device) -> torch.Tensor:
-    r = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
-    return ((r.view(-1, 1) ** 2 + r.view(1, -1) ** 2) <= radius * radius + 0.5 * radius).to(torch.float32)
-
-
-def _dilate(binary: torch.Tensor, radius: int) -> torch.Tensor:
-    h, w = binary.shape[-2:]
-    k = 2 * radius + 1
-    size = (h + k - 1, w + k - 1)
-    spec = torch.fft.rfft2(binary, s=size) * torch.fft.rfft2(_disk(radius, binary.device), s=size)
-    out = torch.fft.irfft2(spec, s=size)[..., radius : radius + h, radius : radius + w]
-    return (out > 0.5).to(torch.float32)
-
-
-def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Dilate (``pixels`` > 0) or erode (< 0) by a disk of radius ``|pixels|``; input ``[H,W]`` or ``[B,H,W]``.
-
-    The mask is binarised at 0.5 first; the result is binary float32 of the same shape. Areas
-    outside the image count as empty (erosion shrinks masks that touch the border too).
-    """
-    pixels = int(round(pixels))
-    binary = (mask > 0.5).to(torch.float32)
-    if pixels == 0:
-        return binary
-    if pixels > 0:
-        return _dilate(binary, pixels)
-    padded = torch.nn.functional.pad(1.0 - binary, (1, 1, 1, 1), value=1.0)
-    return (1.0 - _dilate(padded, -pixels))[..., 1:-1, 1:-1]
-
-
-def feather_mask(mask: torch.Tensor, pixels: float) -> torch.Tensor:
-    """Soften edges with a Gaussian blur (sigma = pixels / 3); ``[H,W]`` or ``[B,H,W]``; result in [0, 1]."""
-    if pixels <= 0:
-        return mask.clamp(0.0, 1.0)
-    sigma = float(pixels) / 3.0
-    k = 2 * math.ceil(3.0 * sigma) + 1
-    x = mask.to(torch.float32)
-    squeeze = x.dim() == 2
-    x4 = x.view(1, 1, *x.shape) if squeeze else x.unsqueeze(1)
-    out = gaussian_blur2d(x4, (k, k), (sigma, sigma), border_type="replicate")
-    out = out.view(*x.shape) if squeeze else out.squeeze(1)
-    return out.clamp(0.0, 1.0)
 
 
 def face_mask(

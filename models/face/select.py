@@ -122,6 +122,12 @@ def select_batch(
     return selected, reasons
 
 
+def _indices(items: Sequence[int], limit: int = 10) -> str:
+    """``[1, 2, 3]``, or the first ``limit`` and how many more."""
+    shown = ", ".join(str(i) for i in items[:limit])
+    return f"[{shown}]" if len(items) <= limit else f"[{shown}, ... and {len(items) - limit} more]"
+
+
 @dataclass
 class PolicyReport:
     """Outcome of :func:`apply_policy`.
@@ -164,6 +170,7 @@ def apply_policy(
     backend: str | None = None,
     det_thresh: float | None = None,
     det_size: int | None = None,
+    where: str | None = None,
 ) -> tuple[list[int], PolicyReport]:
     """Apply the no-face policy to a batch of (already selected) faces.
 
@@ -173,13 +180,16 @@ def apply_policy(
         image_sizes: per image ``(height, width)`` in pixels (quoted in messages).
         reasons: optional ``{batch index: why empty}`` from :func:`select_batch`.
         backend, det_thresh, det_size: quoted in the error's advice when given.
+        where: the node (and input) the images came in by, quoted first in errors.
 
     Returns:
         ``(kept batch indices, report)``.
 
     Raises:
         NoFaceError: policy ``error`` and at least one image has no face; the message names the
-            first such batch index, its size, every failing index and what to try.
+            first such batch index, its size, every failing index and what to try. Policy ``skip``
+            when no image has a face (nothing would be left to output); the message suggests
+            ``pass-through``.
     """
     pol = NoFacePolicy.parse(policy)
     if len(image_sizes) != len(batch_faces):
@@ -188,17 +198,25 @@ def apply_policy(
     missing = {i: reasons.get(i, "no face detected") for i, faces in enumerate(batch_faces) if not faces}
     kept = [i for i, faces in enumerate(batch_faces) if faces]
     report = PolicyReport(policy=pol, kept=kept, batch_size=len(batch_faces))
+    prefix = f"{where}: " if where else ""
     if missing and pol is NoFacePolicy.ERROR:
         first = min(missing)
         h, w = image_sizes[first]
-        others = f" (also images {sorted(missing)[1:]})" if len(missing) > 1 else ""
+        others = f" (also images {_indices(sorted(missing)[1:])})" if len(missing) > 1 else ""
         thresh = f" (now {det_thresh:g})" if det_thresh is not None else ""
         size = f" (now {det_size})" if det_size is not None else ""
-        other = {"embedded": "insightface", "insightface": "embedded"}.get(backend or "", "the other")
+        other = {"embedded": "the insightface", "insightface": "the embedded"}.get(backend or "", "another")
         raise NoFaceError(
-            f"No usable face in batch image {first} ({w}x{h} px): {missing[first]}{others}. Try: lower the detection "
-            f"threshold{thresh}; a smaller or larger det_size{size}; lower min_size/min_score; pad or zoom out "
-            f"very close-up photos; the {other} backend; or set the no-face policy to 'skip' or 'pass-through'."
+            f"{prefix}No usable face in batch image {first} ({w}x{h} px): {missing[first]}{others}. Try: lower the "
+            f"detection threshold{thresh}; a smaller or larger det_size{size}; lower min_size/min_score; pad or zoom "
+            f"out very close-up photos; {other} backend; or set the no-face policy to 'skip' or 'pass-through'."
+        )
+    if missing and not kept and pol is NoFacePolicy.SKIP:
+        first = min(missing)
+        raise NoFaceError(
+            f"{prefix}no usable face in any of the {len(batch_faces)} image(s) (image {first}: {missing[first]}), so "
+            "on_no_face = 'skip' would leave nothing to output. Set on_no_face to 'pass-through' to keep the images "
+            "unchanged, or give images with a face."
         )
     if pol is NoFacePolicy.SKIP:
         report.skipped = missing

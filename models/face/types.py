@@ -1,4 +1,4 @@
-"""Face records, the analyzer interface and image-format normalisation.
+"""Face records and the analyzer interface.
 
 Coordinates are pixels in the analysed image: ``x`` to the right, ``y`` down,
 the centre of pixel ``(row r, column c)`` at ``(c, r)``. "Left"/"right" mean
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import LikenessError
+from ..images import to_rgb_uint8
 
-__all__ = ["Face", "FaceAnalyzer", "to_rgb_uint8", "KPS_NAMES"]
+__all__ = ["Face", "FaceAnalyzer", "KPS_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,6 @@ class Face:
         return np.array([(self.bbox[0] + self.bbox[2]) / 2, (self.bbox[1] + self.bbox[3]) / 2], dtype=np.float32)
 
     @property
-    def inter_ocular(self) -> float:
-        """Distance between the two eye points of :attr:`kps`, in pixels."""
-        return float(np.linalg.norm(self.kps[1] - self.kps[0]))
-
-    @property
     def normed_embedding(self) -> np.ndarray | None:
         """``embedding / ||embedding||`` (float32) or ``None``."""
         if self.embedding is None:
@@ -124,78 +120,6 @@ class Face:
             detector=self.detector,
             extra=dict(self.extra),
         )
-
-
-def to_rgb_uint8(image: Any) -> np.ndarray:
-    """Convert an image to contiguous RGB ``uint8 [H, W, 3]``.
-
-    Accepts a NumPy array (or anything with ``.detach().cpu().numpy()``, e.g. one ComfyUI IMAGE
-    element ``[H, W, C]``) shaped ``[H, W]`` or ``[H, W, C]`` with C = 1 (grey), 2 (grey + alpha),
-    3 (RGB) or 4 (RGBA). Alpha is dropped (not composited). dtypes: ``uint8``; ``uint16`` (16-bit,
-    mapped with ``round(v / 257)``); ``bool``; float in [0, 1] (values within 0.01 outside are
-    clipped). Any other integer dtype must already hold 0..255.
-
-    Raises:
-        LikenessError: for other shapes, NaN/inf, floats outside [0, 1] or out-of-range integers.
-    """
-    if hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4):
-        hint = ""
-        if arr.shape[0] in (1, 3, 4):
-            hint = " It looks channel-first ([C,H,W]); pass image.transpose(1, 2, 0)."
-        raise LikenessError(
-            f"Face analysis needs an image shaped [H,W] or [H,W,C] with C in 1..4; got {tuple(arr.shape)}.{hint}"
-        )
-    if arr.ndim not in (2, 3):
-        raise LikenessError(
-            f"Face analysis takes one image shaped [H,W] or [H,W,C]; got shape {tuple(arr.shape)}. "
-            "For a batch [B,H,W,C], analyse image[i] one at a time."
-        )
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise LikenessError(f"Face analysis got an empty image of shape {tuple(arr.shape)}.")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.shape[2] == 2:
-        arr = arr[:, :, :1]
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    arr = _to_uint8(arr)
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr)
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    if arr.dtype == np.uint16:
-        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        a = arr.astype(np.float32)
-        if not np.isfinite(a).all():
-            raise LikenessError("Face analysis got an image containing NaN or infinite values.")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < -0.01 or hi > 1.01:
-            raise LikenessError(
-                f"Float images must hold values in [0, 1]; got min {lo:.3g}, max {hi:.3g}. "
-                "Divide 8-bit data by 255 (or pass it as uint8)."
-            )
-        return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.integer):
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi > 255:
-            raise LikenessError(
-                f"Integer image of dtype {arr.dtype} has values {lo}..{hi}; only 0..255 (8-bit) or uint16 are "
-                f"understood."
-            )
-        return arr.astype(np.uint8)
-    raise LikenessError(f"Face analysis cannot read images of dtype {arr.dtype}.")
 
 
 class FaceAnalyzer(ABC):

@@ -26,15 +26,17 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from ..errors import CheckpointError, MissingModelError
+from ..errors import CheckpointError, MissingModelError, a_or_an
+from .registry import file_problem
 
 __all__ = [
     "load_file",
     "flatten",
     "unflatten_prefix",
-    "shapes_of",
     "validate_shapes",
     "identify",
+    "CONTEXT_FAMILIES",
+    "family_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,16 @@ logger = logging.getLogger(__name__)
 _ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_REPORTED = 5
+
+#: Stable Diffusion families by the UNet's cross-attention context width.
+CONTEXT_FAMILIES: dict[int, str] = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
+
+
+def family_name(context_width: int | None, unknown: str | None = None) -> str:
+    """``"SD1.5"``/``"SD2.x"``/``"SDXL"`` for a context width, else ``unknown`` (default "context width N")."""
+    if context_width in CONTEXT_FAMILIES:
+        return CONTEXT_FAMILIES[context_width]
+    return unknown if unknown is not None else f"context width {context_width}"
 
 
 def _sniff(path: Path) -> str:
@@ -85,7 +97,8 @@ def load_file(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingModelError(f"{path} does not exist.")
+        problem = file_problem(path)
+        raise MissingModelError(f"{problem}. Replace it with the model file." if problem else f"{path} does not exist.")
     kind = _sniff(path)
     size = path.stat().st_size
     try:
@@ -94,7 +107,7 @@ def load_file(path: str | Path) -> Any:
 
             return load_safetensors(str(path), device="cpu")
         if kind == "npy":
-            return np.load(path, allow_pickle=False)
+            return _load_npy(path)
         if kind == "json":
             with path.open("r", encoding="utf-8") as fh:
                 return json.load(fh)
@@ -119,6 +132,21 @@ def load_file(path: str | Path) -> Any:
             f"{path} ({size:,} bytes) could not be read as {kind}: {_first_line(exc)}. "
             "The file is probably truncated or corrupt: download it again."
         ) from exc
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A NumPy array file, refusing object arrays (a pickle inside) with their own message."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = header(fh)  # the header only: no data is read
+    if dtype.hasobject:
+        raise CheckpointError(
+            f"Refusing to load {path}: it is a NumPy array of Python objects (dtype {dtype}), saved with pickle. "
+            "Likeness never unpickles data files because a pickle can run arbitrary code. Save the numbers as "
+            "a float array (np.save(path, array.astype(np.float32)))."
+        )
+    return np.load(path, allow_pickle=False)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -152,11 +180,6 @@ def unflatten_prefix(flat: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
     return {k[len(cut) :]: v for k, v in flat.items() if k.startswith(cut)}
 
 
-def shapes_of(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` of a state dict."""
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
 def validate_shapes(
     state: Mapping[str, torch.Tensor],
     expected: Mapping[str, Sequence[int]],
@@ -185,7 +208,7 @@ def validate_shapes(
     ]
     if not (missing or unexpected or mismatched):
         return
-    parts = [f"{source} is not a {what} checkpoint."]
+    parts = [f"{source} is not {a_or_an(what)} checkpoint."]
     if mismatched:
         parts.append(f"{len(mismatched)} shape mismatches, first: " + "; ".join(mismatched[:_MAX_REPORTED]))
     if missing:
@@ -213,14 +236,12 @@ def identify(state: Mapping[str, torch.Tensor]) -> str:
 
     if has("wplus_adapter.") or has("w_proj."):
         ctx = width("to_k_wplus.weight")
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, f"context width {ctx}")
-        return f"a W+ adapter for {family} (context width {ctx})"
+        return f"a W+ adapter for {family_name(ctx)} (context width {ctx})"
     if has("image_style_proj."):
         return "a PSTF-AttControl checkpoint (SDXL; image_proj + image_style_proj + ip_adapter)"
     if has("image_proj.") and has("ip_adapter."):
         ctx = width("to_k_ip.weight")
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, f"context width {ctx}")
-        return f"an IP-Adapter/InstantID checkpoint for {family}"
+        return f"an IP-Adapter/InstantID checkpoint for {family_name(ctx)}"
     if has("state_dict.encoder.") or has("encoder.styles."):
         return "an e4e/pSp encoder checkpoint"
     if has("g_ema.") or has("decoder.style.") or has("style.1.weight"):
@@ -231,7 +252,6 @@ def identify(state: Mapping[str, torch.Tensor]) -> str:
             if k.endswith("attn2.to_k.weight") and k.startswith("model.diffusion_model."):
                 ctx = int(state[k].shape[1])
                 break
-        family = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}.get(ctx or 0, "a diffusion model")
-        return f"a full Stable Diffusion checkpoint ({family})"
+        return f"a full Stable Diffusion checkpoint ({family_name(ctx, 'a diffusion model')})"
     tops = sorted({k.split(".", 1)[0] for k in keys})
     return f"an unknown layout with {len(keys)} tensors, top-level keys {tops[:8]}"

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from .registry import FOLDERS, MODEL_FILES, ModelFile, list_files
 
-__all__ = ["FileStatus", "check_models", "format_report"]
+__all__ = ["FileStatus", "check_models", "format_report", "CLI", "cli_command"]
+
+#: The one documented command form of the Likeness command line.
+CLI = "python -m models.cli"
+
+
+def cli_command(arguments: str) -> str:
+    """``python -m models.cli <arguments>`` and where to run it, for messages and notes."""
+    return f"`{CLI} {arguments}` (run it in the Likeness folder, ComfyUI/custom_nodes/comfyui-likeness)"
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,11 @@ def format_report(search_paths: Mapping[str, Sequence[Path]]) -> str:
             f"{len(missing_required)} required file(s) missing: "
             + ", ".join(f"{st.spec.folder}/{st.spec.filename}" for st in missing_required)
         )
-        lines.append("Without them Likeness can still run on smoke models: `likeness smoke-models --models-dir DIR`.")
+        lines.append(
+            "Without them Likeness can still run on smoke models (random weights, every image is noise): "
+            + cli_command("smoke-models --models-dir ../../models")
+            + "."
+        )
     else:
         lines.append("All required files found.")
     return "\n".join(lines)

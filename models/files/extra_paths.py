@@ -1,4 +1,4 @@
-"""Read ComfyUI's ``extra_model_paths.yaml`` without ComfyUI (for ``likeness doctor --comfyui``)."""
+"""Read ComfyUI's ``extra_model_paths.yaml`` without ComfyUI (for ``python -m models.cli doctor --comfyui``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ they are ``<models dir>/<folder key>``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,11 @@ __all__ = [
     "FOLDERS",
     "MODEL_FILES",
     "find_file",
+    "file_problem",
     "list_files",
     "folder_paths_under",
     "walk_files",
+    "walk_folders",
 ]
 
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".sft")
@@ -184,13 +186,12 @@ def folder_paths_under(models_dir: str | Path) -> dict[str, list[Path]]:
     return {key: [root / key] for key in FOLDERS}
 
 
-def walk_files(base: Path) -> list[Path]:
-    """Every file below ``base``, sorted, following symlinked sub-folders (users link model folders in).
+def walk_folders(base: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``(folder, sorted file names)`` for ``base`` and every folder below it, following symlinks.
 
-    ``Path.rglob`` does not follow directory symlinks on Python < 3.13; a folder
-    reached twice through links is visited once.
+    ``Path.rglob`` does not follow directory symlinks on Python < 3.13 (users link model folders
+    in); a folder reached twice through links is visited once.
     """
-    found: list[Path] = []
     seen: set[str] = set()
     for root, dirs, files in os.walk(base, followlinks=True):
         real = os.path.realpath(root)
@@ -199,8 +200,12 @@ def walk_files(base: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()
-        found.extend(Path(root) / f for f in files)
-    return sorted(found)
+        yield Path(root), sorted(files)
+
+
+def walk_files(base: Path) -> list[Path]:
+    """Every file below ``base``, sorted (see :func:`walk_folders`)."""
+    return sorted(root / f for root, files in walk_folders(base) for f in files)
 
 
 def list_files(folder: str, search_paths: Mapping[str, Sequence[Path]]) -> list[str]:
@@ -222,25 +227,53 @@ def _known(folder: str, name: str) -> Iterable[ModelFile]:
     return [m for m in MODEL_FILES if m.folder == folder and (not name or m.filename == name)]
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a model file, or None when it is a regular file (or simply absent).
+
+    A folder, a broken symbolic link and a special file (device, pipe, socket) each get their own reason.
+    """
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a broken symbolic link: it points to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    if path.exists():
+        return f"{path} is not a regular file (a device, pipe or socket)"
+    return None
+
+
 def find_file(folder: str, name: str, search_paths: Mapping[str, Sequence[Path]]) -> Path:
-    """Resolve ``name`` inside the folder key's search paths.
+    """Resolve ``name`` inside the folder key's search paths: the first **regular file** of that name.
+
+    A folder or a broken symbolic link of that name is passed over (so it never hides the real file in
+    a later search path) and named in the error when no regular file is found.
 
     Args:
         folder: folder key, e.g. ``"e4e"``.
-        name: file (or sub-folder) name relative to the folder.
+        name: file name relative to the folder (sub-folders allowed; never ``..`` or absolute).
         search_paths: ``{folder key: [directories]}`` in search order.
 
     Raises:
-        MissingModelError: listing every folder searched, the expected file
+        MissingModelError: listing every folder searched, what stood in the way, the expected file
             names and where to download them.
     """
     if folder not in FOLDERS:
         raise KeyError(f"unknown model folder key {folder!r}; known: {sorted(FOLDERS)}")
+    if not name or Path(name).is_absolute() or ".." in Path(name.replace("\\", "/")).parts:
+        raise MissingModelError(
+            f"Model file name {name!r} is not a name inside the '{folder}' folder; choose a file from the list."
+        )
     bases = [Path(b) for b in search_paths.get(folder, ())]
+    problems = []
     for base in bases:
         candidate = base / name
-        if name and candidate.exists():
+        if candidate.is_file():
             return candidate
+        problem = file_problem(candidate)
+        if problem:
+            problems.append(problem)
     known = list(_known(folder, name)) or list(_known(folder, ""))
     searched = (
         "\n".join(f"  - {b}{'' if b.is_dir() else ' (does not exist)'}" for b in bases) or "  (no folders registered)"
@@ -248,9 +281,10 @@ def find_file(folder: str, name: str, search_paths: Mapping[str, Sequence[Path]]
     hints = "\n".join(
         f"  - {m.filename}: {m.what}\n    get it from {m.source}\n    licence: {m.licence}" for m in known
     )
+    found = "".join(f"\nFound instead: {p}; remove or replace it." for p in problems)
     raise MissingModelError(
-        f"Model file {name!r} not found in the '{folder}' folder.\nSearched:\n{searched}\n"
+        f"Model file {name!r} not found in the '{folder}' folder.{found}\nSearched:\n{searched}\n"
         f"Expected file(s):\n{hints}\n"
-        f"Put the file in one of the searched folders (or add a '{folder}:' entry to "
+        f"Put the file in one of the searched folders (or add an entry '{folder}:' to "
         "extra_model_paths.yaml) and press 'Refresh' in ComfyUI."
     )

@@ -1,6 +1,6 @@
 """Load ``e4e_ffhq_encode.pt`` and invert aligned faces to absolute W+ codes.
 
-Official layout (omertov/encoder4editing, training/coach.py; methods.md §1.4)::
+Official layout (omertov/encoder4editing, training/coach.py; see docs/design.md, 'File formats')::
 
     {"state_dict": {"encoder.*": 621 tensors, "decoder.*": 171 tensors},
      "latent_avg": [18, 512] (also accepted: [512], [1, 18, 512]),
@@ -8,7 +8,7 @@ Official layout (omertov/encoder4editing, training/coach.py; methods.md §1.4)::
 
 Files saved with ``save_training_data`` may also hold ``optimizer``,
 ``discriminator_state_dict`` etc.; those are ignored. The file is read with
-:func:`.checkpoints.load_file` (``weights_only=True``, CPU), every key and shape
+:func:`..files.checkpoints.load_file` (``weights_only=True``, CPU), every key and shape
 is validated against the modules built here, and the encoder is loaded
 strictly. A file without any ``decoder.*`` key is accepted (inversion works,
 previews raise); a partial decoder is refused.
@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
 from ..e4e_fused import FusedE4E, fuse_e4e
-from ..errors import CheckpointError
+from ..errors import CheckpointError, a_or_an
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
 
@@ -155,9 +155,9 @@ def _refuse_non_dict(obj: Any, source: str | Path) -> CheckpointError:
         if tuple(obj.shape[-2:]) == (N_LATENT, STYLE_DIM):
             what += " (it looks like a saved W+ latent code, not a model)"
     else:
-        what = f"a {type(obj).__name__}"
+        what = a_or_an(type(obj).__name__)
     return CheckpointError(
-        f"{source} is not a {E4E_WHAT} checkpoint: it holds {what}, not a dict with 'state_dict' and "
+        f"{source} is not {a_or_an(E4E_WHAT)} checkpoint: it holds {what}, not a dict with 'state_dict' and "
         "'latent_avg'. Put the released e4e_ffhq_encode.pt in models/e4e."
     )
 
@@ -166,7 +166,7 @@ def e4e_from_checkpoint(ckpt: Any, source: str | Path = "checkpoint") -> E4EInve
     """Validate an already-loaded official checkpoint object and build the inverter.
 
     Args:
-        ckpt: what :func:`.checkpoints.load_file` returned for the file.
+        ckpt: what :func:`..files.checkpoints.load_file` returned for the file.
         source: file name for messages.
 
     Raises:
@@ -229,20 +229,21 @@ class E4EInverter:
         self._decoder: Generator | None = None
         self.opts = dict(opts or {})
         self.source = source
-        self._device = torch.device("cpu")
-        self._dtype = torch.float32
-        first = next(itertools.chain(encoder.parameters(), encoder.buffers()))
-        self.to(first.device, first.dtype)
+        self.to()
 
     @property
     def device(self) -> torch.device:
-        """Device of the encoder (and of the decoder once built)."""
-        return self._device
+        """Device of the encoder's weights (a host such as ComfyUI may move them between calls)."""
+        return self._first_tensor().device
 
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype of the networks; outputs are always float32."""
-        return self._dtype
+        return self._first_tensor().dtype
+
+    def _first_tensor(self) -> torch.Tensor:
+        # FusedE4E holds only buffers (no trainable parameters); the reference encoder has parameters
+        return next(itertools.chain(self.encoder.parameters(), self.encoder.buffers()))
 
     @property
     def has_decoder(self) -> bool:
@@ -258,25 +259,27 @@ class E4EInverter:
         """Move the networks (in place) and return self; ``latent_avg`` stays float32."""
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"E4EInverter dtype must be a floating dtype, got {dtype}")
-        self._device = torch.device(device) if device is not None else self._device
-        self._dtype = dtype or self._dtype
-        self.encoder.to(device=self._device, dtype=self._dtype)
-        if self._device.type in ("cpu", "cuda"):
-            # oneDNN and cuDNN convolutions are faster in NHWC; W+ moves by ~1e-6 (fp32)
-            self.encoder.to(memory_format=torch.channels_last)
-        if isinstance(self.encoder, FusedE4E):
-            # CPU: convolution weights in oneDNN's layout once, not re-ordered on every call
-            self.encoder.pack_for_cpu()
-        self.latent_avg = self.latent_avg.to(self._device, torch.float32)
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        self.encoder.to(device=device, dtype=dtype)
+        self._prepare(device)
+        self.latent_avg = self.latent_avg.to(device, torch.float32)
         if self._decoder is not None:
-            self._decoder.to(device=self._device, dtype=self._dtype)
+            self._decoder.to(device=device, dtype=dtype)
         return self
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def encode_stages(self) -> int:
+        """Number of ``progress`` calls :meth:`encode` makes for one face (backbone units, then style heads)."""
+        return len(self._stages())
+
+    def encode(self, images: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Aligned faces -> absolute W+ (encoder output + latent_avg).
 
         Args:
-            images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, methods.md §1.1).
+            images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, see :mod:`.align`).
+            progress: called as ``progress(done, total)`` after each backbone unit and style block (``total`` =
+                :attr:`encode_stages` at batch 1); an exception it raises (e.g. an interruption) stops the encode.
 
         Returns:
             [B, 18, 512] float32 on :attr:`device`.
@@ -288,12 +291,52 @@ class E4EInverter:
             )
         if images.numel() and float(images.min()) >= 0.0:
             logger.warning("e4e: input has no negative values; expected RGB in [-1, 1], not [0, 1]")
-        x = images.to(self._device, self._dtype)
-        if self._device.type in ("cpu", "cuda"):
+        device = self.device
+        x = images.to(device, self.dtype)
+        if isinstance(self.encoder, FusedE4E):
+            # a host (ComfyUI's ModelPatcher) may have moved the weights, which unpacks them; packing again is a no-op
+            # when they are still packed
+            self.encoder.pack_for_cpu()
+        if device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            offsets = self.encoder(x)
-        return offsets.float() + self.latent_avg.unsqueeze(0)
+        hooks = []
+        if progress is not None:
+            stages = self._stages()
+            total = len(stages) * self._slices(x.shape[0])
+            done = [0]
+
+            def tick(*_):
+                done[0] += 1
+                progress(done[0], total)
+
+            hooks = [m.register_forward_hook(tick) for m in stages]
+        try:
+            with torch.no_grad():
+                offsets = self.encoder(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return offsets.float() + self.latent_avg.to(device).unsqueeze(0)
+
+    def _stages(self) -> list[torch.nn.Module]:
+        """The modules whose completion :meth:`encode` reports: the 24 backbone units, then the style heads."""
+        if isinstance(self.encoder, FusedE4E):
+            return [*self.encoder.body, self.encoder.coarse, self.encoder.middle, self.encoder.fine]
+        return [*self.encoder.body, *self.encoder.styles]
+
+    def _slices(self, batch: int) -> int:
+        """How many forwards one batch takes (the fused encoder runs a CPU batch in slices)."""
+        if isinstance(self.encoder, FusedE4E) and self.device.type == "cpu":
+            return -(-batch // self.encoder.max_batch)
+        return 1
+
+    def _prepare(self, device: torch.device) -> None:
+        """Channels-last activations and weights on CPU/CUDA; on the CPU the fused encoder's weights packed once."""
+        if device.type in ("cpu", "cuda"):
+            # oneDNN and cuDNN convolutions are faster in NHWC; W+ moves by ~1e-6 (fp32)
+            self.encoder.to(memory_format=torch.channels_last)
+        if isinstance(self.encoder, FusedE4E):
+            self.encoder.pack_for_cpu()  # CPU only: convolution weights in oneDNN's layout, not re-ordered per call
 
     def decoder(self) -> Generator:
         """The StyleGAN2-1024 decoder, built (strictly) from the kept weights on first use.
@@ -311,9 +354,9 @@ class E4EInverter:
                 gen = Generator(STYLEGAN_SIZE, STYLE_DIM, 8, channel_multiplier=2)
             gen.load_state_dict(self._decoder_state, strict=True, assign=True)
             gen.eval().requires_grad_(False)
-            self._decoder = gen.to(device=self._device, dtype=self._dtype)
+            self._decoder = gen.to(device=self.device, dtype=self.dtype)
             self._decoder_state = None
-            logger.info("e4e: built the StyleGAN2 decoder from %s on %s (%s)", self.source, self._device, self._dtype)
+            logger.info("e4e: built the StyleGAN2 decoder from %s on %s (%s)", self.source, self.device, self.dtype)
         return self._decoder
 
     def decode(self, wplus: torch.Tensor, size: int | None = None, fast: bool = False) -> torch.Tensor:
@@ -335,13 +378,14 @@ class E4EInverter:
         if not 1 <= out_size <= STYLEGAN_SIZE:
             raise ValueError(f"preview size must be in 1..1024 pixels, got {size}")
         gen = self.decoder()
+        param = next(gen.parameters())
         stop = STYLEGAN_SIZE
         if fast:
             stop = 4
             while stop < out_size:
                 stop *= 2
         with torch.no_grad():
-            img = gen(wplus.to(self._device, self._dtype), max_resolution=stop).float()
+            img = gen(wplus.to(param.device, param.dtype), max_resolution=stop).float()
         if img.shape[-1] != out_size:
             img = F.interpolate(img, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
         return img

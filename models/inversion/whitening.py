@@ -7,26 +7,25 @@ PSFRGAN's ParseNet (19 classes, :mod:`..parsenet`), marks background (0) and clo
 with Pillow's default (bicubic) filter and composites ``x * (1 - M) + M`` on the
 e4e input.
 
-Fallbacks are explicit user choices (:func:`whitening_mask` ``method``):
-``"parsenet"`` (the official network; needs ``parse_multi_iter_90000.pth`` in the
-``face_parsing`` folder), ``"landmark_hull"`` (a geometric mask from landmarks,
-no model) and ``"none"`` (no whitening).
+Fallbacks are explicit user choices (:func:`.pipeline.resolve_whitening` decides and loads
+the model once): ``"parsenet"`` (the official network; needs ``parse_multi_iter_90000.pth``
+in the ``face_parsing`` folder), ``"landmark_hull"`` (a geometric mask from landmarks, no
+model) and ``"none"`` (no whitening).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from ..files.registry import find_file
-from ..parsenet import PARSENET_FILE, ParseNet, background_mask, load_parsenet, parse_face
-from .pil_resample import pil_resize
+from ..errors import LikenessError
+from ..mask_ops import ellipse_mask, polygon_mask
+from ..parsenet import ParseNet, background_mask, parse_face
 
 logger = logging.getLogger(__name__)
 
@@ -72,34 +71,20 @@ def whiten_background(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = nn.functional.conv2d(m, kernel.reshape(1, 1, 5, 1))
     m = torch.floor(m + 0.5).clamp(0.0, 255.0)
     if tuple(m.shape[-2:]) != tuple(x.shape[-2:]):
-        m = pil_resize(m, (x.shape[-1], x.shape[-2]), "bicubic")
+        m = _pil_resize_masks(m, (x.shape[-1], x.shape[-2]))
     m = (m / 255.0).to(x.dtype)
     if m.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"mask batch {m.shape[0]} does not match image batch {x.shape[0]}")
     return x * (1 - m) + m
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a[0] * b[1] - a[1] * b[0])
-
-
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """Counter-clockwise convex hull (Andrew's monotone chain) of ``[N, 2]`` points."""
-    pts = np.unique(points, axis=0)
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
-    if len(pts) < 3:
-        return pts
-
-    def half(seq: np.ndarray) -> list[np.ndarray]:
-        chain: list[np.ndarray] = []
-        for p in seq:
-            while len(chain) >= 2 and _cross(chain[-1] - chain[-2], p - chain[-2]) <= 0:
-                chain.pop()
-            chain.append(p)
-        return chain
-
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+def _pil_resize_masks(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[B, 1, H, W]`` 0..255 masks resized with Pillow's bicubic filter (8-bit), as the official script."""
+    out = []
+    for plane in m[:, 0].round().clamp(0, 255).to(torch.uint8).cpu().numpy():
+        small = Image.fromarray(plane, "L").resize(size, Image.Resampling.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(small, dtype=np.float32).copy()))
+    return torch.stack(out)[:, None].to(m.device)
 
 
 #: How far above the eye line the landmark hull reaches, as a multiple of the chin's
@@ -134,84 +119,62 @@ def hull_background_mask(landmarks: Any, size: int, forehead_factor: float = HUL
     """
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] not in (5, 68, 106):
-        raise ValueError(f"landmarks must be [68, 2], [106, 2] or [5, 2], got {pts.shape}")
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        raise LikenessError(f"Landmarks must be [68, 2], [106, 2] or [5, 2]; got {pts.shape}.")
     if pts.shape[0] == 5:
         eye_avg = (pts[0] + pts[1]) / 2
-        mouth_avg = (pts[3] + pts[4]) / 2
-        down = mouth_avg - eye_avg
+        down = (pts[3] + pts[4]) / 2 - eye_avg
         e2m = float(np.hypot(*down))
         down = down / max(e2m, 1e-9)
-        side = np.array([-down[1], down[0]])
-        half_w = _ELLIPSE_HALF_WIDTH * float(np.hypot(*(pts[1] - pts[0])))
         chin = _ELLIPSE_CHIN * e2m
         top = forehead_factor * chin
+        half_w = _ELLIPSE_HALF_WIDTH * float(np.hypot(*(pts[1] - pts[0])))
+        angle = float(np.arctan2(down[0], -down[1]))  # the ellipse's first axis runs across the face
         centre = eye_avg + down * (chin - top) / 2
-        half_h = (chin + top) / 2
-        dx, dy = xx - centre[0], yy - centre[1]
-        a = (dx * side[0] + dy * side[1]) / half_w
-        b = (dx * down[0] + dy * down[1]) / half_h
-        inside = a * a + b * b <= 1.0
+        return 1.0 - ellipse_mask(centre, (half_w, (chin + top) / 2), angle, size, size)
+    if pts.shape[0] == 68:
+        eye_avg = (pts[36:42].mean(0) + pts[42:48].mean(0)) / 2
+        mouth_avg = (pts[48] + pts[54]) / 2
+        jaw = pts[0:17]
     else:
-        if pts.shape[0] == 68:
-            eye_avg = (pts[36:42].mean(0) + pts[42:48].mean(0)) / 2
-            mouth_avg = (pts[48] + pts[54]) / 2
-            jaw = pts[0:17]
-        else:
-            eye_avg = (
-                pts[[33, 35, 36, 37, 39, 40, 41, 42]].mean(0) + pts[[87, 89, 90, 91, 93, 94, 95, 96]].mean(0)
-            ) / 2
-            mouth_avg = (pts[56] + pts[69]) / 2
-            jaw = pts
-        down = mouth_avg - eye_avg
-        down = down / max(float(np.hypot(*down)), 1e-9)
-        depth = (jaw - eye_avg) @ down
-        mirrored = jaw - np.outer(depth * (1.0 + forehead_factor), down)
-        hull = _convex_hull(np.concatenate([pts, mirrored[depth > 0]]))
-        inside = np.ones((size, size), dtype=bool)
-        for p, q in zip(hull, np.roll(hull, -1, axis=0), strict=True):
-            inside &= (q[0] - p[0]) * (yy - p[1]) - (q[1] - p[1]) * (xx - p[0]) >= 0
-    return torch.from_numpy((~inside).astype(np.float32))
+        eye_avg = (pts[[33, 35, 36, 37, 39, 40, 41, 42]].mean(0) + pts[[87, 89, 90, 91, 93, 94, 95, 96]].mean(0)) / 2
+        mouth_avg = (pts[56] + pts[69]) / 2
+        jaw = pts
+    down = mouth_avg - eye_avg
+    down = down / max(float(np.hypot(*down)), 1e-9)
+    depth = (jaw - eye_avg) @ down
+    mirrored = jaw - np.outer(depth * (1.0 + forehead_factor), down)
+    return 1.0 - polygon_mask(np.concatenate([pts, mirrored[depth > 0]]), size, size)
 
 
 def whitening_mask(
-    method: str,
-    image: np.ndarray,
-    *,
-    landmarks: Any = None,
-    parsenet: ParseNet | None = None,
-    search_paths: Mapping[str, Sequence[Path]] | None = None,
-) -> tuple[torch.Tensor, str]:
-    """The background mask for whitening, by an explicit user choice.
+    method: str, image: np.ndarray, *, landmarks: Any = None, parsenet: ParseNet | None = None
+) -> torch.Tensor:
+    """The background mask of one resolved whitening method (see :func:`.pipeline.resolve_whitening`).
 
     Args:
         method: ``"parsenet"`` (official), ``"landmark_hull"`` (no model) or ``"none"``.
         image: aligned uint8 ``[S, S, 3]`` face (512 px for ``"parsenet"``).
         landmarks: landmarks in aligned pixel coordinates (``AlignedFace.landmarks``);
             required for ``"landmark_hull"``.
-        parsenet: a loaded :class:`ParseNet`; when None, ``parse_multi_iter_90000.pth`` is
-            looked up in the ``face_parsing`` folders of ``search_paths`` and loaded.
-        search_paths: ``{folder key: [directories]}`` (see :mod:`.registry`).
+        parsenet: the loaded :class:`ParseNet`; required for ``"parsenet"``.
 
     Returns:
-        ``(mask, method_used)``: float32 ``[S, S]`` mask (1 = background) and the method.
+        float32 ``[S, S]`` mask, 1 = background (all 0 for ``"none"``).
 
     Raises:
-        ValueError: unknown method, or no landmarks for ``"landmark_hull"``.
-        MissingModelError: ``"parsenet"`` without a model and no file found (lists the folders
-            searched and where to download it; ``"landmark_hull"`` works without it).
+        ValueError: unknown method or a missing landmark/model argument (programming errors).
+        LikenessError: ParseNet on a face that is not 512 px (align with the wplus_adapter recipe).
     """
     if method not in WHITENING_METHODS:
         raise ValueError(f"unknown whitening method {method!r}; choose one of {list(WHITENING_METHODS)}")
     size = int(image.shape[0])
     if method == "none":
-        return torch.zeros(size, size), "none"
+        return torch.zeros(size, size)
     if method == "landmark_hull":
         if landmarks is None:
             raise ValueError("whitening method 'landmark_hull' needs the face landmarks (in aligned coordinates)")
         logger.info("whitening: landmark-hull background mask (no face-parsing model used)")
-        return hull_background_mask(landmarks, size), "landmark_hull"
+        return hull_background_mask(landmarks, size)
     if parsenet is None:
-        parsenet = load_parsenet(find_file("face_parsing", PARSENET_FILE, search_paths or {}))
-    labels = parse_face(parsenet, image)
-    return background_mask(labels).cpu(), "parsenet"
+        raise ValueError("whitening method 'parsenet' needs the loaded ParseNet (see pipeline.resolve_whitening)")
+    return background_mask(parse_face(parsenet, image)).cpu()

@@ -34,7 +34,7 @@ def residual_wplus_attention(
     ``h_t`` is the host layer's text cross-attention output **before** ``to_out``
     (what a ComfyUI attn2 replace returns). The W+ query is computed from
     ``h_t``, not from the block input: that is what makes the branch "residual"
-    (methods.md §3.3). The caller applies ``to_out`` afterwards.
+    (docs/design.md, "Patching"). The caller applies ``to_out`` afterwards.
 
     Args:
         h_t: ``[B, N, C]`` text attention output, heads merged; ``C`` is the

@@ -3,13 +3,12 @@
 diffusers is duck-typed here and imported lazily only by
 :func:`remove_wplus_adapter`, so ``models/`` imports without it.
 The processor-index -> module-name mapping comes from the adapter's explicit
-site table (:mod:`.wplus_sites`) and is checked against
+site table (:mod:`.sites`) and is checked against
 ``unet.attn_processors`` order before anything is installed.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .model import WPlusAdapter, load_wplus_adapter
-from .processor import WPlusAttnProcessor
+from .processor import WPlusAttnProcessor, WPlusSiteLayer
 
 __all__ = ["apply_wplus_adapter_to_unet", "set_wplus_scale", "remove_wplus_adapter", "encode_context"]
 
@@ -31,16 +30,22 @@ _SUFFIX = ".processor"
 def _scale_for(scale: float | Mapping[int, float], index: int) -> float:
     if isinstance(scale, Mapping):
         if index not in scale:
-            raise ValueError(f"per-site scale has no entry for site {index}; given: {sorted(scale)}")
+            raise InputError(f"The per-site scale has no entry for site {index}; given: {sorted(scale)}.")
         return float(scale[index])
     return float(scale)
 
 
-def _same_place(linear: nn.Linear, ref: torch.Tensor) -> nn.Linear:
-    """``linear`` itself when it matches ``ref``'s device/dtype, else a cast copy (the adapter is not mutated)."""
-    if linear.weight.dtype == ref.dtype and linear.weight.device == ref.device:
-        return linear
-    return copy.deepcopy(linear).to(device=ref.device, dtype=ref.dtype)
+def _processor(layer: WPlusSiteLayer, scale: float, ref: torch.Tensor) -> WPlusAttnProcessor:
+    """A processor holding its own copy of ``layer``'s weights in ``ref``'s device and dtype.
+
+    A copy, never the adapter's modules: ``unet.to(dtype)`` converts the processors and must not
+    change the adapter, which other hosts (or a later reinstall) still use.
+    """
+    with torch.device("meta"):
+        proc = WPlusAttnProcessor(layer.hidden_size, layer.cross_attention_dim, scale=scale, num_tokens=4)
+    own = {k: v.detach().to(device=ref.device, dtype=ref.dtype, copy=True) for k, v in layer.state_dict().items()}
+    proc.load_state_dict(own, strict=True, assign=True)
+    return proc
 
 
 def apply_wplus_adapter_to_unet(
@@ -59,9 +64,9 @@ def apply_wplus_adapter_to_unet(
         scale: λ for every site, or ``{site index: λ}`` for all sites.
 
     Returns:
-        ``{site index: processor}``. The processors share the adapter's
-        Linear modules when dtype and device already match the UNet's
-        ``to_q`` weights (no extra memory), else hold cast copies.
+        ``{site index: processor}``. Each processor owns a copy of its site's
+        weights in the dtype and device of the UNet's ``to_q`` (moving or
+        casting the UNet later never touches the adapter).
 
     Raises:
         CheckpointError: the adapter's site table does not match this UNet
@@ -96,12 +101,7 @@ def apply_wplus_adapter_to_unet(
             raise CheckpointError(
                 f"{site.diffusers_name} has width {hidden} but W+ adapter site {site.index} expects {site.hidden_size}."
             )
-        layer = adapter.layer(site)
-        proc = WPlusAttnProcessor(hidden, ctx, scale=_scale_for(scale, site.index), num_tokens=4)
-        ref = attn.to_q.weight
-        proc.to_k_wplus = _same_place(layer.to_k_wplus, ref)
-        proc.to_v_wplus = _same_place(layer.to_v_wplus, ref)
-        proc.to_q_wplus = _same_place(layer.to_q_wplus, ref)
+        proc = _processor(adapter.layer(site), _scale_for(scale, site.index), attn.to_q.weight)
         processors[site.diffusers_name] = proc
         installed[site.index] = proc
     unet.set_attn_processor(processors)
@@ -150,7 +150,7 @@ def encode_context(text_embeds: torch.Tensor, wplus: torch.Tensor | None, adapte
     if tokens.shape[0] == 1 and batch != 1:
         tokens = tokens.expand(batch, -1, -1)
     if tokens.shape[0] != batch or tokens.shape[-1] != text_embeds.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"W+ tokens {tuple(tokens.shape)} do not fit text embeddings {tuple(text_embeds.shape)}: "
             "give one W+ code per prompt (or one for all) and an adapter of the same context width"
         )

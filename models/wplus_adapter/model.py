@@ -1,15 +1,15 @@
 """W+ adapter (csxmli2016/w-plus-adapter, CVPR 2024): mapping network, weights and loader.
 
 * :class:`WProjModel` maps an absolute e4e W+ code ``[B,18,512]`` to 4 context
-  tokens ``[B,4,C]`` (methods.md §3.2).
+  tokens ``[B,4,C]``.
 * :class:`WPlusAdapter` holds ``w_proj`` and one :class:`WPlusSiteLayer` per
   attn2 site; its state dict is the official file's layout
-  (``w_proj.*`` / ``wplus_adapter.{i}.*``, methods.md §3.8).
+  (``w_proj.*`` / ``wplus_adapter.{i}.*``, docs/design.md, 'File formats').
 * :func:`load_wplus_adapter` reads and validates an official checkpoint.
 
-The residual attention maths is in :mod:`.attention_math`; the diffusers
-processor in :mod:`.wplus_processor` (re-exported here as
-:class:`WPlusAttnProcessor`); diffusers UNet helpers in :mod:`.wplus_diffusers`.
+The residual attention maths is in :mod:`.attention`; the diffusers
+processor in :mod:`.processor` (re-exported here as
+:class:`WPlusAttnProcessor`); diffusers UNet helpers in :mod:`.diffusers_unet`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from ..files.checkpoints import flatten, load_file, validate_shapes
+from ..errors import CheckpointError, a_or_an
+from ..files.checkpoints import family_name, flatten, load_file, validate_shapes
 from .processor import WPlusAttnProcessor, WPlusSiteLayer
 from .sites import SD15_CONTEXT_DIM, SD15_WPLUS_SITES, WPlusSite
 
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 W_ROWS = 18
 W_DIM = 512
 _ROW_GROUPS = ((0, 4), (4, 8), (8, 12), (12, 18))
-_FAMILIES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
 
 
 class WProjModel(nn.Module):
@@ -157,13 +156,6 @@ class WPlusAdapter(nn.Module):
         index = site.index if isinstance(site, WPlusSite) else int(site)
         return self.wplus_adapter[str(index)]
 
-    def site_for_comfy_key(self, key: tuple[str, int, int]) -> WPlusSite:
-        """The site registered under a ComfyUI attn2 key ``(block, number, index)``."""
-        for site in self.sites:
-            if site.comfy_key == tuple(key):
-                return site
-        raise KeyError(f"no W+ adapter site at ComfyUI key {key}; known: {[s.comfy_key for s in self.sites]}")
-
     def tokens(self, wplus: torch.Tensor) -> torch.Tensor:
         """Cond tokens ``WProj(W)``.
 
@@ -178,15 +170,14 @@ class WPlusAdapter(nn.Module):
         return self.w_proj(wplus.to(device=self.device, dtype=self.dtype))
 
     def uncond_tokens(self, batch: int = 1) -> torch.Tensor:
-        """Uncond tokens ``WProj(zeros)`` ``[batch,4,C]`` (methods.md §3.5); equal to ``norm.bias`` per token."""
+        """Uncond tokens ``WProj(zeros)`` ``[batch,4,C]`` (the CFG uncond half); equal to ``norm.bias`` per token."""
         zeros = torch.zeros(batch, W_ROWS, self.w_proj.embeddings_dim, device=self.device, dtype=self.dtype)
         return self.w_proj(zeros)
 
     def check_context_dim(self, context_dim: int, model_name: str = "the MODEL") -> None:
         """Raise :class:`CheckpointError` if the host UNet's context width differs from the adapter's."""
         if int(context_dim) != self.cross_attention_dim:
-            mine = _FAMILIES.get(self.cross_attention_dim, f"context width {self.cross_attention_dim}")
-            theirs = _FAMILIES.get(int(context_dim), f"context width {context_dim}")
+            mine, theirs = family_name(self.cross_attention_dim), family_name(int(context_dim))
             raise CheckpointError(
                 f"The W+ adapter{_from(self.source)} is for {mine} (context width {self.cross_attention_dim}) "
                 f"but {model_name} is {theirs} (context width {context_dim}). The W+ adapter exists only for "
@@ -222,7 +213,7 @@ def load_wplus_adapter(path: str | Path) -> WPlusAdapter:
     obj = load_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(
-            f"{source} holds a {type(obj).__name__}, not a W+ adapter state dict "
+            f"{source} holds {a_or_an(type(obj).__name__)}, not a W+ adapter state dict "
             "({'w_proj': ..., 'wplus_adapter': ...}). Use wplus_adapter.bin from csxmli2016/w-plus-adapter release v1."
         )
     flat = flatten(obj)
@@ -246,7 +237,7 @@ def _refuse_other_families(flat: Mapping[str, torch.Tensor], source: str) -> Non
         widths.add(int(proj.shape[0]))
     other = sorted(w for w in widths if w != SD15_CONTEXT_DIM)
     if other:
-        family = _FAMILIES.get(other[0], f"context width {other[0]}")
+        family = family_name(other[0])
         raise CheckpointError(
             f"{source} is a W+ adapter for {family} (context width {other[0]}), but the W+ adapter runs on "
             f"SD1.5 models only (context width {SD15_CONTEXT_DIM}; no official {family} weights exist). "

@@ -85,8 +85,8 @@ class WPlusAttnProcessor(WPlusSiteLayer):
     The UNet context is ``[text | W+ tokens]``; the last ``num_tokens`` tokens
     are split off, the text part runs the stock cross-attention (identical ops
     to diffusers' ``AttnProcessor2_0``), then the residual W+ branch is added
-    before ``to_out`` (methods.md §3.3). Install with ``attn.set_processor``
-    or :func:`~.wplus_diffusers.apply_wplus_adapter_to_unet`.
+    before ``to_out`` (docs/design.md, "Patching"). Install with ``attn.set_processor``
+    or :func:`~.diffusers_unet.apply_wplus_adapter_to_unet`.
 
     Args:
         hidden_size: the layer's inner width C.
@@ -133,7 +133,7 @@ class WPlusAttnProcessor(WPlusSiteLayer):
         if encoder_hidden_states.shape[1] <= self.num_tokens:
             raise ValueError(
                 f"context has {encoder_hidden_states.shape[1]} tokens but must be [text | {self.num_tokens} W+ "
-                "tokens]; build it with wplus_diffusers.encode_context"
+                "tokens]; build it with diffusers_unet.encode_context"
             )
         end = encoder_hidden_states.shape[1] - self.num_tokens
         text = encoder_hidden_states[:, :end, :].contiguous()

@@ -3,18 +3,18 @@
 The official checkpoint keys its per-layer weights by the position of the
 processor in ``unet.attn_processors`` (diffusers order; attn1 at even, attn2
 at odd positions). The table below pins that mapping down instead of
-counting positions at run time (style.md §1), and a reference test checks it
+counting positions at run time, and a reference test checks it
 against ``manifests/diffusers_attn_index_sd15.json``.
 
 ComfyUI keys are ``(block, number, index_inside_the_SpatialTransformer)``,
-the middle block being ``("middle", 0, 0)`` (comfyui.md §0.2).
+the middle block being ``("middle", 0, 0)`` (docs/design.md, "Patching").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["WPlusSite", "SD15_WPLUS_SITES", "SD15_CONTEXT_DIM", "site_by_index"]
+__all__ = ["WPlusSite", "SD15_WPLUS_SITES", "SD15_CONTEXT_DIM"]
 
 SD15_CONTEXT_DIM = 768
 """CLIP-L text width: the context width of every SD1.5 cross-attention."""
@@ -62,12 +62,4 @@ SD15_WPLUS_SITES: tuple[WPlusSite, ...] = (
     _site(29, "up_blocks.3.attentions.2", "output", 11, 320),
     _site(31, "mid_block.attentions.0", "middle", 0, 1280),
 )
-"""The 16 attn2 sites of SD1.5 (methods.md §3.8), in checkpoint order; 8 heads everywhere."""
-
-
-def site_by_index(sites: tuple[WPlusSite, ...], index: int) -> WPlusSite:
-    """The site with checkpoint index ``index``; ``KeyError`` naming the known indices."""
-    for site in sites:
-        if site.index == index:
-            return site
-    raise KeyError(f"no W+ adapter site with index {index}; known: {[s.index for s in sites]}")
+"""The 16 attn2 sites of SD1.5, in checkpoint order; 8 heads everywhere."""

@@ -18,7 +18,6 @@ attention backend ComfyUI picked for the text attention, which stays untouched.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,7 +69,8 @@ class WPlusPatch:
         weight: λ, the residual scale.
         window: the steps in which W+ acts (start 0.2 = the official delay).
         mask: optional ``[Bm,H,W]`` mask in image space (1 = W+ acts there).
-        hits: per-site call counter (tests and diagnostics).
+        present: optional ``[Bw]`` 0/1 per code: 0 for an absent code (no face, pass-through), whose latent
+            is left unconditioned.
     """
 
     loaded: LoadedWPlusAdapter
@@ -78,7 +78,7 @@ class WPlusPatch:
     weight: float
     window: StepWindow = field(default_factory=lambda: StepWindow(0.2, 1.0))
     mask: torch.Tensor | None = None
-    hits: Counter = field(default_factory=Counter)
+    present: torch.Tensor | None = None
     _tokens: dict = field(default_factory=dict)
     _folded: dict = field(default_factory=dict)
     _last_sigmas: torch.Tensor | None = None
@@ -154,17 +154,23 @@ class WPlusPatch:
         return found
 
     def scale(self, extra_options: dict, batch: int, tokens: int, ref: torch.Tensor) -> float | torch.Tensor:
-        """λ, or ``[B,N,1]`` λ·mask resized to this block's token grid."""
+        """λ, or ``[B,N or 1,1]`` λ·mask (resized to this block's token grid)·present."""
+        chunks = extra_options["cond_or_uncond"]
+        factor = None
+        if self.present is not None:
+            per_code = self.present.to(ref.device, torch.float32)[:, None, None]
+            factor = tokens_for_chunks(per_code, per_code, chunks, batch)  # [B,1,1]: 0 where no code
         if self.mask is None:
-            return self.weight
+            return self.weight if factor is None else (self.weight * factor).to(ref.dtype)
         _, _, height, width = extra_options["activations_shape"]
         if height * width != tokens:
             raise LikenessError(f"attention has {tokens} tokens but the block grid is {height}x{width}")
         try:
-            grid = mask_to_token_grid(self.mask.to(ref.device), (height, width), extra_options["cond_or_uncond"], batch)
+            grid = mask_to_token_grid(self.mask.to(ref.device), (height, width), chunks, batch)
         except ValueError as exc:
             raise LikenessError(f"Apply W+ Adapter: {exc}. Give one mask, or one per latent.") from exc
-        return (self.weight * grid).to(ref.dtype)
+        scaled = self.weight * grid
+        return (scaled if factor is None else scaled * factor).to(ref.dtype)
 
     def models(self) -> list:
         return [self.loaded.patcher]
@@ -180,7 +186,6 @@ class WPlusSiteReplace:
         self.previous = previous
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
-        self.patch.hits[self.key] += 1
         heads = extra_options["n_heads"]
         attention = host_attention(extra_options)
         h_t = self.previous(q, k, v, extra_options) if self.previous is not None else attention(q, k, v, heads)
@@ -210,8 +215,11 @@ def apply_wplus_adapter(
     start_at: float,
     end_at: float,
     mask: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
 ) -> tuple[comfy.model_patcher.ModelPatcher, WPlusPatch]:
     """Return a patched clone of ``model``; the input MODEL is not modified.
+
+    ``present`` (``[Bw]`` 0/1, optional) leaves the latents of absent codes unconditioned.
 
     Raises:
         LikenessError: the MODEL is not the architecture the adapter was trained for
@@ -246,6 +254,7 @@ def apply_wplus_adapter(
         weight=float(weight),
         window=window,
         mask=None if mask is None else (mask[None] if mask.ndim == 2 else mask).detach().float().cpu(),
+        present=None if present is None else present.detach().float().cpu(),
     )
     patched = model.clone()
     existing = existing_attn2_replaces(patched)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -59,17 +60,51 @@ class ComfyServer:
         self.proc: subprocess.Popen | None = None
         for sub in ("input", "output", "temp", "user", "custom_nodes"):
             (base / sub).mkdir(exist_ok=True)
+        # what the frontend reads from a used install (else it logs 404s for them): a user stylesheet, the
+        # saved-workflow and subgraph folders, the node templates file
+        user = base / "user" / "default"
+        for sub in ("workflows", "subgraphs"):
+            (user / sub).mkdir(parents=True, exist_ok=True)
+        settings = {  # a returning user: no first-run template; full-detail nodes at small zoom, no minimap
+            "Comfy.TutorialCompleted": False,
+            "Comfy.Minimap.Visible": False,
+            "LiteGraph.Canvas.MinFontSizeForLOD": 1,
+        }
+        for name, text in (
+            ("user.css", "/* user stylesheet */\n"),
+            ("comfy.templates.json", "[]\n"),
+            ("comfy.settings.json", json.dumps(settings, indent=1) + "\n"),
+        ):
+            if not (user / name).exists():
+                (user / name).write_text(text)
         link = base / "custom_nodes" / "comfyui-likeness"
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
         from likeness.models.files.registry import FOLDERS
+        from likeness.tools.workflows.shipped import SMOKE_NAMES
 
+        # the model names the shipped workflows use, linked to the smoke models, so a template opens in the
+        # frontend with nothing missing (API tests substitute the smoke names with shipped.smoke_prompt)
+        aliases = base / "shipped_names"
+        for (folder, shipped), smoke in SMOKE_NAMES.items():
+            link = aliases / folder / shipped
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(models / folder / smoke)
         keys = ["checkpoints", *FOLDERS]
+        # an empty model tree searched before the smoke models, for tests that put odd files in the way
+        self.scratch = base / "scratch_models"
+        for key in FOLDERS:
+            (self.scratch / key).mkdir(parents=True, exist_ok=True)
         (base / "extra_model_paths.yaml").write_text(
-            "likeness_tests:\n"
+            f"likeness_scratch:\n  base_path: {self.scratch}\n"
+            + "".join(f"  {k}: {k}\n" for k in FOLDERS)
+            + "likeness_tests:\n"
             f"  base_path: {models}\n"
             + "".join(f"  {k}: {k}\n" for k in keys)
             + f"  custom_nodes: {base / 'custom_nodes'}\n"
+            + f"likeness_shipped_names:\n  base_path: {aliases}\n"
+            + "".join(f"  {folder}: {folder}\n" for folder in sorted({f for f, _ in SMOKE_NAMES}))
         )
 
     def start(self, timeout: float = 240.0) -> None:
@@ -178,3 +213,27 @@ def sd15_checkpoint(comfy_env):
     path = comfy_env.models / "checkpoints" / SMOKE_CHECKPOINT
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
     return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def count_site_calls():
+    """A context manager counting calls of every W+ site replace, per ComfyUI key (a spy, not a hook)."""
+    from collections import Counter
+    from contextlib import contextmanager
+    from unittest import mock
+
+    @contextmanager
+    def counting():
+        from likeness.nodes.patching.wplus import WPlusSiteReplace
+
+        hits: Counter = Counter()
+        real = WPlusSiteReplace.__call__
+
+        def spy(self, q, k, v, extra_options):
+            hits[self.key] += 1
+            return real(self, q, k, v, extra_options)
+
+        with mock.patch.object(WPlusSiteReplace, "__call__", spy):
+            yield hits
+
+    return counting

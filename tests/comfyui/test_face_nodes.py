@@ -68,6 +68,22 @@ def test_identity_score_orders_same_and_different_person(analyzer, reference_dir
     assert lines[2].endswith("same person") and not lines[3].endswith("same person")  # dlib: same below L2 0.6
 
 
+def test_identity_score_honours_each_no_face_policy(analyzer, reference_dir):
+    from likeness.models.errors import NoFaceError
+    from likeness.nodes.face_nodes import LikenessIdentityScore
+
+    grace = _photo(reference_dir, "grace_hopper.png")
+    batch = torch.cat([torch.zeros_like(grace), torch.flip(grace, dims=[2])])
+    with pytest.raises(NoFaceError, match="batch image 0"):
+        LikenessIdentityScore.execute(grace, batch, analyzer, "error")
+    scores, table = LikenessIdentityScore.execute(grace, batch, analyzer, "skip").args
+    assert len(scores) == 1 and scores[0] > 0.5  # the blank image is dropped, the flipped photo scored
+    rows = [line.split() for line in table.splitlines()[2:] if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1"] and "image 0: skipped" in table
+    scores, table = LikenessIdentityScore.execute(grace, batch, analyzer, "pass-through").args
+    assert len(scores) == 2 and scores[0] != scores[0] and "image 0: passed through" in table  # NaN for no face
+
+
 def test_interrupting_a_batch_stops_the_node(analyzer, reference_dir):
     import comfy.model_management
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -51,5 +53,51 @@ def test_workflows_are_listed_as_templates_of_the_pack(comfy_server):
     templates = client.get("/workflow_templates")
     ours = [names for pack, names in templates.items() if "likeness" in pack.lower()]
     assert ours, templates
-    expected = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    expected = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
     assert sorted(ours[0]) == expected
+
+
+def test_search_aliases_find_the_nodes_and_rare_inputs_are_advanced(comfy_server):
+    info = comfy_server.client().object_info()
+    ours = {name: spec for name, spec in info.items() if name.startswith("Likeness_")}
+    assert all(spec.get("search_aliases") for spec in ours.values()), [
+        n for n, s in ours.items() if not s.get("search_aliases")
+    ]
+    for word in ("age", "smile", "e4e", "identity"):
+        found = [n for n, s in ours.items() if any(word in alias for alias in s["search_aliases"])]
+        assert found, f"no node answers the search '{word}'"
+    refine = ours["Likeness_FaceRefine"]["input"]
+    advanced = [k for sec in ("required", "optional") for k, v in refine.get(sec, {}).items() if v[1].get("advanced")]
+    assert {"crop_factor", "guide_size", "max_size", "feather", "noise_mask_feather", "grow"} <= set(advanced)
+    assert len(advanced) >= 8
+
+
+def test_texts_and_step_windows_are_refused_before_the_graph_runs(comfy_server):
+    from likeness.tools.batch.client import PromptRejected
+
+    client = comfy_server.client()
+    prompt = {
+        "1": {"class_type": "Likeness_LoadWPlus", "inputs": {"wplus_name": "none.safetensors"}},
+        "2": {"class_type": "Likeness_MixIdentities", "inputs": {"wplus_a": ["1", 0], "wplus_b": ["1", 0],
+                                                                 "alpha": 0.5, "rows": "0-40"}},
+        "3": {"class_type": "Likeness_SaveWPlus", "inputs": {"wplus": ["2", 0], "filename_prefix": "x"}},
+    }  # fmt: skip
+    with pytest.raises(PromptRejected, match="W\\+ rows must be between 0 and 17"):
+        client.run(prompt, timeout=60)
+
+
+def test_validate_inputs_of_the_nodes(comfy_env):
+    from likeness.nodes.editing_nodes import LikenessAttributeSweep, LikenessEditAttributes, LikenessMixIdentities
+    from likeness.nodes.wplus_file_nodes import sanitize_prefix
+    from likeness.nodes.wplus_nodes import LikenessApplyWPlusAdapter
+
+    assert LikenessEditAttributes.validate_inputs({"edits": "2"}, "smile -1 0-7") is True
+    assert "Cannot read the W+ rows 'x-y'" in LikenessEditAttributes.validate_inputs({"edits": "1"}, "smile -1 x-y")
+    assert "extra_edits line 2" in LikenessEditAttributes.validate_inputs(None, "age 1\nsmile")
+    assert "from 1 to 8, got '9'" in LikenessEditAttributes.validate_inputs({"edits": "9"}, "")
+    assert LikenessAttributeSweep.validate_inputs("-4:4:2", "default", "-1,0,1", "fine") is True
+    assert "step" in LikenessAttributeSweep.validate_inputs("-4:4:-2", "default", "1", "default")
+    assert LikenessMixIdentities.validate_inputs(None) is True  # linked: checked when it runs
+    assert "below end_at" in LikenessApplyWPlusAdapter.validate_inputs(0.8, 0.2)
+    assert LikenessApplyWPlusAdapter.validate_inputs(0.2, 1.0) is True
+    assert sanitize_prefix("../../etc/pass:wd") == "etc/pass_wd" and sanitize_prefix(" / .. ") == "identity"

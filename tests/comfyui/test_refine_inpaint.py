@@ -86,12 +86,12 @@ def test_refine_with_an_inpainting_model_uses_inpaint_conditioning(
         scheduler="normal",
         denoise=0.6,
         mask_region="face",
-        mask_grow=4,
+        grow=4,
         crop_factor=1.5,
         guide_size=64,
         max_size=256,
-        feather=3,
-        noise_mask_feather=4,
+        feather=6,
+        noise_mask_feather=8,
         color_match="none",
     )
     refined, mask, before, after, _, info = out.args

@@ -35,12 +35,12 @@ def test_refine_redraws_inside_the_face_mask_only(sd15_checkpoint, photo):
         scheduler="normal",
         denoise=0.6,
         mask_region="face",
-        mask_grow=4,
+        grow=4,
         crop_factor=1.5,
         guide_size=64,
         max_size=256,
-        feather=3,
-        noise_mask_feather=4,
+        feather=6,
+        noise_mask_feather=8,
         color_match="none",
     )
     refined, mask, before, after, segs, info = out.args
@@ -74,7 +74,7 @@ def test_no_face_pass_through_returns_the_image_untouched(sd15_checkpoint):
         scheduler="normal",
         denoise=0.5,
         mask_region="face",
-        mask_grow=0,
+        grow=0,
         crop_factor=3.0,
         guide_size=64,
         max_size=128,
@@ -106,7 +106,7 @@ def test_no_face_error_names_the_image(sd15_checkpoint):
             scheduler="normal",
             denoise=0.5,
             mask_region="face",
-            mask_grow=0,
+            grow=0,
             crop_factor=3.0,
             guide_size=64,
             max_size=128,
@@ -114,3 +114,59 @@ def test_no_face_error_names_the_image(sd15_checkpoint):
             noise_mask_feather=0,
             color_match="none",
         )
+
+
+def test_append_prompt_concatenates_like_conditioning_concat(sd15_checkpoint):
+    from likeness.nodes.refine_node import _append_prompt
+
+    _, clip, _ = sd15_checkpoint
+    positive = _conditioning(clip, "a close-up photo of a face")
+    out = _append_prompt(clip, "smiling, old", positive)
+    extra = _conditioning(clip, "smiling, old")
+    assert len(out) == len(positive) == 1
+    assert out[0][0].shape == (1, 154, 768)  # two 77-token blocks, as ConditioningConcat makes them
+    assert torch.equal(out[0][0][:, :77], positive[0][0]) and torch.equal(out[0][0][:, 77:], extra[0][0])
+    assert out[0][1].keys() == positive[0][1].keys() and out[0][1] is not positive[0][1]  # options copied
+
+
+SMALL = dict(
+    seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", denoise=0.6, mask_region="face", grow=4,
+    crop_factor=1.5, guide_size=64, max_size=256, feather=6, noise_mask_feather=8, color_match="none",
+)  # fmt: skip
+
+
+def test_rgba_is_refined_as_rgb_and_keeps_its_alpha(sd15_checkpoint, photo):
+    """RGBA is read before any sampling (it used to fail after it: 'refined_crop has 3 channels')."""
+    from likeness.nodes.refine_node import LikenessFaceRefine
+
+    model, clip, vae = sd15_checkpoint
+    alpha = torch.linspace(0, 1, photo.shape[2]).expand(1, photo.shape[1], -1)[..., None]
+    rgba = torch.cat([photo, alpha], dim=-1)
+    refined, mask, *_, info = LikenessFaceRefine.execute(
+        rgba, model, vae, _conditioning(clip, "a face"), _conditioning(clip, ""), **SMALL
+    ).args
+    assert refined.shape == rgba.shape and torch.equal(refined[..., 3], rgba[..., 3])
+    outside = mask[0] == 0
+    assert torch.equal(refined[0][outside], rgba[0][outside]) and "alpha channel kept unchanged" in info
+    grey = photo.mean(dim=-1, keepdim=True)
+    out = LikenessFaceRefine.execute(grey, model, vae, _conditioning(clip, "a face"), _conditioning(clip, ""), **SMALL)
+    assert out.args[0].shape == (*grey.shape[:3], 3)
+
+
+def test_odd_images_and_skip_with_nothing_left_fail_before_sampling(sd15_checkpoint, monkeypatch):
+    from likeness.models.errors import InputError, NoFaceError
+    from likeness.nodes import refine_node
+    from likeness.nodes.refine_node import LikenessFaceRefine
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampled")
+
+    monkeypatch.setattr(refine_node._Sampling, "redraw", never)
+    model, clip, vae = sd15_checkpoint
+    conds = (_conditioning(clip, "a face"), _conditioning(clip, ""))
+    with pytest.raises(NoFaceError, match=r"^Face Refine: no usable face in any .* 'pass-through'"):
+        LikenessFaceRefine.execute(torch.zeros(2, 64, 64, 3), model, vae, *conds, **SMALL, on_no_face="skip")
+    with pytest.raises(InputError, match=r"^Face Refine input 'image': images with 5 channels are not supported"):
+        LikenessFaceRefine.execute(torch.zeros(1, 64, 64, 5), model, vae, *conds, **SMALL)
+    with pytest.raises(InputError, match=r"^Face Refine input 'image': the IMAGE batch is empty"):
+        LikenessFaceRefine.execute(torch.zeros(0, 64, 64, 3), model, vae, *conds, **SMALL)

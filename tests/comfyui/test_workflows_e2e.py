@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-API_WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
+API_WORKFLOWS = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
 FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
 
 
 def fast_prompt(path: Path) -> dict:
     """The workflow at 64x64 px and 2 steps, so a CPU runs it in seconds."""
-    prompt = json.loads(path.read_text())
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    prompt = smoke_prompt(json.loads(path.read_text()))
     for node in prompt.values():
         node["inputs"].update(FAST.get(node["class_type"], {}))
     return prompt

@@ -1,6 +1,6 @@
 """UI workflows against a live ComfyUI: conversion, validation, and the schema snapshot.
 
-* every ``workflows/*.json`` converted with ``ui_to_api`` against the LIVE ``/object_info``
+* every ``example_workflows/*.json`` converted with ``ui_to_api`` against the LIVE ``/object_info``
   equals its API twin, and the converted prompt (64x64, 2 steps) is accepted and runs;
 * ``tests/data/object_info_snapshot.json`` equals the live entries (so the unit tier's
   static checks cannot drift from ComfyUI and the nodes).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+UI_FILES = sorted((ROOT / "example_workflows").glob("*.json"))
 SNAPSHOT_PATH = ROOT / "tests" / "data" / "object_info_snapshot.json"
 FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "KSampler": {"steps": 2}}
 
@@ -38,7 +38,7 @@ def test_snapshot_equals_live_object_info(live):
     changed = sorted(c for c in snapshot if current[c] != snapshot[c])
     assert not changed, (
         f"node schemas changed since the snapshot: {changed}. Check the workflows still load, then run "
-        "'python -m tools.workflows.convert regenerate --server URL' and commit the result."
+        "'python -m models.cli workflows --server URL' and commit the result."
     )
 
 
@@ -46,11 +46,15 @@ def test_snapshot_equals_live_object_info(live):
 def test_ui_workflow_converts_to_api_twin_and_runs(live, path):
     from likeness.tools.batch.client import PromptFailed, PromptRejected
     from likeness.tools.workflows.convert import ui_to_api
+    from likeness.tools.workflows.shipped import api_path
 
     client, object_info = live
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
-    twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
+    twin = json.loads(api_path(path).read_text())
     assert prompt == twin, f"{path.name} and api/{path.name} differ: regenerate the UI file"
+    from likeness.tools.workflows.shipped import smoke_prompt
+
+    prompt = smoke_prompt(prompt)
     for node in prompt.values():
         node["inputs"].update(FAST.get(node["class_type"], {}))
     try:

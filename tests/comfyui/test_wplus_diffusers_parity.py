@@ -100,7 +100,7 @@ def _diffusers_unet(checkpoint_path):
 
 
 @pytest.fixture(scope="module")
-def outputs(comfy_env, sd15_checkpoint):
+def outputs(comfy_env, sd15_checkpoint, count_site_calls):
     """Every noise prediction the tests compare, computed once; the diffusers UNet is freed afterwards."""
     from likeness.models.wplus_adapter.diffusers_unet import (
         apply_wplus_adapter_to_unet,
@@ -121,9 +121,10 @@ def outputs(comfy_env, sd15_checkpoint):
     out["comfy_base"] = _comfy_forward(model, x, t, text)
     for weight in (0.0, 1.0):
         patched, patch = apply_wplus_adapter(model, loaded, wplus, weight, 0.0, 1.0)
-        out[f"comfy_{weight:g}"] = _comfy_forward(patched, x, t, text)
+        with count_site_calls() as hits:
+            out[f"comfy_{weight:g}"] = _comfy_forward(patched, x, t, text)
         if weight:
-            assert len(patch.hits) == 16, f"W+ replaces hit at {len(patch.hits)} of 16 sites"
+            assert len(hits) == 16, f"W+ replaces hit at {len(hits)} of 16 sites"
             # CFG batch as ComfyUI builds it: uncond chunk first (row 0), then cond (row 1)
             out["comfy_cfg"] = _comfy_forward(patched, x, t, text, cond_or_uncond=(1, 0))
         del patched, patch

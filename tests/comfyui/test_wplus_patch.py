@@ -43,15 +43,16 @@ def _run(model, step=5, cond_or_uncond=(0,), seed=1):
         return model.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=options)
 
 
-def test_every_sd15_site_is_discovered_and_hit_once_per_call(sd15, loaded_adapter):
+def test_every_sd15_site_is_discovered_and_hit_once_per_call(sd15, loaded_adapter, count_site_calls):
     from likeness.nodes.patching import apply_wplus_adapter, discover_attn2_sites
 
     sites = discover_attn2_sites(sd15)
     assert len(sites) == 16 and ("middle", 0, 0) in sites
     assert {k: v[1] for k, v in sites.items()} == {s.comfy_key: s.hidden_size for s in loaded_adapter.adapter.sites}
-    patched, patch = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
-    _run(patched)
-    assert dict(patch.hits) == {key: 1 for key in sites}
+    patched, _ = apply_wplus_adapter(sd15, loaded_adapter, _wplus(), 1.0, 0.0, 1.0)
+    with count_site_calls() as hits:
+        _run(patched)
+    assert dict(hits) == {key: 1 for key in sites}
 
 
 def test_input_model_is_not_mutated_and_weight_zero_is_bit_identical(sd15, loaded_adapter):
@@ -105,6 +106,23 @@ def test_a_wplus_batch_maps_one_code_per_latent(sd15, loaded_adapter):
     three, _ = apply_wplus_adapter(sd15, loaded_adapter, _wplus(3), 1.0, 0.0, 1.0)
     with pytest.raises(LikenessError, match="3 codes but the latent batch is 2"):
         _run(three)
+
+
+def test_an_absent_code_leaves_its_latent_unconditioned(sd15, loaded_adapter):
+    """Pass-through: the latent of an image without a face is exactly the unpatched UNet's, cond and uncond."""
+    from likeness.nodes.patching import apply_wplus_adapter
+
+    codes = _wplus(2, seed=5)
+    present = torch.tensor([1.0, 0.0])
+    patched, _ = apply_wplus_adapter(sd15, loaded_adapter, codes, 1.0, 0.0, 1.0, present=present)
+    first, _ = apply_wplus_adapter(sd15, loaded_adapter, codes[:1], 1.0, 0.0, 1.0)
+    for chunks in ((0,), (1, 0)):
+        out, plain = _run(patched, cond_or_uncond=chunks), _run(sd15, cond_or_uncond=chunks)
+        rows = out.shape[0] // len(chunks)
+        for c in range(len(chunks)):
+            torch.testing.assert_close(out[c * rows + 1], plain[c * rows + 1], rtol=0, atol=2e-4)
+            assert (out[c * rows] - plain[c * rows]).abs().max() > 1e-2
+    torch.testing.assert_close(_run(patched)[0], _run(first)[0], rtol=0, atol=2e-4)
 
 
 def test_mask_confines_the_residual_to_masked_tokens(sd15, loaded_adapter):

@@ -4,7 +4,7 @@ Mirrors, step by step, NVIDIA's FFHQ ``recreate_aligned_images`` as e4e
 (``utils/alignment.py``) and the W+ adapter (``script/utils.py`` ``align_face``)
 run it: PIL LANCZOS shrink, crop, ``np.pad(..., 'reflect')`` with the Gaussian-blur
 and median blend, ``Image.transform(QUAD, BILINEAR)`` of ``quad + 0.5`` and the
-LANCZOS (ANTIALIAS) resize. Written from the description in docs/methods.md 1.1;
+LANCZOS (ANTIALIAS) resize. Written from the official code's published steps;
 the only change is that scipy's ``gaussian_filter`` is replaced by the NumPy
 equivalent :func:`gaussian_filter_np` (same kernel, radius and borders) so that
 the tests need no SciPy. Not imported by the pack.

@@ -58,7 +58,7 @@ def test_demo_report_names_recipe_whitening_and_smoke(demo):
     assert "WARNING: SMOKE MODELS" in text and "NOISE" in text
     assert "e4e          SMOKE (random weights)" in text and "directions   SMOKE (random weights)" in text
     assert "[written by this run]" in text
-    for stage in ("models", "detect", "align", "whitening", "encode", "decode", "total"):
+    for stage in ("models", "detect", "whitening", "encode", "decode", "total"):
         assert f"\n  {stage:<14} " in text, stage
     assert report.smoke and report.landmark_kind == "lm68" and report.faces_found == 1
     assert report.direction == "encoder4editing/interfacegan:age"

@@ -81,7 +81,7 @@ def test_discovered_sets_semantics_and_licences(catalog):
     assert pc["pose"].vector.norm(dim=1).std() > 0  # per-layer rows differ
     bank = sets["w-plus-adapter/training_bank"]
     assert len(bank) == 17 and bank.licence == LICENCE_SLAB
-    # bank order identified by cosine 1.0 (methods.md §2.4)
+    # bank order identified by cosine 1.0 with the published directions
     cos = torch.nn.functional.cosine_similarity(bank["e4e_pose"].vector, ig["pose"].vector, dim=1)
     assert cos.min() > 0.9999
     cos = torch.nn.functional.cosine_similarity(bank["gender"].vector, sp["gender"].vector, dim=1)
@@ -142,3 +142,9 @@ def test_real_latents_zero_identity_and_linearity(latents, catalog):
     torch.testing.assert_close(edit(w, [(dirs[1], s)]).double(), ref, rtol=0, atol=1e-5)
     res = sweep(w[:2], dirs[0], "-4:4:4")
     assert res.wplus.shape == (6, 18, 512) and res.labels[0] == "age=-4.0 #0"
+
+
+def test_layout_predicts_the_set_names_of_the_published_files(catalog, reference_dir):
+    from likeness.models.directions.index import layout_set_names
+
+    assert layout_set_names([reference_dir / "directions"]) == list(catalog.sets)

@@ -70,7 +70,7 @@ def test_grey_profile_found(analyzer, faces_dir, ref):
     img = _load(faces_dir, "camera_profile.png")
     assert img.ndim == 2  # 'L' PNG: grey input path
     faces = analyzer.detect(img)
-    assert len(faces) == 1  # yuface finds the profile (ecosystem.md §5)
+    assert len(faces) == 1  # yuface finds the profile
     assert _iou(faces[0].bbox, ref["camera_profile.png"]["yuface"][0]["box_xyxy"]) >= 0.9
 
 
@@ -97,8 +97,9 @@ def test_blank_image_each_policy(analyzer):
     sizes = [(256, 320), (256, 320)]
     with pytest.raises(NoFaceError, match=r"batch image 0 \(320x256 px\): no face detected"):
         apply_policy(selected, "error", sizes, reasons=reasons, backend="embedded")
-    kept, report = apply_policy(selected, "skip", sizes, reasons=reasons)
-    assert kept == [] and sorted(report.skipped) == [0, 1]
+    # Skipping every image would leave an empty batch, which no downstream node can take: a clear error instead.
+    with pytest.raises(NoFaceError, match=r"on_no_face = 'skip' would leave nothing to output"):
+        apply_policy(selected, "skip", sizes, reasons=reasons)
     kept, report = apply_policy(selected, "pass-through", sizes, reasons=reasons)
     assert kept == [] and sorted(report.passed_through) == [0, 1]
 

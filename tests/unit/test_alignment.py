@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from likeness.models.errors import LikenessError
+from likeness.models.images import to_rgb_uint8
 from likeness.models.inversion.align import (
     E4E_OFFICIAL,
     PSTF,
@@ -20,10 +21,8 @@ from likeness.models.inversion.align import (
     e4e_input_tensor,
     ffhq_quad,
     ffhq_quad_from_5,
-    to_rgb_uint8,
+    gaussian_blur_hw,
 )
-from likeness.models.inversion.align_warp import gaussian_blur_scipy, quad_warp, reflect_indices
-from likeness.models.inversion.pil_resample import pil_resize
 
 _spec = importlib.util.spec_from_file_location(
     "ffhq_reference_impl", Path(__file__).resolve().parents[1] / "reference" / "ffhq_reference_impl.py"
@@ -90,7 +89,7 @@ def test_five_points_equal_68_when_they_are_its_eye_means_and_mouth_corners():
 
 def test_bad_landmarks_and_recipes_are_refused():
     img = smooth_image()
-    with pytest.raises(ValueError, match=r"\(68, 2\).*\(5, 2\)|68, 2"):
+    with pytest.raises(LikenessError, match=r"\[68, 2\].*\[5, 2\]"):
         align_face(img, np.zeros((7, 2)))
     with pytest.raises(LikenessError, match="Degenerate"):
         align_face(img, np.zeros((68, 2)))
@@ -137,8 +136,7 @@ def test_padding_path_matches_reference_impl(caplog):
         expected = np.asarray(
             ref.align_reference(Image.fromarray(img), quad, qsize, recipe.output_size, recipe.transform_size, True)
         ).astype(int)
-        diff = np.abs(expected - face.image.astype(int))
-        assert diff.mean() <= 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
+        np.testing.assert_array_equal(face.image, expected)
     assert caplog.text.count("align_face: padding") == 2
 
 
@@ -149,41 +147,17 @@ def test_shrink_path_matches_reference_impl():
     recipe = AlignRecipe("shrink", 64, 128, False)
     face = align_face(img, lm, recipe)
     assert face.shrink == int(np.floor(qsize / 64 * 0.5)) > 1
-    expected = np.asarray(ref.align_reference(Image.fromarray(img), quad, qsize, 64, 128, False)).astype(int)
-    diff = np.abs(expected - face.image.astype(int))
-    assert diff.mean() <= 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
+    expected = np.asarray(ref.align_reference(Image.fromarray(img), quad, qsize, 64, 128, False))
+    np.testing.assert_array_equal(face.image, expected)
 
 
-def test_banded_supersampled_warp_matches_pil():
-    """The 4096 -> 512 code path at a small scale (T = 8 O), several bands."""
-    img = smooth_image(90, 100, seed=5)
-    quad = np.array([[10.3, 12.1], [4.0, 80.2], [72.2, 86.5], [78.5, 18.4]])
-    quad[2] = quad[1] + quad[3] - quad[0]
-    out = quad_warp(torch.from_numpy(img).permute(2, 0, 1).float(), quad, 256, 32, band_rows=7)
-    pil = Image.fromarray(img).transform(
-        (256, 256), Image.Transform.QUAD, (quad + 0.5).flatten(), Image.Resampling.BILINEAR
-    )
-    expected = np.asarray(pil.resize((32, 32), Image.Resampling.LANCZOS)).astype(int)
-    diff = np.abs(expected - out.permute(1, 2, 0).numpy().astype(int))
-    assert diff.max() <= 1 and diff.mean() < 0.02
-
-
-@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16", "I", "F"])
-def test_odd_image_modes_become_rgb_uint8(mode):
+@pytest.mark.parametrize("mode", ["LA", "P", "I;16"])
+def test_any_pil_mode_aligns_like_its_rgb_conversion(mode):
     grey = smooth_image(60, 70)[:, :, 0]
-    if mode == "I;16":
-        pil = Image.fromarray(grey.astype(np.uint16) * 257)
-        assert pil.mode.startswith("I;16")
-    elif mode == "I":
-        pil = Image.fromarray(grey.astype(np.int32) * 257)
-    elif mode == "F":
-        pil = Image.fromarray(grey.astype(np.float32) / 255.0)
-    else:
-        pil = Image.fromarray(grey).convert(mode)
-    rgb = to_rgb_uint8(pil)
-    assert rgb.dtype == np.uint8 and rgb.shape == (60, 70, 3)
-    assert np.abs(rgb[:, :, 1].astype(int) - grey).max() <= (8 if mode == "P" else 0)
-    face = align_face(pil, synthetic_lm68(35, 25, 14), E4E_OFFICIAL)
+    pil = Image.fromarray(grey.astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(grey).convert(mode)
+    lm = synthetic_lm68(35, 25, 14)
+    face = align_face(pil, lm, E4E_OFFICIAL)
+    np.testing.assert_array_equal(face.image, align_face(to_rgb_uint8(pil), lm, E4E_OFFICIAL).image)
     assert face.image.shape == (256, 256, 3)
 
 
@@ -192,41 +166,21 @@ def test_array_inputs():
     np.testing.assert_array_equal(to_rgb_uint8(img.astype(np.uint16) * 257), img)
     np.testing.assert_array_equal(to_rgb_uint8(torch.from_numpy(img / 255.0)[None]), img)
     np.testing.assert_array_equal(to_rgb_uint8(np.dstack([img, np.zeros((30, 40), np.uint8)])), img)
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(LikenessError, match=r"\[0, 1\]"):
         to_rgb_uint8(img.astype(np.float32))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(LikenessError, match="shape"):
         to_rgb_uint8(np.zeros((3, 4, 5, 6)))
 
 
-def test_reflect_indices_equal_numpy_pad_for_any_size():
-    for n, before, after in [(5, 2, 3), (4, 9, 11), (1, 3, 2), (7, 0, 20)]:
-        expected = np.pad(np.arange(n), (before, after), mode="reflect")
-        np.testing.assert_array_equal(reflect_indices(n, before, after), expected)
-
-
-def test_gaussian_blur_matches_numpy_reference_and_scipy():
+def test_gaussian_blur_matches_the_reference_sum_and_scipy():
     img = smooth_image(40, 50, seed=1).astype(np.float32)
     img[10:20, 5:15] = 255.0
     expected = ref.gaussian_filter_np(img, 2.3)
-    out = gaussian_blur_scipy(torch.from_numpy(img).permute(2, 0, 1), 2.3).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(out, expected, atol=1e-3)
+    out = gaussian_blur_hw(img, 2.3)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
     ndimage = pytest.importorskip("scipy.ndimage")
     np.testing.assert_allclose(expected, ndimage.gaussian_filter(img, [2.3, 2.3, 0]), atol=1e-3)
-
-
-@pytest.mark.parametrize(
-    "size,filt,pil_filter",
-    [
-        ((37, 23), "lanczos", Image.Resampling.LANCZOS),
-        ((32, 32), "bicubic", Image.Resampling.BICUBIC),
-        ((160, 130), "lanczos", Image.Resampling.LANCZOS),
-    ],
-)
-def test_pil_resize_matches_pillow(size, filt, pil_filter):
-    img = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    out = pil_resize(torch.from_numpy(img).permute(2, 0, 1).float(), size, filt).permute(1, 2, 0).numpy()
-    expected = np.asarray(Image.fromarray(img).resize(size, pil_filter)).astype(int)
-    assert np.abs(out.astype(int) - expected).max() <= 1
 
 
 def test_e4e_input_tensors():
@@ -240,5 +194,5 @@ def test_e4e_input_tensors():
     torch.testing.assert_close(y[0], (torch.from_numpy(small.copy()).permute(2, 0, 1) - 127.5) / 127.5)
     z = e4e_input_tensor(big, "pstf")
     assert z.shape == (1, 3, 256, 256) and z.min() >= -1.0 and z.max() <= 1.0
-    with pytest.raises(ValueError, match="unknown recipe"):
+    with pytest.raises(LikenessError, match="Unknown alignment recipe"):
         e4e_input_tensor(img, "nope")

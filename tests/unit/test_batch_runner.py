@@ -4,77 +4,21 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import threading
 import time
 import uuid
-from pathlib import Path
 
+import batch_fixtures  # tests/unit is on sys.path
 import pytest
+from batch_fixtures import FAST, WORKFLOW, seeds, sweep12
 
+from likeness.tools.batch.fake_server import fake_png
 from likeness.tools.batch.manifest import Manifest
 from likeness.tools.batch.runner import format_progress, run_batch
 
-_spec = importlib.util.spec_from_file_location("fake_comfyui", Path(__file__).with_name("fake_comfyui.py"))
-fake_comfyui = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_comfyui)
-FakeComfy = fake_comfyui.FakeComfy
-
-WORKFLOW = {
-    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
-    "12": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load face"}},
-    "10": {
-        "class_type": "LikenessEdit",
-        "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
-        "_meta": {"title": "Likeness edit"},
-    },
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
-        "_meta": {"title": "KSampler"},
-    },
-    "9": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}},
-    "20": {"class_type": "Likeness_IdentityScore", "inputs": {"image": ["3", 0]}},
-}
-FAST = {"poll_interval": 0.01, "backoff_cap": 0.05, "request_timeout": 5.0}
-
-
-@pytest.fixture()
-def servers():
-    made = []
-
-    def make(n=1, **kw):
-        made.extend(FakeComfy(**kw) for _ in range(n))
-        return made[-n:]
-
-    yield make
-    for fake in made:
-        if fake.alive:
-            fake.kill()
-
-
-@pytest.fixture()
-def face_dir(tmp_path):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for name in ("alice", "bob"):
-        (folder / f"{name}.png").write_bytes(name.encode() * 10)
-    return folder
-
-
-def sweep12(face_dir):
-    return {
-        "faces": {"folder": str(face_dir), "node": "Load face", "input": "image"},
-        "sweep": [{"node": "Likeness edit", "input": "strength_1", "values": [-2, 0, 2], "name": "age"}],
-        "seeds": {"node": "KSampler", "input": "seed", "values": [1, 2]},
-    }
-
-
-def seeds(n, extra=None):
-    spec = {"seeds": {"node": "KSampler", "input": "seed", "values": list(range(1, n + 1))}}
-    spec.update(extra or {})
-    return spec
+face_dir = batch_fixtures.face_dir  # a pytest fixture
+servers = batch_fixtures.servers  # a pytest fixture
 
 
 def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path, face_dir):
@@ -92,7 +36,7 @@ def test_single_server_outputs_reports_scores_and_ws_progress(servers, tmp_path,
     assert rec.inputs["12.image"].startswith("likeness_batch/bob_") and rec.inputs["12.image"] in fake.uploads
     assert fake.uploads[rec.inputs["12.image"]] == b"bob" * 10
     assert [o["file"] for o in rec.outputs] == ["0011_face=bob_age=+2_seed=2_n9_0.png"]
-    assert (tmp_path / "out" / rec.outputs[0]["file"]).read_bytes() == f"{rec.prompt_id}:9".encode()
+    assert (tmp_path / "out" / rec.outputs[0]["file"]).read_bytes() == fake_png(f"{rec.prompt_id}:9".encode())
     assert rec.score == pytest.approx(0.02) and rec.scores == {"20": [0.02]}
     assert rec.started_at <= rec.finished_at and 0 <= rec.seconds < 5
     rows = list(csv.DictReader(report.csv_path.open()))
@@ -159,7 +103,7 @@ def test_kill_and_restart_mid_batch_loses_and_duplicates_nothing(servers, tmp_pa
 
 
 def test_rejections_and_execution_errors_fail_points_but_not_the_batch(servers, tmp_path):
-    (fake,) = servers()
+    (fake,) = servers(exec_time=0.3)  # long enough for the partly queued prompt to be interrupted
     spec = {
         "sweep": [
             {"node": "Likeness edit", "input": "strength_1", "values": [1, "__bad400__", "__bad200__", "__crash__", 2]}
@@ -315,3 +259,16 @@ def test_cli_queue_prints_progress_and_summary(servers, tmp_path, capsys):
     spec_path.write_text(json.dumps(seeds(1, {"overrides": [{"node": "3", "input": "steps", "value": "__bad400__"}]})))
     assert main(args[:-4] + [str(tmp_path / "o2"), "--poll", "0.01", "--no-websocket"]) == 1
     assert "FAILED seed=1" in capsys.readouterr().out
+
+
+def test_websocket_events_drive_the_batch_between_slow_polls(servers, tmp_path):
+    """With the websocket, a finished prompt is collected at once; polls (every 5 s here) are the safety net."""
+    a, b = servers(2, exec_time=0.05)
+    t0 = time.monotonic()
+    report = run_batch(
+        WORKFLOW, seeds(8), [a.url, b.url], tmp_path / "out", use_websocket=True, poll_interval=5.0, backoff_cap=5.0
+    )
+    assert report.ok and time.monotonic() - t0 < 4.0  # 8 x 50 ms on 2 servers; one poll alone would take 5 s
+    assert sorted((a.completions + b.completions).values()) == [1] * 8
+    # only the server that reported a finished prompt is asked again: about 1 GET /queue per prompt, not per server
+    assert a.requests["GET queue"] + b.requests["GET queue"] <= 2 * 8 + 4

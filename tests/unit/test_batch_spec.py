@@ -6,32 +6,9 @@ import copy
 import json
 
 import pytest
+from batch_fixtures import WORKFLOW, assert_clear  # tests/unit is on sys.path
 
 from likeness.tools.batch.spec import SpecError, expand_spec, find_node, load_spec
-
-WORKFLOW = {
-    "4": {
-        "class_type": "CheckpointLoaderSimple",
-        "inputs": {"ckpt_name": "x.safetensors"},
-        "_meta": {"title": "Load Checkpoint"},
-    },
-    "12": {"class_type": "LoadImage", "inputs": {"image": "example.png"}, "_meta": {"title": "Load face"}},
-    "10": {
-        "class_type": "LikenessEdit",
-        "inputs": {"model": ["4", 0], "image": ["12", 0], "strength_1": 0.0},
-        "_meta": {"title": "Likeness edit"},
-    },
-    "3": {
-        "class_type": "KSampler",
-        "inputs": {"seed": 0, "steps": 20, "model": ["10", 0]},
-        "_meta": {"title": "KSampler"},
-    },
-    "9": {
-        "class_type": "SaveImage",
-        "inputs": {"images": ["3", 0], "filename_prefix": "x"},
-        "_meta": {"title": "Save Image"},
-    },
-}
 
 
 @pytest.fixture()
@@ -111,7 +88,7 @@ def test_addressing_by_id_title_and_class():
 def test_ambiguous_and_missing_nodes_are_clear_errors():
     wf = copy.deepcopy(WORKFLOW)
     wf["11"] = copy.deepcopy(wf["10"])
-    with pytest.raises(SpecError, match=r"'Likeness edit' is ambiguous.*\['10', '11'\]"):
+    with pytest.raises(SpecError, match=r"'Likeness edit' is ambiguous.*\(ids 10, 11\)"):
         find_node(wf, "Likeness edit")
     with pytest.raises(SpecError, match=r"no node 'Ksampler'.*3 \('KSampler', KSampler\)"):
         find_node(WORKFLOW, "Ksampler")
@@ -119,13 +96,15 @@ def test_ambiguous_and_missing_nodes_are_clear_errors():
 
 def test_bad_input_names_and_values_are_clear_errors(faces):
     spec = {"sweep": [{"node": "KSampler", "input": "sead", "values": [1]}]}
-    with pytest.raises(SpecError, match=r"sweep\[0\]: node 3 \(KSampler\) has no input 'sead'.*'seed'"):
+    with pytest.raises(
+        SpecError, match=r"sweep\[0\]: node 3 \(KSampler\) has no input 'sead'; its inputs: model, seed, steps$"
+    ):
         expand_spec(WORKFLOW, spec)
     with pytest.raises(SpecError, match='non-empty "values"'):
         expand_spec(WORKFLOW, {"sweep": [{"node": "3", "input": "seed", "values": []}]})
-    with pytest.raises(SpecError, match=r"repeats values \['1'\]"):
+    with pytest.raises(SpecError, match=r"repeats values 1; each point must differ"):
         expand_spec(WORKFLOW, {"seeds": {"node": "3", "input": "seed", "values": [1, 2, 1]}})
-    with pytest.raises(SpecError, match=r"\['3.seed'\] are swept more than once"):
+    with pytest.raises(SpecError, match=r"inputs 3.seed are swept more than once"):
         expand_spec(
             WORKFLOW,
             {
@@ -159,3 +138,65 @@ def test_spec_file_relative_faces_folder(tmp_path, faces):
     with pytest.raises(SpecError, match="not valid JSON"):
         (tmp_path / "bad.json").write_text("{")
         load_spec(tmp_path / "bad.json")
+
+
+def test_face_subfolder_must_stay_inside_the_input_folder(faces):
+    for bad in ("../evil", "a/../../b", "C:/x", "./x"):
+        spec = {"faces": {"folder": str(faces), "node": "12", "input": "image", "subfolder": bad}}
+        with pytest.raises(SpecError, match=r"faces.subfolder .* must be a folder inside the server's input folder"):
+            expand_spec(WORKFLOW, spec)
+    spec = {"faces": {"folder": str(faces), "node": "12", "input": "image", "subfolder": "/people/set1/"}}
+    assert expand_spec(WORKFLOW, spec)[0].face.value.startswith("people/set1/alice_")
+
+
+def test_point_count_is_bounded_before_expansion():
+    spec = {
+        "sweep": [{"node": "10", "input": "strength_1", "values": list(range(101))}],
+        "seeds": {"node": "3", "input": "seed", "values": list(range(100))},
+    }
+    with pytest.raises(SpecError, match=r"expands to 10100 points \(101 strength_1 x 100 seed\); .* at most 10000"):
+        expand_spec(WORKFLOW, spec)
+
+
+def test_long_lists_in_errors_are_cut_at_twenty_items():
+    wf = {str(i): {"class_type": f"Node{i}", "inputs": {f"in{j}": j for j in range(30)}} for i in range(40)}
+    with pytest.raises(SpecError) as err:
+        find_node(wf, "missing")
+    assert str(err.value).endswith(", ... and 20 more") and str(err.value).count("('Node") == 20
+    with pytest.raises(SpecError) as err:
+        expand_spec(wf, {"sweep": [{"node": "3", "input": "nope", "values": [1]}]})
+    assert "... and 10 more" in str(err.value) and "in29" not in str(err.value)
+    values = list(range(25)) * 2
+    with pytest.raises(SpecError) as err:
+        expand_spec(wf, {"sweep": [{"node": "3", "input": "in1", "values": values}]})
+    assert "... and 5 more" in str(err.value)
+
+
+def test_every_spec_error_reads_clearly(faces):
+    wf = {str(i): {"class_type": f"Node{i}", "inputs": {f"in{j}": j for j in range(30)}} for i in range(40)}
+    bad_specs = [
+        {"sweep": [{"node": "missing", "input": "in1", "values": [1]}]},
+        {"sweep": [{"node": "3", "input": "nope", "values": [1]}]},
+        {"sweep": [{"node": "3", "input": "in1", "values": list(range(30)) * 2}]},
+        {"sweep": [{"node": "3", "input": "in1", "values": []}]},
+        {
+            "sweep": [{"node": "3", "input": "in1", "values": list(range(200))}],
+            "seeds": {"node": "4", "input": "in1", "values": list(range(200))},
+        },
+        {"faces": {"folder": str(faces), "node": "3", "input": "in1", "subfolder": "../x"}},
+        {"sweeps": []},
+    ]
+    for spec in bad_specs:
+        with pytest.raises(SpecError) as err:
+            expand_spec(wf, spec)
+        assert_clear(str(err.value))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["try the the other backend", "it is not a e4e file", "nodes: " + ", ".join(str(i) for i in range(25))],
+)
+def test_the_message_checker_catches_each_fault(bad):
+    with pytest.raises(AssertionError):
+        assert_clear(bad)
+    assert_clear("it is not an e4e file; nodes: " + ", ".join(str(i) for i in range(20)) + ", ... and 5 more")

@@ -1,4 +1,4 @@
-"""Fast parts of ``likeness demo``: argument checks, helpers, smoke detection, the SD1.5 folder checks.
+"""Fast parts of ``python -m models.cli demo``: argument checks, helpers, smoke detection, the SD1.5 folder checks.
 
 The full pipeline (1.2 GB smoke e4e, full-size encoder/decoder) runs in
 tests/reference/test_demo_reference.py.
@@ -22,7 +22,6 @@ from likeness.tools.demo.run import (
     is_smoke_direction,
     is_smoke_e4e,
     load_demo_image,
-    resolve_whitening,
     run_demo,
     sweep_strip,
 )
@@ -49,18 +48,6 @@ def test_sweep_strip_layout():
         sweep_strip(imgs, ["x"])
     with pytest.raises(ValueError, match="all must be"):
         sweep_strip([imgs[0], np.zeros((16, 16, 3), np.uint8)], ["x", "y"])
-
-
-def test_resolve_whitening(tmp_path):
-    assert resolve_whitening("auto", "wplus_adapter", None)[0] == "landmark_hull"
-    assert resolve_whitening("auto", "wplus_adapter", tmp_path / "p.pth") == (
-        "parsenet",
-        f"auto: found {tmp_path / 'p.pth'}",
-    )
-    assert resolve_whitening("auto", "e4e_official", tmp_path / "p.pth")[0] == "none"
-    assert resolve_whitening("none", "wplus_adapter", None) == ("none", "chosen explicitly")
-    with pytest.raises(LikenessError, match="Unknown whitening 'white'"):
-        resolve_whitening("white", "wplus_adapter", None)
 
 
 def test_load_demo_image(tmp_path, monkeypatch):
@@ -106,7 +93,7 @@ def test_write_smoke_models_parts(tmp_path):
     [
         ({"recipe": "ffhq"}, "Unknown alignment recipe 'ffhq'"),
         ({"whitening": "white"}, "Unknown whitening 'white'"),
-        ({"strengths": "-3:3:0"}, "Cannot read the strengths"),
+        ({"strengths": "-3:3:0"}, r"strengths = '-3:3:0': cannot read it"),
         ({"sd15_diffusers": "nowhere/sd15"}, "is not a folder"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ from likeness.models.directions import (
     Direction,
     Edit,
     discover_directions,
+    discovery,
     edit,
     format_strength,
     ganspace_delta,
     grid_sweep,
+    index,
     load_directions,
     load_ganspace_configs,
     mix,
@@ -27,6 +30,7 @@ from likeness.models.directions import (
     save_direction,
     sweep,
 )
+from likeness.models.directions.index import cached_catalog, folder_signature, layout_set_names, set_names
 from likeness.models.directions.types import LICENCE_E4E, LICENCE_NVIDIA_NC, LICENCE_SLAB, LICENCE_UNKNOWN
 from likeness.models.errors import CheckpointError, LikenessError
 
@@ -201,21 +205,8 @@ def test_garbage_files_name_the_file(tmp_path, make, match):
 
 def test_discovery_groups_and_reports_problems(tmp_path):
     root = tmp_path / "likeness_directions"
-    e4e = root / "encoder4editing" / "editings"
-    (e4e / "interfacegan_directions").mkdir(parents=True)
-    for i, n in enumerate(("age", "smile")):
-        torch.save(torch.randn(1, 512, generator=_g(i)), e4e / "interfacegan_directions" / f"{n}.pt")
-    (e4e / "ganspace_pca").mkdir()
-    torch.save(_pca(k=80), e4e / "ganspace_pca" / "ffhq_pca.pt")
-    wpa = root / "w-plus-adapter" / "w_direction"
-    (wpa / "latent_directions").mkdir(parents=True)
-    np.save(wpa / "latent_directions" / "age.npy", np.ones((18, 512)))
-    (wpa / "gan_space").mkdir()
-    (wpa / "gan_space" / "ganspace_configs.csv").write_text("smile\t46\t4\t5\t-20\n")
-    (root / "mine").mkdir()
-    save_direction(root / "mine" / "cool.safetensors", _lin("cool"))
+    _official_layout(root)
     (root / "mine" / "broken.pt").write_bytes(b"\x01\x02garbage")
-    np.save(root / "mine" / "stylegan_ffhq_smile_boundary.npy", np.zeros((1, 512)))
     cat = discover_directions({"likeness_directions": [root, tmp_path / "missing"]})
     assert set(cat.sets) == {
         "encoder4editing/interfacegan",
@@ -232,7 +223,7 @@ def test_discovery_groups_and_reports_problems(tmp_path):
     assert cat.get("w-plus-adapter/ganspace:smile").ganspace.pca_idx == 46
     assert "mine/cool:cool" in cat.choices()
     bad = {p.path.name: p.reason for p in cat.problems}
-    assert set(bad) == {"broken.pt", "stylegan_ffhq_smile_boundary.npy"}
+    assert set(bad) == {"broken.pt", "stylegan_ffhq_smile_boundary.npy", "cars_pca.pt"}
     assert "broken.pt" in bad["broken.pt"] and "StyleGAN v1" in bad["stylegan_ffhq_smile_boundary.npy"]
     with pytest.raises(LikenessError, match="nope"):
         cat.get("nope:age")
@@ -370,3 +361,56 @@ def test_discovery_keeps_same_named_files_apart(tmp_path):
     (ds,) = discover_directions([tmp_path]).sets.values()
     assert sorted(ds.names()) == ["age", "age (pt)"]
     assert ds["age"].default_rows == tuple(range(8)) and ds["age (pt)"].default_rows == tuple(range(18))
+
+
+# ---------------------------------------------------------------- cached catalogue, cheap names
+
+
+def _official_layout(root: Path) -> None:
+    e4e = root / "encoder4editing" / "editings"
+    (e4e / "interfacegan_directions").mkdir(parents=True)
+    for i, n in enumerate(("age", "smile")):
+        torch.save(torch.randn(1, 512, generator=_g(i)), e4e / "interfacegan_directions" / f"{n}.pt")
+    (e4e / "ganspace_pca").mkdir()
+    torch.save(_pca(k=80), e4e / "ganspace_pca" / "ffhq_pca.pt")
+    torch.save(_pca(k=80), e4e / "ganspace_pca" / "cars_pca.pt")
+    wpa = root / "w-plus-adapter" / "w_direction"
+    (wpa / "latent_directions").mkdir(parents=True)
+    np.save(wpa / "latent_directions" / "age.npy", np.ones((18, 512)))
+    (wpa / "gan_space").mkdir()
+    (wpa / "gan_space" / "ganspace_configs.csv").write_text("smile\t46\t4\t5\t-20\n")
+    (root / "mine").mkdir()
+    save_direction(root / "mine" / "cool.safetensors", _lin("cool"))
+    np.save(root / "mine" / "stylegan_ffhq_smile_boundary.npy", np.zeros((1, 512)))
+
+
+def test_layout_names_predict_discovery_without_opening_files(tmp_path, monkeypatch):
+    root = tmp_path / "likeness_directions"
+    _official_layout(root)
+    expected = list(discover_directions([root]).sets)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a file was opened to list set names")
+
+    monkeypatch.setattr(discovery, "load_file", no_loading)
+    assert layout_set_names([root]) == expected
+    assert set_names([root, tmp_path / "missing"]) == expected
+
+
+def test_catalog_is_cached_until_a_file_changes(tmp_path):
+    index.clear_cache()
+    root = tmp_path / "dirs"
+    (root / "set").mkdir(parents=True)
+    torch.save(torch.randn(1, 512, generator=_g(0)), root / "set" / "age.pt")
+    first = cached_catalog([root])
+    assert cached_catalog([root]) is first and set_names([root]) == ["set"]
+    sig = folder_signature([root])
+    torch.save(torch.randn(1, 512, generator=_g(1)), root / "set" / "smile.pt")
+    assert folder_signature([root]) != sig
+    second = cached_catalog([root])
+    assert second is not first and second.sets["set"].names() == ["age", "smile"]
+    (root / "pca_folder").mkdir()
+    torch.save(_pca(k=80), root / "pca_folder" / "my_components.pt")  # a PCA the layout cannot name
+    assert "pca_folder" in set_names([root])  # predicted (stale cache): a folder of single directions
+    assert "pca_folder/my_components" in list(cached_catalog([root]).sets)
+    assert "pca_folder/my_components" in set_names([root])  # the real names once read

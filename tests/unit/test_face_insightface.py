@@ -1,4 +1,4 @@
-"""insightface backend with a weight-free fake pack (ecosystem.md §3) and the offline missing-pack guard."""
+"""insightface backend with a weight-free fake pack and the offline missing-pack guard."""
 
 from __future__ import annotations
 

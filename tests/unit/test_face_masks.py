@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from likeness.models.errors import LikenessError
-from likeness.models.face import Face, batch_face_masks, face_mask, feather_mask, grow_mask, part_masks
+from likeness.models.face import Face, batch_face_masks, face_mask, part_masks
 from likeness.models.face.masks import ellipse_mask, polygon_mask
+from likeness.models.mask_ops import feather_mask
 
 
 def _synthetic_68(cx=100.0, cy=110.0, s=60.0) -> np.ndarray:
@@ -84,22 +85,6 @@ def test_parts_inside_face_and_disjoint(with68):
     assert (parts["eye_left"] * parts["eye_right"]).sum() == 0
     union = face_mask(face, H, W, region="parts")
     assert union.sum() <= sum(m.sum() for m in parts.values()) and union.sum() >= parts["mouth"].sum()
-
-
-def test_grow_shrink_exact_disk():
-    m = torch.zeros(100, 100)
-    m[40:60, 40:60] = 1
-    grown = grow_mask(m, 5)
-    # square 20x20 dilated by a radius-5 disk: 20*20 + 4*20*5 + ~pi*25 corners
-    assert abs(grown.sum().item() - (400 + 400 + math.pi * 25)) < 12
-    assert bool((grown >= m).all())
-    shrunk = grow_mask(m, -3)
-    assert shrunk.sum().item() == 14 * 14 and bool((shrunk <= m).all())
-    assert torch.equal(grow_mask(m, 0), m)
-    edge = torch.ones(10, 10)
-    assert grow_mask(edge, -2).sum().item() == 6 * 6  # border counts as outside
-    batch = torch.stack([m, torch.zeros_like(m)])
-    assert grow_mask(batch, 5).shape == (2, 100, 100) and grow_mask(batch, 5)[1].sum() == 0
 
 
 def test_feather_range_and_monotone_edge():

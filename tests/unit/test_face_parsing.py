@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from likeness.models.errors import CheckpointError, MissingModelError
+from likeness.models.errors import CheckpointError, LikenessError, MissingModelError
 from likeness.models.inversion.whitening import hull_background_mask, whiten_background, whitening_mask
 from likeness.models.parsenet import ParseNet, background_mask, build_parsenet_checkpoint, load_parsenet, parse_face
 
@@ -149,7 +149,7 @@ def test_whitening_matches_the_official_cv2_and_pil_steps():
     x = torch.zeros(1, 3, 256, 256)
     expected = torch.from_numpy(official)  # x = 0: result is the mask itself
     out = whiten_background(x, torch.from_numpy(mask / 255.0).float())[0, 0]
-    assert (out - expected).abs().max() <= 1.0 / 255 + 1e-6
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-7)  # Pillow itself resizes: identical
 
 
 def test_hull_mask_sanity():
@@ -169,21 +169,21 @@ def test_hull_mask_sanity():
     fg_hull, fg_ell = mask == 0, ellipse == 0
     iou = (fg_hull & fg_ell).sum() / (fg_hull | fg_ell).sum()
     assert iou > 0.7, iou
-    with pytest.raises(ValueError):
+    with pytest.raises(LikenessError, match=r"Landmarks must be .*got \(7, 2\)"):
         hull_background_mask(np.zeros((7, 2)), 64)
 
 
-def test_whitening_mask_methods(tmp_path):
+def test_whitening_mask_methods():
     img = np.zeros((32, 32, 3), np.uint8)
-    mask, used = whitening_mask("none", img)
-    assert used == "none" and torch.count_nonzero(mask) == 0
+    assert torch.count_nonzero(whitening_mask("none", img)) == 0
     lm = np.array([[12.0, 12.0], [20.0, 12.0], [16.0, 16.0], [13.0, 20.0], [19.0, 20.0]])
-    mask, used = whitening_mask("landmark_hull", img, landmarks=lm)
-    assert used == "landmark_hull" and mask[14, 16] == 0 and mask[0, 0] == 1
-    mask, used = whitening_mask("parsenet", img, parsenet=tiny_net().eval())
-    assert used == "parsenet" and mask.shape == (32, 32)
-    with pytest.raises(MissingModelError, match=r"parse_multi_iter_90000\.pth.*'face_parsing'"):
-        whitening_mask("parsenet", img, search_paths={"face_parsing": [tmp_path]})
+    mask = whitening_mask("landmark_hull", img, landmarks=lm)
+    assert mask[14, 16] == 0 and mask[0, 0] == 1
+    net = tiny_net().eval()
+    mask = whitening_mask("parsenet", img, parsenet=net)
+    assert mask.shape == (32, 32) and torch.equal(mask, background_mask(parse_face(net, img)))
+    with pytest.raises(ValueError, match="needs the loaded ParseNet"):
+        whitening_mask("parsenet", img)
     with pytest.raises(ValueError, match="landmarks"):
         whitening_mask("landmark_hull", img)
     with pytest.raises(ValueError, match="choose one of"):

@@ -1,10 +1,9 @@
-"""Face record, image normalisation and the no-face policy / selection helpers (no models)."""
+"""Face record and the no-face policy / selection helpers (no models)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from likeness.models.errors import LikenessError, NoFaceError
 from likeness.models.face import (
@@ -15,7 +14,6 @@ from likeness.models.face import (
     filter_faces,
     select_batch,
     select_faces,
-    to_rgb_uint8,
 )
 
 
@@ -42,40 +40,6 @@ def test_face_helpers_and_validation():
         Face(bbox=[0, 0, 1, 1], score=1, kps=np.zeros((68, 2)))
     with pytest.raises(ValueError, match="bbox"):
         Face(bbox=[0, 0, 1], score=1, kps=np.zeros((5, 2)))
-
-
-# -- to_rgb_uint8 --------------------------------------------------------------------------------
-def test_to_rgb_uint8_formats():
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    assert to_rgb_uint8(rgb) is not None and np.array_equal(to_rgb_uint8(rgb), rgb)
-    grey = rgb[:, :, 0]
-    out = to_rgb_uint8(grey)
-    assert out.shape == (6, 7, 3) and np.array_equal(out[:, :, 2], grey)
-    assert np.array_equal(to_rgb_uint8(grey[:, :, None]), out)
-    rgba = np.concatenate([rgb, np.full((6, 7, 1), 7, np.uint8)], axis=2)
-    assert np.array_equal(to_rgb_uint8(rgba), rgb)
-    assert np.array_equal(to_rgb_uint8(rgb.astype(np.uint16) * 257), rgb)
-    assert np.array_equal(to_rgb_uint8(rgb.astype(np.float32) / 255.0), rgb)
-    assert np.array_equal(to_rgb_uint8(torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]), rgb)
-    assert to_rgb_uint8(np.ones((2, 2), bool)).max() == 255
-    assert to_rgb_uint8(np.full((2, 2, 3), 1.005, np.float32)).max() == 255  # tiny overshoot clipped
-
-
-@pytest.mark.parametrize(
-    ("arr", "match"),
-    [
-        (np.zeros((3, 8, 8), np.uint8), "channel-first"),
-        (np.zeros((2, 8, 8, 3), np.uint8), r"one image .* image\[i\]"),
-        (np.zeros((8, 8, 5), np.uint8), "C in 1..4"),
-        (np.full((4, 4, 3), 255.0, np.float32), r"\[0, 1\].*max 255"),
-        (np.full((4, 4), np.nan, np.float32), "NaN"),
-        (np.full((4, 4), 1000, np.int32), "0..255"),
-    ],
-)
-def test_to_rgb_uint8_errors(arr, match):
-    with pytest.raises(LikenessError, match=match):
-        to_rgb_uint8(arr)
 
 
 # -- selection -----------------------------------------------------------------------------------

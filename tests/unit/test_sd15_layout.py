@@ -203,7 +203,7 @@ def small_layout(monkeypatch):
     """The writer over an 11-key subset (same generation code, no 0.6 GB file in the unit tier)."""
     full = sd15_layout.sd15_checkpoint_shapes("reduced")
     subset = {k: full[k] for k in SAMPLE_KEYS + ["betas"]}
-    monkeypatch.setattr(sd15_layout, "sd15_checkpoint_shapes", lambda variant="reduced": dict(subset))
+    monkeypatch.setattr(sd15_layout, "sd15_checkpoint_shapes", lambda variant="reduced", in_channels=4: dict(subset))
     return subset
 
 

@@ -1,7 +1,7 @@
 """Shipped workflows checked against the schema snapshot, without ComfyUI.
 
 The snapshot (tests/data/object_info_snapshot.json) is written by
-``python -m tools.workflows.convert regenerate`` and kept equal to a live server's
+``python -m models.cli workflows`` and kept equal to a live server's
 ``/object_info`` by tests/comfyui/test_workflows_ui.py.
 """
 
@@ -14,18 +14,22 @@ import pytest
 
 from likeness.models.errors import LikenessError
 from likeness.tools.workflows.convert import (
+    DYNAMIC_COMBO,
     VIRTUAL_NODES,
+    all_specs,
     api_to_ui,
+    expand_specs,
     input_specs,
     is_file_list,
     ui_to_api,
     widget_layout,
 )
+from likeness.tools.workflows.shipped import SHIPPED_MODELS, SMOKE_NAMES, WORKFLOW_DIR, api_path, smoke_prompt, ui_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = json.loads((ROOT / "tests" / "data" / "object_info_snapshot.json").read_text())
-API_FILES = sorted((ROOT / "workflows" / "api").glob("*.json"))
-UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+API_FILES = sorted((ROOT / WORKFLOW_DIR / "api").glob("*.json"))
+UI_FILES = sorted((ROOT / WORKFLOW_DIR).glob("*.json"))
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -37,14 +41,14 @@ def _load(path: Path) -> dict:
 
 
 def _spec(cls: str, name: str):
-    return next(s for s in input_specs(SNAPSHOT[cls]) if s.name == name)
+    return next(s for s in all_specs(SNAPSHOT[cls]) if s.name == name)
 
 
 def check_value(cls: str, name: str, value) -> str | None:
     """Why ``value`` is not acceptable for widget ``name`` of ``cls`` (None when it is)."""
     spec = _spec(cls, name)
     opts = spec.options
-    if spec.type == "COMBO":
+    if spec.type in ("COMBO", DYNAMIC_COMBO):
         if is_file_list(cls, spec):
             return None if isinstance(value, str) and value else f"file name must be a non-empty string, got {value!r}"
         return None if value in spec.choices else f"{value!r} not in {spec.choices}"
@@ -67,7 +71,8 @@ def check_value(cls: str, name: str, value) -> str | None:
 
 def test_every_api_workflow_has_a_ui_twin_and_back():
     assert API_FILES, "no API workflows shipped"
-    assert _ids(API_FILES) == _ids(UI_FILES), "workflows/*.json and workflows/api/*.json must pair up by name"
+    assert sorted(api_path(p) for p in UI_FILES) == API_FILES, "every template needs its API twin and back"
+    assert [ui_path(ROOT, p.stem) for p in API_FILES] == [p for p in UI_FILES if api_path(p) in API_FILES]
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=_ids(API_FILES))
@@ -79,8 +84,9 @@ def test_api_workflow_types_links_and_values(path):
         if cls not in SNAPSHOT:
             errors.append(f"node {nid}: unknown class {cls}")
             continue
-        specs = {s.name: s for s in input_specs(SNAPSHOT[cls])}
-        required = {s.name for s in specs.values() if s.section == "required"}
+        specs = {s.name: s for s in all_specs(SNAPSHOT[cls])}
+        chosen = expand_specs(input_specs(SNAPSHOT[cls]), lambda s, n=node: n["inputs"].get(s.name, s.default))
+        required = {s.name for s in chosen if s.section == "required"}
         missing = required - set(node["inputs"])
         if missing:
             errors.append(f"node {nid} ({cls}): required inputs missing {sorted(missing)}")
@@ -130,7 +136,7 @@ def test_ui_workflow_structure_links_and_values(path):
             or SNAPSHOT[cls]["python_module"] in ("nodes",)
             or SNAPSHOT[cls]["python_module"].startswith("comfy_extras")
         ), f"{cls} is neither ours nor core"
-        layout = widget_layout(SNAPSHOT[cls])
+        layout = widget_layout(SNAPSHOT[cls], node["widgets_values"])
         if len(node["widgets_values"]) != len(layout):
             errors.append(
                 f"node {node['id']} ({cls}): {len(node['widgets_values'])} widget values, schema has {len(layout)}"
@@ -154,7 +160,7 @@ def test_ui_workflow_structure_links_and_values(path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
 def test_ui_twin_converts_to_its_api_file(path):
-    api = _load(ROOT / "workflows" / "api" / path.name)
+    api = _load(api_path(path))
     assert ui_to_api(_load(path), SNAPSHOT) == api
 
 
@@ -221,7 +227,7 @@ def test_seed_widget_is_followed_by_control_after_generate_and_upload_value():
 
 
 def test_linked_widget_becomes_a_widget_input_and_keeps_a_placeholder_value():
-    sweep = _load(ROOT / "workflows" / "likeness_attribute_sweep.json")
+    sweep = _load(ui_path(ROOT, "likeness_attribute_sweep"))
     latent = next(n for n in sweep["nodes"] if n["type"] == "EmptyLatentImage")
     assert latent["inputs"] == [
         {"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": latent["inputs"][0]["link"]}
@@ -246,9 +252,67 @@ def test_conversion_errors_name_the_node():
 def test_snapshot_has_tooltips_for_every_likeness_input_and_no_machine_file_lists():
     ours = [c for c in SNAPSHOT if c.startswith("Likeness_")]
     assert ours
-    missing = [f"{c}.{s.name}" for c in ours for s in input_specs(SNAPSHOT[c]) if not s.options.get("tooltip")]
+    missing = [f"{c}.{s.name}" for c in ours for s in all_specs(SNAPSHOT[c]) if not s.options.get("tooltip")]
     assert not missing, f"inputs without tooltip: {missing}"
     for cls, entry in SNAPSHOT.items():
         for spec in input_specs(entry):
             if is_file_list(cls, spec):
                 assert spec.choices == [], f"{cls}.{spec.name}: snapshot must not list this machine's files"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=_ids(UI_FILES))
+def test_templates_name_real_models_with_download_metadata_and_a_thumbnail(path):
+    ui = _load(path)
+    smoke = set(SMOKE_NAMES.values())
+    for node in ui["nodes"]:
+        values = [v for v in node.get("widgets_values") or [] if isinstance(v, str)]
+        assert not smoke & set(values), f"node {node['id']} names a smoke model: {values}"
+        named = [SHIPPED_MODELS[v] for v in values if v in SHIPPED_MODELS]
+        want = [{"name": m.name, "url": m.url, "directory": m.directory} for m in named]
+        assert node["properties"].get("models", []) == want, f"node {node['id']} ({node['type']}) model metadata"
+        for m in named:  # the Read me note says where each file comes from
+            assert m.url in ui["nodes"][0]["widgets_values"][0] and m.licence in ui["nodes"][0]["widgets_values"][0]
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumb.name}: no JPEG thumbnail"
+
+
+def test_smoke_prompt_substitutes_only_model_names():
+    api = _load(API_FILES[0])
+    smoke = smoke_prompt(api)
+    changed = {
+        (nid, name)
+        for nid, node in api.items()
+        for name, value in node["inputs"].items()
+        if smoke[nid]["inputs"][name] != value
+    }
+    assert changed and all(api[nid]["class_type"] == "CheckpointLoaderSimple" for nid, _ in changed)
+    assert api == _load(API_FILES[0]), "the input prompt must not be modified"
+
+
+def test_dynamic_combo_children_follow_their_combo_in_both_formats():
+    entry = SNAPSHOT["Likeness_EditAttributes"]
+    edits = _spec("Likeness_EditAttributes", "edits")
+    assert edits.type == DYNAMIC_COMBO and edits.choices == [str(n) for n in range(1, 9)] and edits.default == "1"
+    assert [s.name for s in edits.children("2")] == [
+        f"edits.{f}_{i}" for i in (1, 2) for f in ("attribute", "strength", "rows")
+    ]
+    values = ["2", "age", 2.0, "default", "smile", -1.0, "0-7", "", "offset"]
+    layout = widget_layout(entry, values)
+    assert [name for name, _ in layout] == [
+        "edits",
+        *[s.name for s in edits.children("2")],
+        "extra_edits",
+        "ganspace_mode",
+    ]
+    assert [name for name, _ in widget_layout(entry)][:5] == ["edits", "edits.attribute_1", "edits.strength_1",
+                                                               "edits.rows_1", "extra_edits"]  # fmt: skip
+    api = {
+        "1": {"class_type": "Likeness_EditAttributes", "inputs": dict(zip([n for n, _ in layout], values, strict=True)),
+              "_meta": {"title": "Likeness Edit Attributes"}},
+    }  # fmt: skip
+    api["1"]["inputs"]["directions"] = ["3", 0]
+    api["3"] = {"class_type": "Likeness_LoadDirections", "inputs": {"direction_set": "s"}, "_meta": {"title": "D"}}
+    ui = api_to_ui(api, SNAPSHOT, name="dyn")
+    node = next(n for n in ui["nodes"] if n["type"] == "Likeness_EditAttributes")
+    assert node["widgets_values"] == values
+    assert ui_to_api(ui, SNAPSHOT) == api

@@ -323,7 +323,7 @@ def test_unet_scale_zero_is_bit_identical_and_nonzero_changes(tiny, monkeypatch)
         assert sorted(installed) == [1, 3, 5, 7]
         procs = list(unet.attn_processors.values())
         assert [type(p).__name__ for p in procs] == ["AttnProcessor2_0", "WPlusAttnProcessor"] * 4
-        assert installed[7].to_q_wplus is adapter.layer(7).to_q_wplus  # shared, no copy
+        assert torch.equal(installed[7].to_q_wplus.weight, adapter.layer(7).to_q_wplus.weight)  # same values
         assert torch.equal(_predict(unet, x["sample"], context), baseline)
 
         calls: list[int] = []
@@ -371,3 +371,28 @@ def test_unet_site_table_is_checked_before_installing(tiny):
     with pytest.raises(CheckpointError, match="has width 32 but W\\+ adapter site 1 expects 320"):
         apply_wplus_adapter_to_unet(unet, sd15_names)
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in unet.attn_processors.values())
+
+
+def test_processors_own_their_weights_so_the_unet_dtype_never_reaches_the_adapter(tiny):
+    unet, adapter, x = tiny
+    from likeness.models.wplus_adapter.diffusers_unet import apply_wplus_adapter_to_unet, remove_wplus_adapter
+
+    before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    installed = apply_wplus_adapter_to_unet(unet, adapter, scale=1.0)
+    try:
+        adapter_ptrs = {p.data_ptr() for p in adapter.parameters()}
+        assert not any(p.data_ptr() in adapter_ptrs for proc in installed.values() for p in proc.parameters())
+        unet.to(torch.float16)
+        assert all(p.dtype == torch.float16 for proc in installed.values() for p in proc.parameters())
+        assert all(v.dtype == torch.float32 for v in adapter.state_dict().values())
+        for key, value in adapter.state_dict().items():
+            assert torch.equal(value, before[key]), key
+    finally:
+        assert remove_wplus_adapter(unet) == 4
+        unet.to(torch.float32)
+    assert all(torch.equal(v, before[k]) for k, v in adapter.state_dict().items())
+    again = apply_wplus_adapter_to_unet(unet, adapter, scale=1.0)  # the adapter is still usable as it was
+    try:
+        assert all(p.dtype == torch.float32 for proc in again.values() for p in proc.parameters())
+    finally:
+        remove_wplus_adapter(unet)

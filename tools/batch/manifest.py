@@ -1,8 +1,13 @@
 """The batch manifest (resume state) and the final reports (report.csv / report.json).
 
-``manifest.json`` in the output folder holds one record per point, keyed by its stable ``point_id``;
-it is rewritten atomically (temp file + ``os.replace``) after every state change, so a crash at any
-moment leaves a consistent file. A point's ``prompt_id`` is a UUID5 of the manifest's random ``nonce``,
+``manifest.json`` in the output folder holds one record per point, keyed by its stable ``point_id``,
+written atomically (temp file + ``os.replace``) at the start and end of a run. In between, every state
+change of a point is appended as one JSON line to ``manifest.journal`` (flushed before the runner acts
+on it), so a change costs the same at 10 or 10,000 points. Loading replays the journal lines newer than
+the snapshot (each line carries a sequence number the snapshot records); a line cut short by a crash is
+the last one and is ignored, which loses nothing: its change had not been acted on yet. The journal is
+folded into the snapshot when it holds more lines than 4x the points (at least 1,000).
+A point's ``prompt_id`` is a UUID5 of the manifest's random ``nonce``,
 the point id and the point's ``generation`` (bumped only by ``retry_failed``), and it is written to the
 manifest *before* the prompt is posted: a resubmission after a crash or a server restart reuses the same
 ``prompt_id``, and the runner checks ``/queue`` and ``/history/{id}`` before posting again.
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 STATUSES = ("pending", "queued", "done", "failed")
 MANIFEST_NAME = "manifest.json"
+JOURNAL_NAME = "manifest.journal"
 _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -72,6 +78,7 @@ class PointRecord:
     score: float | None = None
     scores: dict[str, list[float]] = field(default_factory=dict)
     history: dict[str, Any] | None = None  # finished history entry kept until its outputs are downloaded
+    note: str | None = None  # e.g. how a point was collected after its server forgot it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PointRecord:
@@ -87,29 +94,61 @@ def iso_time(t: float | None) -> str:
 
 
 class Manifest:
-    """``out_dir/manifest.json``: the batch's nonce, client id and a :class:`PointRecord` per point id."""
+    """``out_dir/manifest.json`` (+ its journal): the batch's nonce, client id and a record per point id."""
 
-    def __init__(self, path: Path, nonce: str, client_id: str, records: dict[str, PointRecord]):
+    def __init__(self, path: Path, nonce: str, client_id: str, records: dict[str, PointRecord], seq: int = 0):
         self.path = path
+        self.journal_path = path.with_name(JOURNAL_NAME)
         self.nonce = nonce
         self.client_id = client_id
         self.records = records
+        self.seq = seq  # number of the last change written (snapshot or journal)
+        self._journal: Any = None
+        self._journal_lines = 0
 
     @classmethod
     def open(cls, out_dir: Path) -> Manifest:
-        """Load the manifest of ``out_dir``, or start an empty one (nothing is written yet)."""
+        """Load the manifest of ``out_dir`` (snapshot + journal), or start an empty one (nothing written yet)."""
         path = out_dir / MANIFEST_NAME
         if not path.exists():
+            if (out_dir / JOURNAL_NAME).exists():
+                raise LikenessError(
+                    f"{out_dir / JOURNAL_NAME} exists without {path}; move both away to start the batch afresh"
+                )
             return cls(path, uuid.uuid4().hex, uuid.uuid4().hex, {})
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             records = {pid: PointRecord.from_dict(rec) for pid, rec in data["points"].items()}
-            return cls(path, data["nonce"], data["client_id"], records)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            manifest = cls(path, data["nonce"], data["client_id"], records, int(data.get("seq", 0)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise LikenessError(
                 f"batch manifest {path} is unreadable ({exc}); move it away to start the batch afresh "
                 "(finished images in that folder are kept)"
             ) from exc
+        manifest._replay()
+        return manifest
+
+    def _replay(self) -> None:
+        if not self.journal_path.exists():
+            return
+        lines = self.journal_path.read_text(encoding="utf-8").split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                seq, rec = int(entry["seq"]), PointRecord.from_dict(entry["point"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                if number == len(lines):  # the last line, cut short by a crash while it was written
+                    logger.warning("ignoring the unfinished last line of %s", self.journal_path)
+                    continue
+                raise LikenessError(
+                    f"line {number} of {self.journal_path} is unreadable ({exc}); move {self.path} and it away "
+                    "to start the batch afresh (finished images in that folder are kept)"
+                ) from exc
+            if seq > self.seq:
+                self.records[rec.point_id], self.seq = rec, seq
+            self._journal_lines += 1
 
     def prompt_id(self, point_id: str, generation: int) -> str:
         """The client-chosen prompt id of a point: stable for (nonce, point id, generation)."""
@@ -125,18 +164,41 @@ class Manifest:
             rec.index, rec.label, rec.inputs = index, label, dict(inputs)
         return rec
 
+    def update(self, rec: PointRecord) -> None:
+        """Record one point's new state: one journal line, flushed to the OS before this returns."""
+        if self._journal is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal = self.journal_path.open("a", encoding="utf-8")
+        self.seq += 1
+        line = json.dumps({"seq": self.seq, "point": asdict(rec)}, separators=(",", ":"), default=str)
+        self._journal.write(line + "\n")
+        self._journal.flush()
+        self._journal_lines += 1
+        if self._journal_lines > max(1000, 4 * len(self.records)):
+            self.save()
+
     def save(self) -> None:
-        """Write atomically (temp file + ``os.replace``)."""
+        """Write the whole state atomically (temp file + ``os.replace``), then empty the journal."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
-            "version": 1,
+            "version": 2,
+            "seq": self.seq,
             "nonce": self.nonce,
             "client_id": self.client_id,
             "points": {pid: asdict(rec) for pid, rec in self.records.items()},
         }
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, self.path)
+        os.replace(tmp, self.path)  # the journal's lines are now older than the snapshot's seq
+        self.close()
+        self.journal_path.unlink(missing_ok=True)
+        self._journal_lines = 0
+
+    def close(self) -> None:
+        """Close the journal file (reopened by the next :meth:`update`)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
 
 def _numbers(value: Any) -> list[float]:
@@ -188,6 +250,7 @@ REPORT_COLUMNS = (
     "seconds",
     "inputs",
     "outputs",
+    "note",
 )
 
 
@@ -217,6 +280,7 @@ def write_reports(out_dir: Path, records: list[PointRecord]) -> tuple[Path, Path
                     "" if rec.seconds is None else f"{rec.seconds:.3f}",
                     json.dumps(rec.inputs, sort_keys=True),
                     ";".join(o["file"] for o in rec.outputs if o.get("file")),
+                    rec.note or "",
                 ]
             )
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}

@@ -1,59 +1,66 @@
 """Batch queue: run a sweep of an API workflow on one or more ComfyUI servers, resumably.
 
-``run_batch(workflow, spec, servers, out_dir)`` expands the spec (:mod:`.batch_spec`), then loops:
+``run_batch(workflow, spec, servers, out_dir)`` expands the spec (:mod:`.spec`), then loops:
 
 * **reconcile** each server: snapshot ``GET /queue`` first, then ``GET /history/{id}`` for each of our
   prompts on it. In history -> finished (download outputs, record). In the queue snapshot -> still in
-  flight. Neither -> lost (the server restarted, or the post never arrived): resubmitted with the SAME
-  ``prompt_id`` (ComfyUI moves a prompt from the queue to the history under one lock, so "in neither"
-  after "not in the queue" is reliable). The same check runs when a batch resumes from its manifest.
+  flight. Neither -> the server forgot it (a restart) or the post never arrived (ComfyUI moves a prompt
+  from the queue to the history under one lock, so "in neither" after "not in the queue" is reliable).
+  Such a prompt is first looked up in the server's output folder by its marker (:mod:`.outputs`: every
+  ``filename_prefix`` carries ``_lk<prompt id>``): if every file-saving node left its complete first
+  file, the prompt finished before the server died and its files are collected (``note`` says so);
+  otherwise it is posted again with the SAME ``prompt_id``. The same check runs when a batch resumes.
 * **dispatch**: the next pending point goes to the reachable server with the fewest of our prompts in
   flight, as long as it has fewer than ``max_queue_per_server`` of ours and its whole queue (other users
   included) is shorter than that; so each server runs one prompt with at most one waiting (default 2).
-* **transient failures** (connection refused/reset, timeouts, HTTP 5xx) mark the server down; it is
-  probed again with exponential backoff. After ``server_timeout`` seconds down, its prompts go back to
-  the pending pool (same ``prompt_id``); when every server has been down that long the remaining points
-  fail. A point lost more than ``retries`` times fails. A :class:`PromptRejected` (HTTP 400, or 200 with
-  ``node_errors``) or an execution error fails that point only, with ComfyUI's node id, class and text.
+* **transient failures** (:class:`~.client.ServerUnavailable`: refused/reset, timeouts, HTTP 5xx) mark the
+  server down; it is probed again with exponential backoff. After ``server_timeout`` seconds down, its
+  prompts go back to the pending pool (same ``prompt_id``); when every server has been down that long the
+  remaining points fail. A point lost more than ``retries`` times fails. A refusal that concerns one point
+  fails that point only, with ComfyUI's text: :class:`~.client.PromptRejected` (HTTP 400, or 200 with
+  ``node_errors``), another 4xx answer to its prompt or face upload, an execution error, an output file
+  name with a path component. A server that does not answer ``GET /queue`` like ComfyUI stops the batch
+  ("is it a ComfyUI server?"); so does a local write error (disk full): both are resumable.
 * **progress**: ``progress(BatchProgress)`` is called from the calling thread; the optional websocket
-  (:mod:`.batch_ws`) only speeds reactions up and adds node progress.
+  (:mod:`.ws`) only speeds reactions up and adds node progress.
 
 Outputs: every file record (``images``, ``gifs``, ... with a ``filename``) of every output node is
 fetched via ``/view`` into ``out_dir`` as ``<index:04d>_<label>_n<node>_<i><ext>``; ``report.csv`` and
-``report.json`` are written at the end (see :mod:`.batch_manifest` for columns and identity scores).
+``report.json`` are written at the end (see :mod:`.manifest` for columns and identity scores).
 """
 
 from __future__ import annotations
 
 import copy
-import http.client
+import heapq
 import logging
 import queue as queue_mod
-import re
 import threading
 import time
-import urllib.error
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
-from .client import ComfyClient, PromptRejected, PromptResult
+from .client import (
+    ComfyClient,
+    PromptRejected,
+    PromptResult,
+    ServerAnswerError,
+    ServerUnavailable,
+    is_transient,
+)
+from .collect import Collector
 from .manifest import Manifest, PointRecord, extract_scores, write_reports
+from .outputs import UnsafeOutputName, tag_prompt
 from .spec import FaceInput, SweepPoint, expand_spec, load_json, load_spec
 from .ws import WsFollower, websocket_available
 
 __all__ = ["run_batch", "BatchReport", "BatchProgress", "format_progress", "is_transient"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Connection refused/reset, timeouts, truncated answers and HTTP 5xx/408/429: worth retrying."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500 or exc.code in (408, 429)
-    return isinstance(exc, (OSError, http.client.HTTPException))
 
 
 @dataclass
@@ -124,6 +131,9 @@ class _Server:
         self.failures = 0
         self.remote_depth = 0
         self.uploaded: dict[Path, str] = {}
+        self.inflight: dict[str, PointRecord] = {}  # our queued points on this server, by point id
+        self.dirty = True  # reconcile at the next turn (a websocket event, or the first look)
+        self.next_poll = 0.0  # monotonic time of the next reconcile when no event comes
 
     def upload(self, face: FaceInput) -> str:
         """Upload a face once per server (under its content-hashed name); returns the LoadImage value."""
@@ -134,8 +144,8 @@ class _Server:
         return self.uploaded[face.path]
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9=+.\-]+", "_", text).strip("_")[:120] or "point"
+_END_ERRORS = ("execution_error", "execution_interrupted")
+_FINISH_EVENTS = ("execution_success", *_END_ERRORS)
 
 
 def _timestamps(messages: list[Any]) -> tuple[float | None, float | None]:
@@ -149,7 +159,7 @@ def _timestamps(messages: list[Any]) -> tuple[float | None, float | None]:
             continue
         if kind == "execution_start":
             start = ts / 1000.0
-        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
+        elif kind in _FINISH_EVENTS:
             end = ts / 1000.0
     return start, end
 
@@ -190,6 +200,10 @@ class _Runner:
         self.servers = [_Server(u, self.manifest.client_id, request_timeout) for u in dict.fromkeys(servers)]
         self.by_url = {s.url: s for s in self.servers}
         self.records = [self.manifest.record(p.point_id, p.index, p.label, p.inputs) for p in points]
+        self.collector = Collector(out_dir, self.points)
+        self.counts: Counter[str] = Counter()
+        self.pending: list[tuple[int, str]] = []  # heap of (index, point id); stale entries are skipped
+        self.by_prompt: dict[str, PointRecord] = {}
         self._prepare(retry_failed)
         self.wake = threading.Event()
         self.events: queue_mod.Queue[tuple[str, dict[str, Any]]] = queue_mod.Queue()
@@ -207,6 +221,7 @@ class _Runner:
                 rec.generation += 1
                 rec.prompt_id = self.manifest.prompt_id(rec.point_id, rec.generation)
                 rec.status, rec.server, rec.error, rec.error_details, rec.attempts = "pending", None, None, None, 0
+                rec.note = None
             elif rec.status == "queued" and rec.server not in self.by_url:
                 logger.warning(
                     "point %s was queued on %s, which is not in this run's servers; requeueing it "
@@ -215,14 +230,38 @@ class _Runner:
                     rec.server,
                 )
                 rec.status, rec.server = "pending", None
-        resumed = sum(r.status != "pending" for r in self.records)
-        if resumed:
+            elif rec.status == "done" and rec.outputs and not rec.note:
+                self.collector.learn_from_record(rec)
+            self.counts[rec.status] += 1
+            self.by_prompt[rec.prompt_id] = rec
+            if rec.status == "pending":
+                heapq.heappush(self.pending, (rec.index, rec.point_id))
+            elif rec.status == "queued":
+                self.by_url[rec.server].inflight[rec.point_id] = rec
+        if len(self.records) - self.counts["pending"]:
             logger.info(
                 "resuming batch in %s: %d done, %d failed, %d queued earlier",
                 self.out_dir,
-                *(sum(r.status == s for r in self.records) for s in ("done", "failed", "queued")),
+                *(self.counts[s] for s in ("done", "failed", "queued")),
             )
         self.manifest.save()
+
+    def _set(self, rec: PointRecord, status: str, server: _Server | None = None) -> None:
+        """Change a point's status, keeping the counts, the pending heap and the per-server sets in step."""
+        if rec.status == "queued" and rec.server in self.by_url:
+            self.by_url[rec.server].inflight.pop(rec.point_id, None)
+        self.counts[rec.status] -= 1
+        self.counts[status] += 1
+        rec.status = status
+        if status == "queued" and server is not None:
+            rec.server = server.url
+            server.inflight[rec.point_id] = rec
+        elif status == "pending":
+            rec.server = None
+            heapq.heappush(self.pending, (rec.index, rec.point_id))
+
+    def _unfinished(self) -> bool:
+        return self.counts["pending"] + self.counts["queued"] > 0
 
     def _emit(
         self,
@@ -232,13 +271,12 @@ class _Runner:
         server: str | None = None,
         node_progress: tuple[int, int] | None = None,
     ) -> None:
-        counts = {s: sum(r.status == s for r in self.records) for s in ("done", "failed", "queued")}
         p = BatchProgress(
             event,
             len(self.records),
-            counts["done"],
-            counts["failed"],
-            counts["queued"],
+            self.counts["done"],
+            self.counts["failed"],
+            self.counts["queued"],
             message,
             rec.label if rec else None,
             server or (rec.server if rec else None),
@@ -250,29 +288,42 @@ class _Runner:
             self.progress_cb(p)
 
     def _fail(self, rec: PointRecord, error: str, details: dict[str, Any] | None = None) -> None:
-        rec.status, rec.error, rec.error_details = "failed", error, details
+        self._set(rec, "failed")
+        rec.error, rec.error_details, rec.history = error, details, None
         rec.finished_at = rec.finished_at or time.time()
-        self.manifest.save()
+        self.manifest.update(rec)
         self._emit("failed", rec, f"{rec.label}: {error.splitlines()[0] if error else ''}")
 
+    def _done(self, rec: PointRecord, files: list[dict[str, Any]]) -> None:
+        self._set(rec, "done")
+        rec.outputs, rec.error, rec.error_details, rec.history = files, None, None, None
+        self.manifest.update(rec)
+        score = f", score {rec.score:.4g}" if rec.score is not None else ""
+        self._emit("done", rec, f"{rec.label}: {len(files)} file(s){score}" + (" (recovered)" if rec.note else ""))
+
+    # ---- websocket events (handed over from the follower threads) ----------------------------------
     def _on_ws(self, url: str, message: dict[str, Any]) -> None:
-        self.events.put((url, message))
-        if message.get("type") in ("executing", "execution_success", "execution_error", "execution_interrupted"):
+        kind = message.get("type")
+        if kind in ("execution_start", "progress", *_FINISH_EVENTS) or kind == "executing":
+            self.events.put((url, message))
+        if kind in _FINISH_EVENTS or (kind == "executing" and (message.get("data") or {}).get("node") is None):
             self.wake.set()
 
     def _drain_ws(self) -> None:
-        by_prompt = {r.prompt_id: r for r in self.records if r.status == "queued"}
+        """Apply websocket events: start times, node progress, and a reconcile of a server that finished one."""
         while True:
             try:
                 url, message = self.events.get_nowait()
             except queue_mod.Empty:
                 return
             data = message.get("data") or {}
-            rec = by_prompt.get(data.get("prompt_id", ""))
-            if rec is None or rec.server != url:
+            rec = self.by_prompt.get(data.get("prompt_id", ""))
+            if rec is None or rec.status != "queued" or rec.server != url:
                 continue
             kind = message.get("type")
-            if kind == "execution_start" and rec.started_at is None:
+            if kind in _FINISH_EVENTS or (kind == "executing" and data.get("node") is None):
+                self.by_url[url].dirty = True
+            elif kind == "execution_start" and rec.started_at is None:
                 ts = data.get("timestamp")
                 rec.started_at = ts / 1000.0 if isinstance(ts, (int, float)) else time.time()
             elif kind == "progress":
@@ -305,14 +356,18 @@ class _Runner:
             self._emit("server_up", message=f"{server.url} is back", server=server.url)
         server.down_since, server.failures = None, 0
 
-    def _mine(self, server: _Server) -> list[PointRecord]:
-        return [r for r in self.records if r.status == "queued" and r.server == server.url]
+    def _due(self, server: _Server, now: float) -> bool:
+        """Reconcile now: a websocket event or the poll interval (every server is polled, events or not)."""
+        if server.down_since is not None:
+            return now >= server.next_try
+        return server.dirty or now >= server.next_poll
 
     def _reconcile(self, server: _Server) -> None:
+        server.dirty, server.next_poll = False, time.monotonic() + self.poll
         running, pending = server.client.queue_ids()  # snapshot BEFORE the history look-ups
         in_queue = set(running) | set(pending)
         server.remote_depth = len(in_queue)
-        for rec in self._mine(server):
+        for rec in sorted(server.inflight.values(), key=lambda r: r.index):
             if rec.history is not None:  # finished earlier; only its downloads are missing
                 self._finish(server, rec, rec.history, fresh=False)
                 continue
@@ -325,10 +380,10 @@ class _Runner:
                     rec.started_at = time.time()
                 if rec.queued_at is not None and time.time() - rec.queued_at > self.point_timeout:
                     self._cancel(server, rec)
-            else:
+            elif not self._recover(server, rec):
                 logger.warning(
-                    "prompt %s (%s) is in neither the queue nor the history of %s; resubmitting it "
-                    "with the same prompt id",
+                    "prompt %s (%s) is in neither the queue nor the history of %s and left no output files; "
+                    "submitting it again with the same prompt id",
                     rec.prompt_id,
                     rec.label,
                     server.url,
@@ -345,6 +400,7 @@ class _Runner:
         )
 
     def _submit(self, server: _Server, rec: PointRecord) -> None:
+        """Post a point (uploading its face first); a refusal fails the point, ServerUnavailable propagates."""
         if rec.attempts > self.retries:
             self._fail(
                 rec,
@@ -353,17 +409,27 @@ class _Runner:
             )
             return
         point = self.points[rec.point_id]
-        prompt = point.prompt
+        prompt, _ = tag_prompt(point.prompt, rec.prompt_id)
         if point.face is not None:
-            value = server.upload(point.face)
+            try:
+                value = server.upload(point.face)
+            except ServerAnswerError as exc:
+                self._fail(
+                    rec,
+                    f"{server.url} refused the upload of face {point.face.path.name} into input/"
+                    f"{point.face.subfolder} (HTTP {exc.status}: {exc.server_message}); check the image and the "
+                    "spec's faces.subfolder",
+                )
+                return
             if value != point.face.value:
                 logger.info("server %s stored face %s as %s", server.url, point.face.path, value)
-                prompt = copy.deepcopy(prompt)
-                prompt[point.face.node_id]["inputs"][point.face.input] = value
+            prompt[point.face.node_id] = copy.deepcopy(prompt[point.face.node_id])
+            prompt[point.face.node_id]["inputs"][point.face.input] = value
         # recorded before posting: a crash in between is caught by the next reconcile (same prompt id)
-        rec.status, rec.server, rec.queued_at, rec.started_at = "queued", server.url, time.time(), None
+        self._set(rec, "queued", server)
+        rec.queued_at, rec.started_at = time.time(), None
         rec.attempts += 1
-        self.manifest.save()
+        self.manifest.update(rec)
         try:
             server.client.queue(prompt, prompt_id=rec.prompt_id)
         except PromptRejected as exc:
@@ -371,7 +437,7 @@ class _Runner:
                 try:
                     server.client.delete_queued([rec.prompt_id])
                     server.client.interrupt(rec.prompt_id)
-                except (OSError, http.client.HTTPException) as cancel_exc:
+                except (ServerUnavailable, ServerAnswerError) as cancel_exc:
                     logger.warning(
                         "could not cancel the partly queued prompt %s on %s: %s", rec.prompt_id, server.url, cancel_exc
                     )
@@ -379,14 +445,15 @@ class _Runner:
                 rec, str(exc), {"node_errors": exc.details.get("node_errors", {}), "error": exc.details.get("error")}
             )
             return
+        except ServerAnswerError as exc:
+            hint = "; is it a ComfyUI server (check the URL and port)?" if exc.status in (404, 405) else ""
+            self._fail(rec, f"{server.url} refused the prompt: {exc}{hint}", {"status": exc.status})
+            return
         server.remote_depth += 1
         self._emit("queued", rec, f"{rec.label} -> {server.url}")
 
     def _finish(self, server: _Server, rec: PointRecord, entry: dict[str, Any], fresh: bool = True) -> None:
         status = entry.get("status") or {}
-        if fresh:  # keep the entry: if a download fails and the server restarts, the files are still on its disk
-            rec.history = {"outputs": entry.get("outputs", {}), "status": status}
-            self.manifest.save()
         messages = status.get("messages", []) or []
         start, end = _timestamps(messages)
         rec.started_at = start or rec.started_at
@@ -394,85 +461,71 @@ class _Runner:
         rec.seconds = rec.finished_at - rec.started_at if rec.started_at is not None else None
         outputs = entry.get("outputs", {}) or {}
         if status.get("status_str") == "error":
-            rec.history = None
-            result = PromptResult(rec.prompt_id, "error", outputs, messages)
             details = next(
-                (
-                    m[1]
-                    for m in messages
-                    if isinstance(m, (list, tuple))
-                    and len(m) == 2
-                    and m[0] in ("execution_error", "execution_interrupted")
-                ),
+                (m[1] for m in messages if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] in _END_ERRORS),
                 None,
             )
-            self._fail(rec, f"execution failed on {server.url}: {result.error_message()}", details)
+            error = PromptResult(rec.prompt_id, "error", outputs, messages).error_message()
+            self._fail(rec, f"execution failed on {server.url}: {error}", details)
             return
-        files = []
+        if fresh and outputs:  # kept until the files are here: a restart or crash mid-download loses nothing
+            rec.history = {"outputs": outputs, "status": status}
+            self.manifest.update(rec)
         try:
-            for node_id in sorted(outputs, key=lambda n: (len(n), n)):
-                for kind, items in sorted(outputs[node_id].items()):
-                    if not isinstance(items, list):
-                        continue
-                    for i, item in enumerate(x for x in items if isinstance(x, dict) and "filename" in x):
-                        suffix = Path(item["filename"]).suffix or ".png"
-                        name = f"{rec.index:04d}_{_safe(rec.label)}_n{_safe(node_id)}_{i}{suffix}"
-                        if kind != "images":
-                            name = f"{rec.index:04d}_{_safe(rec.label)}_n{_safe(node_id)}_{kind}{i}{suffix}"
-                        (self.out_dir / name).write_bytes(server.client.view(item))
-                        files.append(
-                            {
-                                "node": node_id,
-                                "kind": kind,
-                                "index": i,
-                                "file": name,
-                                **{k: item.get(k, "") for k in ("filename", "subfolder", "type")},
-                            }
-                        )
-        except urllib.error.HTTPError as exc:
-            if is_transient(exc):
-                raise
-            rec.history = None
-            if not fresh and exc.code == 404:
+            files = self.collector.download(server.client, rec, outputs)
+        except UnsafeOutputName as exc:
+            self._fail(rec, str(exc))
+            return
+        except ServerAnswerError as exc:
+            if not fresh and exc.status == 404:
                 logger.warning("outputs of %s are gone from %s; running the prompt again", rec.label, server.url)
+                rec.history = None
                 self._submit(server, rec)
                 return
-            self._fail(
-                rec, f"could not download {item.get('filename')} (node {node_id}) from {server.url}: HTTP {exc.code}"
-            )
+            self._fail(rec, str(exc))
             return
-        prompt = self.points[rec.point_id].prompt
-        rec.scores = extract_scores(prompt, outputs, self.score_class)
+        self.collector.learn(rec, outputs)
+        rec.note = None
+        rec.scores = extract_scores(self.points[rec.point_id].prompt, outputs, self.score_class)
         rec.score = next((v[0] for v in rec.scores.values() if v), None)
-        rec.outputs, rec.status, rec.error, rec.error_details, rec.history = files, "done", None, None, None
-        self.manifest.save()
-        self._emit(
-            "done",
-            rec,
-            f"{rec.label}: {len(files)} file(s)" + (f", score {rec.score:.4g}" if rec.score is not None else ""),
+        self._done(rec, files)
+
+    def _recover(self, server: _Server, rec: PointRecord) -> bool:
+        """Collect a prompt the server forgot (killed after it finished) from its marked output files."""
+        files = self.collector.recover(server.client, rec)
+        if files is None:
+            return False
+        rec.note = (
+            f"collected from {server.url}'s output folder: the server forgot the prompt (restart) after it "
+            "finished; its text outputs (scores) and previews were lost with the server's history"
         )
+        logger.warning("%s: %s", rec.label, rec.note)
+        rec.finished_at = rec.finished_at or time.time()
+        self._done(rec, files)
+        return True
+
+    def _next_pending(self) -> PointRecord | None:
+        while self.pending:
+            rec = self.records[self.pending[0][0]]
+            if rec.status == "pending" and rec.point_id == self.pending[0][1]:
+                return rec
+            heapq.heappop(self.pending)  # stale: the point left the pending state
+        return None
 
     def _dispatch(self) -> None:
-        while True:
-            pending = [r for r in self.records if r.status == "pending"]
-            if not pending:
-                return
+        """Give pending points, lowest index first, to the least busy servers with room (see module doc)."""
+        while (rec := self._next_pending()) is not None:
             ready = [
                 s
                 for s in self.servers
-                if s.down_since is None and len(self._mine(s)) < self.max_queue and s.remote_depth < self.max_queue
+                if s.down_since is None and len(s.inflight) < self.max_queue and s.remote_depth < self.max_queue
             ]
             if not ready:
                 return
-            server = min(ready, key=lambda s: (len(self._mine(s)), s.remote_depth, self.servers.index(s)))
+            server = min(ready, key=lambda s: (len(s.inflight), s.remote_depth, self.servers.index(s)))
             try:
-                self._submit(server, min(pending, key=lambda r: r.index))
-            except (OSError, http.client.HTTPException) as exc:
-                if not is_transient(exc):
-                    raise LikenessError(
-                        f"server {server.url} refused a request: {exc}; is it a ComfyUI server "
-                        "(check the URL and port)?"
-                    ) from exc
+                self._submit(server, rec)
+            except ServerUnavailable as exc:
                 self._mark_down(server, exc)
 
     def _expire(self) -> bool:
@@ -480,57 +533,68 @@ class _Runner:
         now = time.monotonic()
         expired = [s for s in self.servers if s.down_since is not None and now - s.down_since > self.server_timeout]
         for server in expired:
-            moved = self._mine(server)
-            for rec in moved:
+            for rec in list(server.inflight.values()):
                 logger.warning(
                     "server %s down for over %.0f s: moving %s to another server (same prompt id)",
                     server.url,
                     self.server_timeout,
                     rec.label,
                 )
-                rec.status, rec.server = "pending", None
-            if moved:
-                self.manifest.save()
+                self._set(rec, "pending")
+                self.manifest.update(rec)
         return len(expired) < len(self.servers)
 
     # ---- main loop -------------------------------------------------------------------------------------
+    def _turn(self) -> bool:
+        """One round: websocket events, due reconciles, dispatch, expiry. False when no server is left."""
+        self._drain_ws()
+        now = time.monotonic()
+        for server in self.servers:
+            if not self._due(server, now):
+                continue
+            try:
+                self._reconcile(server)
+            except ServerUnavailable as exc:
+                self._mark_down(server, exc)
+                continue
+            except ServerAnswerError as exc:
+                raise LikenessError(
+                    f"server {server.url} answered unexpectedly ({exc}); is it a ComfyUI server? Check the URL and port"
+                ) from exc
+            self._mark_up(server)
+        self._dispatch()
+        if self._expire():
+            return True
+        where = ", ".join(s.url for s in self.servers)
+        for rec in [r for r in self.records if r.status in ("pending", "queued")]:
+            self._fail(rec, f"no server reachable for over {self.server_timeout:.0f} s ({where})")
+        return False
+
+    def _sleep(self) -> None:
+        """Wait for a websocket event or the next due reconcile, whichever comes first."""
+        if not self.events.empty():
+            return
+        now = time.monotonic()
+        due = [s.next_try if s.down_since is not None else s.next_poll for s in self.servers]
+        self.wake.wait(max(0.0, min(min(due) - now, self.poll)))
+        self.wake.clear()
+
     def run(self) -> BatchReport:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for follower in self.followers:
             follower.start()
         self._emit("start", message=f"{len(self.records)} points on {len(self.servers)} server(s)")
         try:
-            while any(r.status in ("pending", "queued") for r in self.records):
-                self._drain_ws()
-                for server in self.servers:
-                    if server.down_since is not None and time.monotonic() < server.next_try:
-                        continue
-                    try:
-                        self._reconcile(server)
-                    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: not JSON
-                        if not is_transient(exc):
-                            raise LikenessError(
-                                f"server {server.url} answered unexpectedly: {exc}; is it a ComfyUI server?"
-                            ) from exc
-                        self._mark_down(server, exc)
-                        continue
-                    self._mark_up(server)
-                self._dispatch()
-                if not self._expire():
-                    for rec in self.records:
-                        if rec.status in ("pending", "queued"):
-                            self._fail(
-                                rec,
-                                f"no server reachable for over {self.server_timeout:.0f} s "
-                                f"({', '.join(s.url for s in self.servers)})",
-                            )
-                    break
-                if any(r.status in ("pending", "queued") for r in self.records):
-                    self.wake.wait(self.poll)
-                    self.wake.clear()
+            while self._unfinished() and self._turn():
+                if self._unfinished():
+                    self._sleep()
         finally:
             for follower in self.followers:
+                follower.stop(wait=False)
+            for follower in self.followers:
                 follower.stop()
+            for server in self.servers:
+                server.client.close()
             self.manifest.save()
             csv_path, json_path = write_reports(self.out_dir, self.records)
         report = BatchReport(self.out_dir, list(self.records), csv_path, json_path, self.manifest.path)

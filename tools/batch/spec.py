@@ -20,6 +20,8 @@ A spec (JSON object; ``load_spec`` reads it from a file) has these optional keys
   in spec order, seeds (innermost). ``name`` labels an entry (default: its input name). ``seeds`` may also
   be a list of such objects.
 * ``overrides`` are applied to every point before the sweep values.
+* Limits: a spec expands to at most ``MAX_POINTS`` (10,000) points; ``faces.subfolder`` must be a folder
+  inside the server's input folder (no ``..``, no drive); error messages list at most 20 items.
 
 Each :class:`SweepPoint` carries a human label (``face=alice_age=+2_seed=1``: numbers of sweep entries with
 an explicit sign, seeds and other values as written) and a stable ``point_id``: a hash of the substituted
@@ -33,6 +35,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +53,15 @@ __all__ = [
     "find_node",
     "expand_spec",
     "IMAGE_SUFFIXES",
+    "MAX_POINTS",
+    "listed",
 ]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MAX_POINTS = 10_000  # one spec expands to at most this many prompts (split bigger sweeps)
+MAX_LISTED = 20  # error messages list at most this many items
 _SPEC_KEYS = {"faces", "sweep", "seeds", "overrides"}
 
 
@@ -139,8 +146,15 @@ def check_api_workflow(workflow: dict[str, Any]) -> None:
         )
 
 
+def listed(items: Any, limit: int = MAX_LISTED) -> str:
+    """``a, b, c`` for an error message: at most ``limit`` items, then ``... and N more``."""
+    items = [str(x) for x in items]
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def _describe(workflow: dict[str, Any]) -> str:
-    return ", ".join(
+    return listed(
         f"{nid} ({node.get('_meta', {}).get('title', node['class_type'])!r}, {node['class_type']})"
         for nid, node in workflow.items()
     )
@@ -157,7 +171,7 @@ def find_node(workflow: dict[str, Any], ref: str | int) -> str:
             return hits[0]
         if len(hits) > 1:
             raise SpecError(
-                f"node {ref_s!r} is ambiguous: {len(hits)} nodes have that {what} (ids {hits}); "
+                f"node {ref_s!r} is ambiguous: {len(hits)} nodes have that {what} (ids {listed(hits)}); "
                 "address it by node id instead"
             )
     raise SpecError(f"no node {ref_s!r} (by id, title or class) in the workflow; nodes: {_describe(workflow)}")
@@ -172,7 +186,7 @@ def _resolve(workflow: dict[str, Any], entry: dict[str, Any], where: str) -> tup
     if name not in inputs:
         raise SpecError(
             f"{where}: node {node_id} ({workflow[node_id]['class_type']}) has no input {name!r}; "
-            f"its inputs: {sorted(inputs)}"
+            f"its inputs: {listed(sorted(inputs))}"
         )
     return node_id, name
 
@@ -181,10 +195,13 @@ def _values(entry: dict[str, Any], where: str) -> list[Any]:
     values = entry.get("values")
     if not isinstance(values, list) or not values:
         raise SpecError(f'{where} needs a non-empty "values" list, got {values!r}')
-    canon = [json.dumps(v, sort_keys=True) for v in values]
-    dupes = sorted({c for c in canon if canon.count(c) > 1})
+    seen: dict[str, int] = {}
+    for v in values:
+        key = json.dumps(v, sort_keys=True)
+        seen[key] = seen.get(key, 0) + 1
+    dupes = sorted(k for k, n in seen.items() if n > 1)
     if dupes:
-        raise SpecError(f"{where} repeats values {dupes}; each point must differ")
+        raise SpecError(f"{where} repeats values {listed(dupes)}; each point must differ")
     return values
 
 
@@ -212,7 +229,12 @@ def _faces(workflow: dict[str, Any], faces: dict[str, Any], base: Path | None) -
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SpecError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in faces folder {folder}")
-    subfolder = str(faces.get("subfolder", "likeness_batch")).strip("/")
+    subfolder = str(faces.get("subfolder", "likeness_batch")).replace("\\", "/").strip("/")
+    if any(part in ("..", ".") for part in subfolder.split("/")) or ":" in subfolder or "\x00" in subfolder:
+        raise SpecError(
+            f"faces.subfolder {faces.get('subfolder')!r} must be a folder inside the server's input folder, "
+            'e.g. "likeness_batch" (no "..", no drive)'
+        )
     out = []
     for path in files:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
@@ -264,7 +286,14 @@ def expand_spec(workflow: dict[str, Any], spec: dict[str, Any], base_dir: str | 
         targets.append((faces[0].node_id, faces[0].input))
     repeated = sorted({f"{n}.{i}" for n, i in targets if targets.count((n, i)) > 1})
     if repeated:
-        raise SpecError(f"inputs {repeated} are swept more than once; sweep each input in one entry")
+        raise SpecError(f"inputs {listed(repeated)} are swept more than once; sweep each input in one entry")
+    count = len(faces) * math.prod(len(axis[3]) for axis in axes)
+    if count > MAX_POINTS:
+        sizes = " x ".join([f"{len(faces)} faces"] * (faces[0] is not None) + [f"{len(a[3])} {a[0]}" for a in axes])
+        raise SpecError(
+            f"the spec expands to {count} points ({sizes}); one batch takes at most {MAX_POINTS}: "
+            "split it into several specs, each with its own --out folder"
+        )
 
     points: list[SweepPoint] = []
     for face in faces:

@@ -55,9 +55,10 @@ class WsFollower:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 2.0, wait: bool = True) -> None:
+        """Ask the thread to end; with ``wait``, join it (up to ``timeout`` s). Signal several, then join."""
         self._stop.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -85,7 +86,7 @@ class WsFollower:
                 sock.close()
 
     def _pump(self, sock: Any, websocket: Any) -> None:
-        sock.settimeout(0.5)
+        sock.settimeout(0.1)  # how soon stop() is noticed
         while not self._stop.is_set():
             try:
                 frame = sock.recv()

@@ -1,1 +1,1 @@
-"""``likeness demo``: the main job without ComfyUI, offline on a CPU."""
+"""``python -m models.cli demo``: the main job without ComfyUI, offline on a CPU."""

@@ -1,11 +1,11 @@
-"""``likeness demo``: the main job on one photo, offline, on the CPU, without ComfyUI.
+"""``python -m models.cli demo``: the main job on one photo, offline, on the CPU, without ComfyUI.
 
 Pipeline (one log line per stage, INFO): load the photo -> find the models (writing
 smoke models when the real ones are absent) -> detect faces (embedded backend) -> take
 the largest -> FFHQ-align it (``recipe``) -> background whitening -> e4e encode to an
 absolute W+ code -> save the identity -> sweep one attribute direction -> decode previews
 through e4e's StyleGAN2 decoder -> write PNGs and a text report. Optionally, SD1.5 images
-with the W+ adapter (:mod:`.demo_sd15`).
+with the W+ adapter (:mod:`.sd15`).
 
 Outputs in ``out_dir``:
 
@@ -14,16 +14,16 @@ Outputs in ``out_dir``:
 * ``reconstruction.png``: the decoded identity code (``preview_size`` px square);
 * ``sweep_<attribute>.png``: one decoded image per strength side by side, each above a label
   band of :data:`LABEL_BAND` px; ``len(strengths) * preview_size`` x ``preview_size + LABEL_BAND``;
-* ``identity.safetensors``: the W+ code [1, 18, 512] (:func:`.wplus_codes.load_wplus` reads it);
+* ``identity.safetensors``: the W+ code [1, 18, 512] (:func:`models.inversion.codes.load_wplus` reads it);
 * ``report.txt``: face box, recipe, whitening, the model files and whether they are smoke
   models, timings per stage;
 * ``sd15_<i>.png``: only with ``sd15_diffusers``.
 
-Smoke models (random weights in the official formats, :mod:`.smoke`) make every stage run,
+Smoke models (random weights in the official formats, :mod:`tools.smoke.writers`) make every stage run,
 but every image they produce is noise; the report, the log and the sweep labels say so.
-A smoke e4e file is recognised by its ``opts`` (exactly :func:`.inversion.default_e4e_opts`,
+A smoke e4e file is recognised by its ``opts`` (exactly :func:`models.inversion.e4e_model.default_e4e_opts`,
 the released file carries its training options), smoke directions by their values
-(:func:`.smoke.smoke_direction` for seeds 0..3 or the run's seed).
+(:func:`tools.smoke.writers.smoke_direction` for seeds 0..3 or the run's seed).
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, features
 
 from ...models.errors import LikenessError, MissingModelError, NoFaceError
+from ...models.files.doctor import cli_command
 
 __all__ = [
     "DemoReport",
     "ModelUse",
     "run_demo",
     "load_demo_image",
-    "resolve_whitening",
     "sweep_strip",
     "is_smoke_e4e",
     "is_smoke_direction",
@@ -63,7 +63,6 @@ E4E_FILE = "e4e_ffhq_encode.pt"
 WPLUS_FILE = "wplus_adapter.bin"
 DIRECTION_SET = "encoder4editing/interfacegan"
 LABEL_BAND = 40
-WHITENING_CHOICES = ("auto", "parsenet", "landmark_hull", "none")
 SMOKE_BANNER = "SMOKE MODELS (random weights): every image of this demo is NOISE, not a face edit"
 _SMOKE_SEEDS = (0, 1, 2, 3)
 
@@ -139,7 +138,7 @@ class DemoReport:
         """The full report (``report.txt``)."""
         lines = ["Likeness demo report", "===================="]
         if self.smoke:
-            lines += ["", f"WARNING: {SMOKE_BANNER}.", "Get the real files with `likeness doctor`."]
+            lines += ["", f"WARNING: {SMOKE_BANNER}.", f"Get the real files: {cli_command('doctor')}."]
         box = ", ".join(f"{v:.1f}" for v in self.face_box)
         lines += [
             "",
@@ -169,7 +168,7 @@ class DemoReport:
         """A few lines for the terminal."""
         lines = []
         if self.smoke:
-            lines.append(f"!!! {SMOKE_BANNER}. Run `likeness doctor` to see how to get the real model files.")
+            lines.append(f"!!! {SMOKE_BANNER}. Run {cli_command('doctor')} to see how to get the real model files.")
         x1, y1, x2, y2 = self.face_box
         lines += [
             f"face: ({x1:.0f}, {y1:.0f})-({x2:.0f}, {y2:.0f}) of {self.faces_found} found in {self.image_source}",
@@ -219,41 +218,18 @@ def load_demo_image(image_path: str | Path | None) -> tuple[np.ndarray, str]:
 
 
 def is_smoke_e4e(opts: dict[str, Any]) -> bool:
-    """True when an e4e checkpoint's ``opts`` are exactly those :mod:`.smoke` writes."""
+    """True when an e4e checkpoint's ``opts`` are exactly those :mod:`tools.smoke.writers` writes."""
     from ...models.inversion.e4e_model import default_e4e_opts
 
     return dict(opts) == default_e4e_opts()
 
 
 def is_smoke_direction(name: str, vector: torch.Tensor, seeds: Sequence[int] = _SMOKE_SEEDS) -> bool:
-    """True when ``vector`` ([18, 512] or [1, 512]) is :func:`.smoke.smoke_direction` for one of ``seeds``."""
+    """True when ``vector`` ([18, 512] or [1, 512]) is the smoke direction (``smoke_direction``) of one of ``seeds``."""
     from ..smoke.writers import smoke_direction
 
     row = vector.reshape(-1, vector.shape[-1])[0].float()
     return any(torch.allclose(row, smoke_direction(name, s).reshape(-1, 512)[0], atol=1e-6) for s in seeds)
-
-
-def resolve_whitening(whitening: str, recipe: str, parsenet_path: Path | None) -> tuple[str, str]:
-    """Which whitening method to run, and why.
-
-    ``auto``: with the ``wplus_adapter`` recipe (the only pipeline that whitens) ParseNet when its
-    file was found, else the model-free landmark hull; with other recipes ``none``.
-
-    Returns:
-        ``(method, reason)``.
-
-    Raises:
-        LikenessError: an unknown choice.
-    """
-    if whitening not in WHITENING_CHOICES:
-        raise LikenessError(f"Unknown whitening {whitening!r}; choose one of {list(WHITENING_CHOICES)}.")
-    if whitening != "auto":
-        return whitening, "chosen explicitly"
-    if recipe != "wplus_adapter":
-        return "none", f"auto: the {recipe} recipe does not whiten the background"
-    if parsenet_path is not None:
-        return "parsenet", f"auto: found {parsenet_path}"
-    return "landmark_hull", "auto: no face_parsing/parse_multi_iter_90000.pth, so the model-free landmark hull"
 
 
 def _font(size: int) -> Any:
@@ -378,7 +354,7 @@ def run_demo(
         fast_preview: stop the 1024 px StyleGAN2 decoder at the preview resolution (~3x faster on a
             CPU, slightly softer); False renders 1024 px and downscales.
         sd15_diffusers: a local diffusers SD1.5 folder: also make one SD1.5 image per sweep point.
-        prompt: SD1.5 prompt (default :data:`.demo_sd15.DEFAULT_PROMPT`).
+        prompt: SD1.5 prompt (default :data:`.sd15.DEFAULT_PROMPT`).
         sd15_steps: SD1.5 sampler steps.
 
     Returns:
@@ -389,12 +365,9 @@ def run_demo(
         LikenessError: bad arguments, unreadable photo or model file.
     """
     from ...models.directions import parse_strengths, sweep
-    from ...models.face import create_analyzer, select_faces
-    from ...models.files.registry import find_file, folder_paths_under
-    from ...models.inversion.align import RECIPES, align_face, e4e_input_tensor
-    from ...models.inversion.codes import WPlusCodes, save_wplus
-    from ...models.inversion.whitening import whiten_background, whitening_mask
-    from ...models.parsenet import PARSENET_FILE
+    from ...models.files.registry import folder_paths_under
+    from ...models.inversion.align import RECIPES
+    from ...models.inversion.pipeline import WHITENING_CHOICES
 
     if recipe not in RECIPES:
         raise LikenessError(f"Unknown alignment recipe {recipe!r}; choose one of {list(RECIPES)}.")
@@ -418,58 +391,15 @@ def run_demo(
         inverter = _prepare_e4e(report, search, models_dir, seed)
         direction = _prepare_direction(report, search, models_dir, attribute, seed)
     with _stage(report, "detect", "detecting faces (embedded backend)"):
-        faces = create_analyzer("embedded", embeddings=False).detect(rgb)
-        chosen = select_faces(faces, "largest")
-        report.faces_found = len(faces)
-        if not chosen:
-            raise NoFaceError(
-                f"No face found in {report.image_source} ({rgb.shape[1]}x{rgb.shape[0]} px). Use a photo where a "
-                "face is visible and at least about 64 px wide."
-            )
-        face = chosen[0]
-        report.face_box = tuple(float(v) for v in face.bbox)  # type: ignore[assignment]
-        report.face_score = face.score
-        report.models.append(ModelUse("face", "embedded (yuface + dlib, from PyPI wheels)", False))
-    with _stage(report, "align", f"aligning the largest face ({recipe})"):
-        landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
-        report.landmark_kind = "lm68" if face.landmarks68 is not None else "kps5"
-        if face.landmarks68 is None:
-            report.notes.append("dlib is not installed: aligned from 5 keypoints instead of the official 68 landmarks")
-        aligned = align_face(rgb, landmarks, RECIPES[recipe])
-    with _stage(report, "whitening", f"background whitening ({whitening})"):
-        try:
-            parsenet_path: Path | None = find_file("face_parsing", PARSENET_FILE, search)
-        except MissingModelError:
-            parsenet_path = None
-        method, reason = resolve_whitening(whitening, recipe, parsenet_path)
-        mask, report.whitening = whitening_mask(method, aligned.image, landmarks=aligned.landmarks, search_paths=search)
-        report.notes.append(f"whitening {report.whitening}: {reason}")
-        if report.whitening == "parsenet":
-            report.models.append(ModelUse("face_parsing", str(parsenet_path), False))
-        x = e4e_input_tensor(aligned, recipe)
-        if report.whitening != "none":
-            x = whiten_background(x, mask)
-    with _stage(report, "encode", "e4e encoding to W+"):
-        wplus = inverter.encode(x)
-    with _stage(report, "save", "saving the identity W+"):
-        meta = {"source": report.image_source, "recipe": recipe, "whitening": report.whitening,
-                "e4e": report.models[0].path, "smoke": report.models[0].smoke}  # fmt: skip
-        report.files["identity"] = save_wplus(out / "identity.safetensors", WPlusCodes(wplus, ("identity",), meta))
+        face = _largest_face(report, rgb)
+    inversion = _invert(report, inverter, rgb, face, whitening, search)
+    wplus = inversion.wplus
     with _stage(report, "sweep", f"sweeping {report.direction} over {values}"):
         swept = sweep(wplus, direction, values)
         report.labels = list(swept.labels)
     with _stage(report, "decode", f"decoding {1 + len(values)} previews at {preview_size} px"):
         previews = _to_uint8(inverter.decode(torch.cat([wplus, swept.wplus]), size=preview_size, fast=fast_preview))
-    with _stage(report, "write", "writing PNGs"):
-        files = {
-            "aligned": (out / "aligned.png", Image.fromarray(aligned.image)),
-            "e4e_input": (out / "e4e_input.png", Image.fromarray(_to_uint8(x)[0])),
-            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
-            "sweep": (out / f"sweep_{direction.name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
-        }
-        for name, (path, img) in files.items():
-            img.save(path)
-            report.files[name] = path
+    _write_pngs(report, inversion, previews, direction.name)
     if sd15_diffusers is None:
         logger.info("demo: SD1.5 images skipped (give --sd15-diffusers DIR, a local diffusers SD1.5 folder)")
         report.notes.append("SD1.5 images skipped: no --sd15-diffusers folder given")
@@ -479,6 +409,65 @@ def run_demo(
     report.files["report"].write_text(report.to_text(), encoding="utf-8")
     logger.info("demo: report written to %s", report.files["report"])
     return report
+
+
+def _write_pngs(report: DemoReport, inversion: Any, previews: list[np.ndarray], direction_name: str) -> None:
+    out = report.out_dir
+    with _stage(report, "write", "writing PNGs"):
+        files = {
+            "aligned": (out / "aligned.png", Image.fromarray(inversion.aligned.image)),
+            "e4e_input": (out / "e4e_input.png", Image.fromarray(inversion.e4e_input_uint8().numpy())),
+            "reconstruction": (out / "reconstruction.png", Image.fromarray(previews[0])),
+            "sweep": (out / f"sweep_{direction_name}.png", sweep_strip(previews[1:], report.labels, report.smoke)),
+        }
+        for name, (path, img) in files.items():
+            img.save(path)
+            report.files[name] = path
+
+
+def _largest_face(report: DemoReport, rgb: np.ndarray) -> Any:
+    from ...models.face import create_analyzer, select_faces
+
+    faces = create_analyzer("embedded", embeddings=False).detect(rgb)
+    chosen = select_faces(faces, "largest")
+    report.faces_found = len(faces)
+    if not chosen:
+        raise NoFaceError(
+            f"No face found in {report.image_source} ({rgb.shape[1]}x{rgb.shape[0]} px). Use a photo where a "
+            "face is visible and at least about 64 px wide."
+        )
+    face = chosen[0]
+    report.face_box = tuple(float(v) for v in face.bbox)  # type: ignore[assignment]
+    report.face_score = face.score
+    report.models.append(ModelUse("face", "embedded (yuface + dlib, from PyPI wheels)", False))
+    report.landmark_kind = "lm68" if face.landmarks68 is not None else "kps5"
+    if face.landmarks68 is None:
+        report.notes.append("dlib is not installed: aligned from 5 keypoints instead of the official 68 landmarks")
+    return face
+
+
+def _invert(
+    report: DemoReport, inverter: Any, rgb: np.ndarray, face: Any, whitening: str, search: dict[str, list[Path]]
+) -> Any:
+    """Align, whiten and encode the face with the shared pipeline; save the identity."""
+    from ...models.inversion.codes import WPlusCodes, save_wplus
+    from ...models.inversion.pipeline import invert_face, resolve_whitening
+
+    with _stage(report, "whitening", f"background whitening ({whitening})"):
+        plan = resolve_whitening(whitening, report.recipe, search)
+        report.whitening = plan.method
+        report.notes.append(f"whitening {plan.method}: {plan.reason}")
+        if plan.parsenet_path is not None:
+            report.models.append(ModelUse("face_parsing", str(plan.parsenet_path), False))
+    with _stage(report, "encode", f"aligning ({report.recipe}) and encoding the face to W+"):
+        landmarks = face.landmarks68 if face.landmarks68 is not None else face.kps
+        inversion = invert_face(inverter, rgb, landmarks, report.recipe, plan)
+    with _stage(report, "save", "saving the identity W+"):
+        meta = {"source": report.image_source, "recipe": report.recipe, "whitening": report.whitening,
+                "e4e": report.models[0].path, "smoke": report.models[0].smoke}  # fmt: skip
+        codes = WPlusCodes(inversion.wplus, ("identity",), meta)
+        report.files["identity"] = save_wplus(report.out_dir / "identity.safetensors", codes)
+    return inversion
 
 
 def _run_sd15(

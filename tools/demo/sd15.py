@@ -1,10 +1,10 @@
-"""Optional last stage of ``likeness demo``: SD1.5 images conditioned on the swept W+ codes.
+"""Optional last stage of ``python -m models.cli demo``: SD1.5 images conditioned on the swept W+ codes.
 
 Uses a local diffusers SD1.5 folder (``StableDiffusionPipeline.from_pretrained(...,
 local_files_only=True)``, never downloads) with the W+ adapter installed on its UNet
-(:func:`.wplus_diffusers.apply_wplus_adapter_to_unet`) and the context
-``[text | WProj(W)]`` / ``[negative text | WProj(0)]`` (:func:`.wplus_diffusers.encode_context`,
-methods.md 3.5). The stage-2 "20 % delay" (methods.md 3.4) is reproduced by running
+(:func:`apply_wplus_adapter_to_unet`) and the context ``[text | WProj(W)]`` /
+``[negative text | WProj(0)]`` (:func:`encode_context`, the official CFG pairing). The
+stage-2 "20 % delay" of the official notebook is reproduced by running
 the first ``int(0.2 * steps) + 1`` steps at scale 0 and switching to ``scale`` from a
 step-end callback.
 
@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "a photo of a person"
-#: The W+ adapter notebook's negative prompt (methods.md 3.5).
+#: The W+ adapter notebook's negative prompt.
 DEFAULT_NEGATIVE = "monochrome, lowres, bad anatomy, worst quality, low quality"
 START_EMBED_RATIO = 0.2
 

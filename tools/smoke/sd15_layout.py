@@ -376,13 +376,6 @@ def sd15_param_count(variant: str = "reduced", prefix: str = UNET_PREFIX, in_cha
     return sum(math.prod(shape) for key, shape in shapes.items() if key.startswith(prefix))
 
 
-def _shapes(variant: str, in_channels: int) -> dict[str, tuple[int, ...]]:
-    """:func:`sd15_checkpoint_shapes`, called with ``variant`` alone for the default 4 channels."""
-    if in_channels == 4:
-        return sd15_checkpoint_shapes(variant)
-    return sd15_checkpoint_shapes(variant, in_channels)
-
-
 def _key_seed(seed: int, key: str) -> int:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -474,7 +467,7 @@ def sd15_smoke_state_dict(
     """
     if dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"dtype must be float16, bfloat16 or float32, got {dtype}")
-    shapes = _shapes(variant, in_channels)
+    shapes = sd15_checkpoint_shapes(variant, in_channels)
     wanted = list(shapes) if keys is None else list(keys)
     return {k: sd15_smoke_tensor(k, shapes, seed, dtype) for k in wanted}
 
@@ -511,7 +504,7 @@ def write_sd15_smoke_checkpoint(
         raise RuntimeError("safetensors files are little-endian; this writer needs a little-endian machine")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    shapes = _shapes(variant, in_channels)
+    shapes = sd15_checkpoint_shapes(variant, in_channels)
     header: dict[str, object] = {}
     offset = 0
     for key, shape in shapes.items():

@@ -1,6 +1,6 @@
 """Smoke models: random weights in exactly the official file formats.
 
-``likeness smoke-models --models-dir DIR`` writes, in ComfyUI's folder layout:
+``python -m models.cli smoke-models --models-dir DIR`` writes, in ComfyUI's folder layout:
 
 * ``checkpoints/likeness_smoke_sd15.safetensors``: an SD1.5 single-file
   checkpoint that ComfyUI's ``CheckpointLoaderSimple`` detects as SD1.5. The

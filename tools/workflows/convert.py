@@ -12,15 +12,15 @@ frontend 1.49, "version 0.4" graphs):
 
 Command line (from the repository root, with a ComfyUI server that has this pack)::
 
-    python -m models.workflow_format regenerate --server http://127.0.0.1:8188
+    python -m models.cli workflows --server http://127.0.0.1:8188
 
-rewrites ``workflows/<name>.json`` from ``workflows/api/<name>.json`` and the schema
-snapshot ``tests/data/object_info_snapshot.json`` used by the unit tests.
+rewrites the templates ``example_workflows/<title>.json`` from ``example_workflows/api/<name>.json`` (titles in
+``shipped.TITLES``) and the schema
+snapshot ``tests/data/object_info_snapshot.json`` used by the unit tests (:func:`regenerate`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...models.errors import LikenessError
+from .shipped import FILE_LIST_INPUTS, WORKFLOW_DIR, model_metadata, ui_path
 
 __all__ = [
     "FILE_LIST_INPUTS",
@@ -43,8 +44,11 @@ __all__ = [
     "snapshot_entries",
     "ui_to_api",
     "widget_layout",
+    "expand_specs",
+    "all_specs",
+    "DYNAMIC_COMBO",
     "workflow_classes",
-    "main",
+    "regenerate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,15 +56,7 @@ logger = logging.getLogger(__name__)
 # Frontend-only nodes: never sent to the server, skipped by ui_to_api.
 VIRTUAL_NODES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-# Combos whose options are files on the user's machine: (class_type, input) -> folder.
-FILE_LIST_INPUTS: dict[tuple[str, str], str] = {
-    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-    ("LoadImage", "image"): "input",
-    ("Likeness_LoadE4E", "e4e_name"): "e4e",
-    ("Likeness_LoadWPlusAdapter", "adapter_name"): "wplus",
-    ("Likeness_LoadDirections", "direction_set"): "likeness_directions",
-    ("Likeness_LoadWPlus", "wplus_name"): "likeness_wplus",
-}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 _UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 UI_VERSION = 0.4
 
@@ -75,6 +71,9 @@ class InputSpec:
         choices: combo choices (``None`` for other types).
         section: "required" or "optional".
         widget: True when the frontend shows it as a widget (not a socket).
+
+    A dynamic combo (``COMFY_DYNAMICCOMBO_V3``) is a combo widget whose chosen option adds more
+    inputs right after it, named ``<combo>.<input>`` in both formats (:meth:`children`).
     """
 
     __slots__ = ("name", "type", "options", "choices", "section", "widget")
@@ -88,7 +87,26 @@ class InputSpec:
         else:
             self.type = str(raw_type)
             self.choices = list(self.options.get("options", [])) if self.type == "COMBO" else None
-        self.widget = self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+        if self.type == DYNAMIC_COMBO:
+            self.choices = [option["key"] for option in self.options.get("options", [])]
+        self.widget = (self.type in WIDGET_TYPES or self.type == DYNAMIC_COMBO) and not self.options.get("forceInput")
+
+    @property
+    def default(self) -> Any:
+        """The value the frontend gives a new widget: the schema's default, else the first choice."""
+        return self.options.get("default", self.choices[0] if self.choices else None)
+
+    def children(self, key: Any) -> list[InputSpec]:
+        """The inputs a dynamic combo shows for its option ``key`` (empty for other inputs)."""
+        for option in self.options.get("options", []) if self.type == DYNAMIC_COMBO else []:
+            if option["key"] == key:
+                sections = option.get("inputs", {})
+                return [
+                    InputSpec(f"{self.name}.{name}", spec, section)
+                    for section in ("required", "optional")
+                    for name, spec in sections.get(section, {}).items()
+                ]
+        return []
 
     def extra_widget_values(self) -> list[Any]:
         """Frontend-only widget values that follow this input's value in ``widgets_values``."""
@@ -122,13 +140,47 @@ def input_specs(entry: Mapping[str, Any]) -> list[InputSpec]:
     ]
 
 
-def widget_layout(entry: Mapping[str, Any]) -> list[tuple[str | None, int]]:
-    """Positional meaning of ``widgets_values``: (input name or None for a frontend-only value, index)."""
+def expand_specs(specs: Sequence[InputSpec], pick: Any) -> list[InputSpec]:
+    """``specs`` with each dynamic combo followed by the inputs of its chosen option (``pick(spec)``)."""
+    out: list[InputSpec] = []
+    for spec in specs:
+        out.append(spec)
+        if spec.type == DYNAMIC_COMBO:
+            out.extend(expand_specs(spec.children(pick(spec)), pick))
+    return out
+
+
+def all_specs(entry: Mapping[str, Any]) -> list[InputSpec]:
+    """Every input a node can show, including those of every dynamic combo option (first one wins)."""
+    found: dict[str, InputSpec] = {}
+    pending = list(input_specs(entry))
+    while pending:
+        spec = pending.pop(0)
+        found.setdefault(spec.name, spec)
+        for key in (spec.choices or []) if spec.type == DYNAMIC_COMBO else []:
+            pending.extend(spec.children(key))
+    return list(found.values())
+
+
+def widget_layout(entry: Mapping[str, Any], values: Sequence[Any] | None = None) -> list[tuple[str | None, int]]:
+    """Positional meaning of ``widgets_values``: (input name or None for a frontend-only value, index).
+
+    A dynamic combo's children follow it; which ones depends on its value, read from ``values``
+    (the node's ``widgets_values``) when given, else its default.
+    """
     layout: list[tuple[str | None, int]] = []
-    for spec in input_specs(entry):
-        if spec.widget:
-            layout.append((spec.name, len(layout)))
+
+    def walk(specs: Sequence[InputSpec]) -> None:
+        for spec in specs:
+            if not spec.widget:
+                continue
+            at = len(layout)
+            layout.append((spec.name, at))
             layout.extend((None, len(layout) + i) for i in range(len(spec.extra_widget_values())))
+            if spec.type == DYNAMIC_COMBO:
+                walk(spec.children(values[at] if values is not None and at < len(values) else spec.default))
+
+    walk(input_specs(entry))
     return layout
 
 
@@ -177,7 +229,8 @@ def api_to_ui(
     for nid, node in api.items():
         if not nid.isdigit():
             raise LikenessError(f"API node id '{nid}' is not a number; the UI format needs integer ids.")
-        specs[nid] = input_specs(_entry(object_info, node["class_type"], f"node {nid}"))
+        top = input_specs(_entry(object_info, node["class_type"], f"node {nid}"))
+        specs[nid] = expand_specs(top, lambda spec, node=node: node["inputs"].get(spec.name, spec.default))
 
     ui_nodes: dict[str, dict[str, Any]] = {}
     links: list[list[Any]] = []
@@ -199,9 +252,9 @@ def api_to_ui(
                     linked_widgets.append(
                         {"name": spec.name, "type": spec.type, "widget": {"name": spec.name}, "link": value}
                     )
-                    value = spec.options.get("default", spec.choices[0] if spec.choices else None)
+                    value = spec.default
                 elif spec.name not in node["inputs"]:
-                    value = spec.options.get("default", spec.choices[0] if spec.choices else None)
+                    value = spec.default
                 widgets_values.append(value)
                 widgets_values.extend(spec.extra_widget_values())
             else:
@@ -219,6 +272,9 @@ def api_to_ui(
             props["cnr_id"] = pack
             if versions.get(pack):
                 props["ver"] = versions[pack]
+        models = model_metadata(cls, node["inputs"])
+        if models:  # the frontend's "Missing Models" dialog offers these downloads
+            props["models"] = models
         ui: dict[str, Any] = {
             "id": int(nid),
             "type": cls,
@@ -299,7 +355,7 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str
             raise LikenessError(f"node {nid} ({cls}) is bypassed; un-bypass or delete it before converting.")
         entry = _entry(object_info, cls, f"node {nid}")
         values = list(node.get("widgets_values") or [])
-        layout = widget_layout(entry)
+        layout = widget_layout(entry, values)
         if len(values) < len(layout):
             raise LikenessError(
                 f"node {nid} ({cls}) has {len(values)} widget values, its schema needs {len(layout)} "
@@ -348,20 +404,21 @@ def snapshot_entries(object_info: Mapping[str, Any], classes: Iterable[str]) -> 
     return out
 
 
-def _regenerate(args: argparse.Namespace) -> int:
+def regenerate(server: str, root: Path) -> int:
+    """Rewrite the UI workflows and the schema snapshot from the API workflows and a live server."""
     from ..batch.client import ComfyClient
-    from .layout import model_note
+    from .notes import model_note
 
-    root = Path(args.root)
-    client = ComfyClient(args.server, timeout=60)
+    root = Path(root)
+    client = ComfyClient(server, timeout=60)
     object_info = client.object_info()
     stats = client.get("/system_stats")
     pack = _pack_meta(root)
     versions = {"comfy-core": stats["system"]["comfyui_version"], "pack_id": pack[0], pack[0]: pack[1]}
     classes: set[str] = set()
-    api_files = sorted((root / "workflows" / "api").glob("*.json"))
+    api_files = sorted((root / WORKFLOW_DIR / "api").glob("*.json"))
     if not api_files:
-        raise LikenessError(f"no API workflows in {root / 'workflows' / 'api'}")
+        raise LikenessError(f"no API workflows in {root / WORKFLOW_DIR / 'api'}")
     for path in api_files:
         api = json.loads(path.read_text())
         classes |= workflow_classes(api)
@@ -369,14 +426,13 @@ def _regenerate(args: argparse.Namespace) -> int:
         back = ui_to_api(ui, object_info)
         if back != api:
             raise LikenessError(f"{path.name}: the UI conversion does not round-trip; not written.")
-        target = root / "workflows" / path.name
+        target = ui_path(root, path.stem)
         target.write_text(json.dumps(ui, indent=2, ensure_ascii=False) + "\n")
         sys.stdout.write(f"wrote {target}\n")
     snap = root / "tests" / "data" / "object_info_snapshot.json"
     snap.parent.mkdir(parents=True, exist_ok=True)
-    snap.write_text(
-        json.dumps(snapshot_entries(object_info, classes), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    )
+    # the server's key order is kept: a dynamic combo's options carry no input_order, their order is the widgets'
+    snap.write_text(json.dumps(snapshot_entries(object_info, classes), indent=1, ensure_ascii=False) + "\n")
     sys.stdout.write(f"wrote {snap} ({len(classes)} node classes)\n")
     return 0
 
@@ -391,26 +447,3 @@ def _pack_meta(root: Path) -> tuple[str, str]:
     if not all(found.values()):
         raise LikenessError(f"{root / 'pyproject.toml'}: [project] name/version not found")
     return found["name"].group(1), found["version"].group(1)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.workflow_format", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    regen = sub.add_parser(
-        "regenerate", help="rewrite workflows/*.json and the schema snapshot from workflows/api/*.json"
-    )
-    regen.add_argument(
-        "--server", required=True, help="URL of a running ComfyUI with this pack, e.g. http://127.0.0.1:8188"
-    )
-    regen.add_argument("--root", default=".", help="repository root (default: current directory)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _regenerate(args)
-    except LikenessError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...models.files.registry import MODEL_FILES
-
-__all__ = ["GROUPS", "default_groups", "layout", "model_note"]
+__all__ = ["GROUPS", "default_groups", "layout"]
 
 # (group title, colour, lane) in display order; groups of one lane sit side by side.
 GROUPS: tuple[tuple[str, str, int], ...] = (
@@ -218,60 +216,3 @@ def layout(
     )
     scale = round(min(1400 / (right + GAP), 900 / (low + GAP), 1.0), 3)
     return {"nodes": nodes, "groups": out_groups, "ds": {"scale": scale, "offset": [0, 0]}}
-
-
-def _model_line(folder: str, value: str) -> str:
-    if folder == "checkpoints":
-        return (
-            f"- models/checkpoints/{value}: an SD1.5 checkpoint (the W+ adapter exists for SD1.5 only). "
-            "Pick your own SD1.5 model in the loader. Licence: the checkpoint's (SD1.5: CreativeML OpenRAIL-M)."
-        )
-    if folder == "likeness_directions":
-        head = value.split("/", 1)[0] + "/"
-        known = next((m for m in MODEL_FILES if m.folder == folder and m.filename == head), None)
-        files = (
-            "encoder4editing/interfacegan_directions/{age,smile,pose}.pt"
-            if value == "encoder4editing/interfacegan"
-            else value + "/..."
-        )
-        text = f"- models/likeness_directions/{files} (direction set '{value}')"
-        return text + (f": {known.what}. From {known.source}. Licence: {known.licence}." if known else ".")
-    known = next((m for m in MODEL_FILES if m.folder == folder and m.filename == value), None)
-    if known is None:
-        return f"- models/{folder}/{value}"
-    return f"- models/{folder}/{value}: {known.what}. From {known.source}. Licence: {known.licence}."
-
-
-def model_note(api: Mapping[str, Mapping[str, Any]]) -> str:
-    """Plain-text Note: which model files the workflow needs, where they go, their licences."""
-    from .convert import FILE_LIST_INPUTS
-
-    models: list[str] = []
-    images: list[str] = []
-    for nid in sorted(api, key=int):
-        node = api[nid]
-        for name, value in node["inputs"].items():
-            folder = FILE_LIST_INPUTS.get((node["class_type"], name))
-            if folder == "input":
-                images.append(str(value))
-            elif folder is not None:
-                line = _model_line(folder, str(value))
-                if line not in models:
-                    models.append(line)
-    parts = [
-        "MODELS THIS WORKFLOW NEEDS",
-        "Put them in ComfyUI/models/ (or a folder listed under the same key in extra_model_paths.yaml), then press R "
-        "(refresh) and check the loader nodes.",
-        "",
-        *models,
-        "",
-        f"Input photo(s): {', '.join(images)}. Replace them with your own in the Load Image node(s)." if images else "",
-        "",
-        "No weights yet? 'likeness smoke-models --models-dir ComfyUI/models' writes random-weight stand-ins under "
-        "exactly these names: the workflow then runs end to end, but every image it makes is noise.",
-        "'likeness doctor --comfyui ComfyUI' lists what was found where and where to get the rest.",
-        "",
-        "Licences: the W+ adapter weights are NTU S-Lab License 1.0, NON-COMMERCIAL use only; check every "
-        "licence above before any commercial use. Likeness bundles no weights.",
-    ]
-    return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
