@@ -21,7 +21,6 @@ setup: $(VENV)/.installed
 # the comfyui tier too when COMFYUI_PATH names a ComfyUI checkout.
 test: setup lint
 	$(VENV)/bin/python -m pytest -m "unit or reference" $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory bench-quick
 	@if [ -n "$$COMFYUI_PATH" ]; then $(MAKE) --no-print-directory test-comfyui; \
 	else echo "comfyui tier skipped: COMFYUI_PATH is not set (point it at a ComfyUI checkout to run it)"; fi
 
@@ -63,7 +62,8 @@ bench-gpu:
 	$(BENCH_PY) -m bench.side_by_side --device cuda --precision all $(OFFICIAL_ARG) \
 		--json $(BENCH_OUT)/gpu.json --markdown $(BENCH_OUT)/gpu.md
 
-# Reduced sizes, one round, CPU: proves the benchmark code still runs (part of `make test`, under a minute).
+# Reduced sizes, one round, CPU: proves the benchmark code still runs (the unit tier runs it too:
+# tests/unit/test_bench_side_by_side.py; about 35 s on 2 cores).
 bench-quick: setup
 	$(VENV)/bin/python -m bench.side_by_side --quick --json $(BENCH_OUT)/quick.json --markdown $(BENCH_OUT)/quick.md
 
