@@ -1,44 +1,37 @@
-"""W+ adapter patch overhead inside ComfyUI: per-step time of the patched vs unpatched SD1.5 UNet.
+"""W+ adapter patch overhead inside ComfyUI: the UNet forward and its 16 attn2 layers, patched vs stock.
 
 ComfyUI's own UNet (the smoke SD1.5 checkpoint: full SD1.5 architecture, random
 weights, fp32 on the CPU), 64x64 latents (512x512 px), batch 2 as CFG makes it
-(one uncond + one cond chunk), default CPU attention. Unpatched, patched
-(weight 1) and patched (weight 0) calls are interleaved in one run; the table
-gives medians after a warm-up and the ratio to the unpatched call.
+(one uncond + one cond chunk), default attention. Arms are interleaved in one
+process (bench/harness.py); ratios are patched / stock per round, median with
+min-max and n.
+
+* whole forward: stock, patched (weight 1) and patched (weight 0, the branch skipped);
+* the 16 attn2 layers alone, on inputs captured from one stock forward: stock
+  ``CrossAttention`` vs what ComfyUI runs with the replace (to_q/k/v, our replace, to_out).
 
 Needs a ComfyUI checkout and the smoke models:
-    COMFYUI_PATH=/path/to/ComfyUI python -m bench.bench_comfy_patch --models-dir DIR [--steps 5]
+    COMFYUI_PATH=/path/to/ComfyUI python -m bench.bench_comfy_patch --models-dir DIR [--rounds 6]
 (``python -m models.cli smoke-models --models-dir DIR`` writes them.)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-
-def _machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), {platform.python_version()}"
+from .harness import likeness, load_average, machine, ratio_row, time_rounds
 
 
-def import_comfy_and_pack(comfy_path: str) -> None:
-    """Import ComfyUI in-process on the CPU and register this checkout as the package ``likeness``."""
+def _comfy():
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        raise SystemExit("set COMFYUI_PATH to a ComfyUI checkout")
     sys.path.insert(0, comfy_path)
     import comfy.options
 
@@ -46,75 +39,47 @@ def import_comfy_and_pack(comfy_path: str) -> None:
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location(
-        "likeness", root / "__init__.py", submodule_search_locations=[str(root)]
-    )
-    sys.modules["likeness"] = importlib.util.module_from_spec(spec)
 
 
-def import_comfy_cpu(parser: argparse.ArgumentParser) -> None:
-    """Import ComfyUI from ``COMFYUI_PATH`` in-process on the CPU and register this pack as ``likeness``."""
-    comfy_path = os.environ.get("COMFYUI_PATH")
-    if not comfy_path:
-        parser.error("set COMFYUI_PATH to a ComfyUI checkout")
-    import_comfy_and_pack(comfy_path)
+def _attn2_inputs(model, x, sigma, ctx, options):
+    """(block, n, context, transformer_options) of every attn2 call of one stock forward."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+
+    captured, handles = [], []
+    for module in model.model.diffusion_model.modules():
+        if isinstance(module, BasicTransformerBlock) and module.attn2 is not None:
+
+            def hook(attn, args, kwargs, block=module):
+                captured.append((block, args[0], kwargs["context"], dict(kwargs["transformer_options"])))
+
+            handles.append(module.attn2.register_forward_pre_hook(hook, with_kwargs=True))
+    model.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=options)
+    for h in handles:
+        h.remove()
+    return captured
 
 
-def time_unet_calls(variants: dict, x: torch.Tensor, conds: dict, steps: int) -> dict[str, list[float]]:
-    """Seconds per UNet call of each variant (models), interleaved round by round after one warm-up round.
-
-    Each call is one sampler step at CFG: batch ``x`` of an uncond and a cond chunk (``cond_or_uncond`` [1, 0]),
-    sigma at step 10 of a 30-step schedule; ``conds`` are the ``apply_model`` keyword inputs. The order of the
-    variants rotates from round to round, so a slow spell of a shared machine does not always hit the same one.
-    """
-    sigmas = torch.linspace(14.6, 0.03, 31)
-    sigma = sigmas[10].repeat(x.shape[0])
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for step in range(steps + 1):
-        for name in names[step % len(names) :] + names[: step % len(names)]:
-            m = variants[name]
-            options = dict(m.model_options.get("transformer_options", {}))
-            options.update(cond_or_uncond=[1, 0], sigmas=sigma, sample_sigmas=sigmas)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                m.model.apply_model(x, sigma, transformer_options=options, **conds)
-            if step > 0:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def timing_table(times: dict[str, list[float]], title: str) -> list[str]:
-    """Median / min seconds per step and the ratio to the first variant (the unpatched baseline).
-
-    ``ratio`` is the median over rounds of (variant / baseline in the same round); ``min ratio`` compares minima.
-    """
-    base = next(iter(times.values()))
-    header = f"{'variant':28s} {'median s/step':>14s} {'min s':>8s} {'ratio':>7s} {'min ratio':>10s}"
-    lines = [f"machine: {_machine()}", title, "", header]
-    for name, values in times.items():
-        ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
-        median, fastest = statistics.median(values), min(values)
-        lines.append(f"{name:28s} {median:14.3f} {fastest:8.3f} {ratio:7.3f} {fastest / min(base):10.3f}")
-    lines.append("")
-    return lines
-
-
-def bench_setup(doc: str, argv: list[str] | None, default_steps: int) -> argparse.Namespace:
-    """Parse ``--models-dir`` / ``--steps``, then import ComfyUI (``COMFYUI_PATH``) and this pack in-process."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
-    parser.add_argument("--steps", type=int, default=default_steps, help="timed calls per variant (after a warm-up)")
-    args = parser.parse_args(argv)
-    import_comfy_cpu(parser)
-    return args
+def _replaced_attn2(block, n, context, topts, replaces):
+    """What BasicTransformerBlock runs for an attn2 with a replace (ComfyUI 0.33, attention.py)."""
+    extra = {k: v for k, v in topts.items() if k not in ("patches", "patches_replace")}
+    extra.update(n_heads=block.n_heads, dim_head=block.d_head, attn_precision=block.attn_precision)
+    key = (topts["block"][0], topts["block"][1], topts["block_index"])
+    q = block.attn2.to_q(n)
+    k = block.attn2.to_k(context)
+    v = block.attn2.to_v(context)
+    return block.attn2.to_out(replaces[key](q, k, v, extra))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_setup(__doc__, argv, 5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", required=True, help="a models folder with the smoke models")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved timed rounds (after one warm-up)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    _comfy()
     import comfy.sd
 
+    likeness()
     from likeness.models.wplus_adapter.model import load_wplus_adapter
     from likeness.nodes.patching import LoadedWPlusAdapter, apply_wplus_adapter
     from likeness.tools.smoke.writers import SMOKE_CHECKPOINT
@@ -127,23 +92,54 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedWPlusAdapter.wrap(load_wplus_adapter(adapter_path), adapter_path.name)
     wplus = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(0))
     variants = {
-        "unpatched": model,
-        "patched (weight 1)": apply_wplus_adapter(model, loaded, wplus, 1.0, 0.0, 1.0)[0],
-        "patched (weight 0)": apply_wplus_adapter(model, loaded, wplus, 0.0, 0.0, 1.0)[0],
+        "stock": model,
+        "weight 1": apply_wplus_adapter(model, loaded, wplus, 1.0, 0.0, 1.0)[0],
+        "weight 0": apply_wplus_adapter(model, loaded, wplus, 0.0, 0.0, 1.0)[0],
     }
     g = torch.Generator().manual_seed(1)
-    inputs = {"c_crossattn": torch.randn(2, 77, 768, generator=g)}
-    times = time_unet_calls(variants, torch.randn(2, 4, 64, 64, generator=g), inputs, args.steps)
-    lines = timing_table(
-        times, f"ComfyUI SD1.5 UNet, 64x64 latents, batch 2 (CFG), fp32, {args.steps} timed calls per variant"
-    )
-    adapter_bytes = sum(p.numel() * p.element_size() for p in loaded.adapter.parameters())
-    unet_bytes = sum(p.numel() * p.element_size() for p in model.model.diffusion_model.parameters())
-    lines.append(
-        f"adapter weights: {adapter_bytes / 2**20:.1f} MiB ({adapter_bytes / unet_bytes:.1%} of the UNet's "
-        f"{unet_bytes / 2**20:.0f} MiB)"
-    )
+    x = torch.randn(2, 4, 64, 64, generator=g)
+    ctx = torch.randn(2, 77, 768, generator=g)
+    sigmas = torch.linspace(14.6, 0.03, 31)
+    sigma = sigmas[10].repeat(2)
+
+    def options(m):
+        opts = dict(m.model_options.get("transformer_options", {}))
+        opts.update(cond_or_uncond=[1, 0], sigmas=sigma, sample_sigmas=sigmas)
+        return opts
+
+    device = torch.device("cpu")
+    with torch.inference_mode():
+        arms = {
+            name: (lambda m=m: m.model.apply_model(x, sigma, c_crossattn=ctx, transformer_options=options(m)))
+            for name, m in variants.items()
+        }
+        t = time_rounds(arms, args.rounds, device)
+        captured = _attn2_inputs(model, x, sigma, ctx, options(model))
+        replaces = variants["weight 1"].model_options["transformer_options"]["patches_replace"]["attn2"]
+        t2 = time_rounds(
+            {
+                "stock": lambda: [b.attn2(n, context=c, transformer_options=o) for b, n, c, o in captured],
+                "patched": lambda: [_replaced_attn2(b, n, c, o, replaces) for b, n, c, o in captured],
+            },
+            args.rounds * 4,
+            device,
+        )
+    what = "ComfyUI SD1.5 UNet, 64² latents, batch 2 (CFG), fp32"
+    rows = [
+        ratio_row(f"UNet forward, W+ patch weight 1 ({what})", t["weight 1"], t["stock"], "stock"),
+        ratio_row(f"UNet forward, W+ patch weight 0 ({what})", t["weight 0"], t["stock"], "stock"),
+        ratio_row(f"the {len(captured)} attn2 layers alone, W+ patch weight 1", t2["patched"], t2["stock"], "stock"),
+    ]
+    lines = [f"Machine: {machine(device)}; load average at the end {load_average()}.", ""]
+    lines += ["| measure | patched / stock | min–max | n | patched | stock |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.case} | {r.ratio:.3f} | {r.ratio_min:.3f}–{r.ratio_max:.3f} | {r.n} | {r.ours_s:.3f} s | "
+            f"{r.base_s:.3f} s |"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench_comfy_patch import _machine, import_comfy_cpu
+from .comfy_inprocess import _machine, import_comfy_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "likeness_bench_sd15_inpainting_full.safetensors"

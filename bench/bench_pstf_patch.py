@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .bench_comfy_patch import bench_setup, time_unet_calls, timing_table
+from .comfy_inprocess import bench_setup, time_unet_calls, timing_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .bench_comfy_patch import _machine, import_comfy_cpu
+from .comfy_inprocess import _machine, import_comfy_cpu
 
 
 def _load(parser: argparse.ArgumentParser, models: Path):

@@ -14,6 +14,7 @@ Input: RGB [B, 3, 256, 256] in [-1, 1] (FFHQ-aligned face). Output: W+ offsets
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import nn
 
 from .stylegan2_ops import EqualLinear
 
-__all__ = ["Encoder4Editing", "GradualStyleBlock", "BottleneckIRSE", "SEModule", "ir_se50_units"]
+__all__ = ["Encoder4Editing", "GradualStyleBlock", "BottleneckIRSE", "SEModule", "ir_se50_units", "run_body"]
 
 # (in_channel, depth, stride) of the 24 IR-SE-50 units: stages (3, 4, 14, 3).
 _STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
@@ -36,6 +37,18 @@ def ir_se50_units() -> list[tuple[int, int, int]]:
         units.append((in_c, depth, 2))
         units += [(depth, depth, 1)] * (n - 1)
     return units
+
+
+def run_body(units: Iterable[nn.Module], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the 24 body units on ``x`` and return the FPN taps ``(c1, c2, c3)`` (outputs of units 6, 20, 23)."""
+    c1 = c2 = x
+    for idx, unit in enumerate(units):
+        x = unit(x)
+        if idx == _TAP_C1:
+            c1 = x
+        elif idx == _TAP_C2:
+            c2 = x
+    return c1, c2, x
 
 
 class SEModule(nn.Module):
@@ -173,15 +186,7 @@ class Encoder4Editing(nn.Module):
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"e4e expects images [B, 3, 256, 256] in [-1, 1], got {list(x.shape)}")
-        x = self.input_layer(x)
-        c1 = c2 = x
-        for idx, unit in enumerate(self.body):
-            x = unit(x)
-            if idx == _TAP_C1:
-                c1 = x
-            elif idx == _TAP_C2:
-                c2 = x
-        c3 = x
+        c1, c2, c3 = run_body(self.body, self.input_layer(x))
         w0 = self.styles[0](c3)
         rows = [w0]
         features = c3

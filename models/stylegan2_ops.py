@@ -191,8 +191,16 @@ class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated, 2x upsampling) convolution.
 
     Parameters: ``weight`` [1, out, in, k, k] (unscaled), ``modulation`` (EqualLinear
-    style_dim -> in, bias init 1), and ``blur.kernel`` when upsampling. The batch
-    is handled with one grouped convolution (each sample has its own weights).
+    style_dim -> in, bias init 1), and ``blur.kernel`` when upsampling.
+
+    The official code builds one weight per sample (``scale * weight * style``,
+    demodulated) and runs a grouped convolution. That rewrites more numbers than
+    it saves on the small, wide layers (512 x 512 x 9 weights, 4..32 px maps), so
+    there the style scales the input channels instead and the demodulation the
+    output channels: the same sums, ``conv(x * s, W) * d = conv(x, W * s) * d``
+    (rosinality's ``fused=False`` path), and a batch shares one convolution. The
+    demodulation ``d[o] = rsqrt(sum_i s_i^2 * sum_k W[o,i,k]^2 + 1e-8)`` comes from a
+    cached per-layer ``[out, in]`` table in both cases. Images agree to float rounding.
     """
 
     def __init__(
@@ -219,26 +227,64 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
+        self._energy: tuple[tuple, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x [B, in, H, W], w [B, style_dim] -> [B, out, H', W'] (H' = 2H when upsampling)."""
+    def _weight_energy(self) -> torch.Tensor:
+        """``sum_k W[o,i,k]^2`` as [out, in] float32, recomputed only when the weight tensor changes."""
+        w = self.weight
+        key = (id(w), w._version, w.data_ptr(), w.device, w.dtype)
+        if self._energy is None or self._energy[0] != key:
+            with torch.no_grad():
+                self._energy = (key, w[0].float().square().sum((2, 3)))
+        return self._energy[1]
+
+    def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution with the style applied, and the demodulation factors if still to apply.
+
+        Whichever side is smaller takes the style: the input (``x * s``, then one
+        convolution with the fixed weight for the whole batch) on the small, wide
+        layers, or the weight (one ``W * s * d`` per sample, a grouped convolution)
+        on the large maps and the 1x1 ToRGB, where the activations are far bigger.
+
+        Args:
+            x: [B, in, H, W]; w: [B, style_dim].
+
+        Returns:
+            ``(out, demod)``: out [B, out, H', W'] (H' = 2H when upsampling) and
+            demod [B, out, 1, 1] to multiply, or None (no demodulation, or
+            already folded into the weight); the layer output is ``out * demod``.
+        """
         b, c, h, wd = x.shape
-        k = self.kernel_size
-        style = self.modulation(w).view(b, 1, c, 1, 1)
-        weight = self.scale * self.weight * style  # [B, out, in, k, k]
+        style = self.modulation(w) * self.scale  # [B, in]
+        demod = None
         if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
-            weight = weight * demod.view(b, self.out_channel, 1, 1, 1)
-        weight = weight.to(x.dtype)
+            energy = self._weight_energy() if not torch.is_grad_enabled() else self.weight[0].square().sum((2, 3))
+            demod = torch.rsqrt(style.float().square() @ energy.t().float() + 1e-8)  # [B, out]
+        weight = self.weight[0]
+        if x.numel() <= 2 * b * weight.numel():
+            x = x * style.view(b, c, 1, 1).to(x.dtype)
+            weight = weight.to(x.dtype)
+            demod = None if demod is None else demod.to(x.dtype).view(b, self.out_channel, 1, 1)
+            if self.upsample:
+                return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)), demod
+            return F.conv2d(x, weight, padding=self.padding), demod
+        factor = style[:, None, :]  # [B, 1, in]
+        if demod is not None:
+            factor = factor * demod.to(style.dtype)[:, :, None]  # [B, out, in]
+        weight = (weight * factor[..., None, None]).to(x.dtype)  # [B, out, in, k, k]
+        k = self.kernel_size
         x = x.reshape(1, b * c, h, wd)
         if self.upsample:
             weight = weight.transpose(1, 2).reshape(b * c, self.out_channel, k, k)
             out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
-            out = out.view(b, self.out_channel, out.shape[2], out.shape[3])
-            return self.blur(out)
-        weight = weight.reshape(b * self.out_channel, c, k, k)
-        out = F.conv2d(x, weight, padding=self.padding, groups=b)
-        return out.view(b, self.out_channel, out.shape[2], out.shape[3])
+            return self.blur(out.view(b, self.out_channel, out.shape[2], out.shape[3])), None
+        out = F.conv2d(x, weight.reshape(b * self.out_channel, c, k, k), padding=self.padding, groups=b)
+        return out.view(b, self.out_channel, out.shape[2], out.shape[3]), None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x [B, in, H, W], w [B, style_dim] -> [B, out, H', W'] (H' = 2H when upsampling)."""
+        out, demod = self.modulated(x, w)
+        return out if demod is None else out * demod
 
     def extra_repr(self) -> str:
         return (
@@ -292,7 +338,14 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
+        out, demod = self.conv.modulated(x, w)
+        n = (self.noise.weight * noise).to(out.dtype)
+        if torch.is_grad_enabled() and (out.requires_grad or n.requires_grad):
+            return self.activate((out if demod is None else out * demod) + n)
+        # out * demod + noise in one pass; out is a fresh tensor either way
+        out = out.add_(n) if demod is None else torch.addcmul(n, out, demod)
+        F.leaky_relu_(out.add_(self.activate.bias.view(1, -1, 1, 1).to(out.dtype)), 0.2)
+        return out.mul_(_SQRT2)
 
 
 class ToRGB(nn.Module):

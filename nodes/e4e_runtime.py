@@ -18,10 +18,9 @@ import torch
 
 from ..models.errors import LikenessError
 from ..models.inversion.e4e_model import E4EInverter, load_e4e
+from ..models.inversion.precision import resolve_precision
 
-__all__ = ["DTYPES", "LoadedE4E", "preview_images"]
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+__all__ = ["LoadedE4E", "preview_images"]
 
 
 def _patcher(name: str, module: torch.nn.Module, device_choice: str) -> comfy.model_patcher.ModelPatcher:
@@ -44,6 +43,8 @@ class LoadedE4E:
         inverter: encoder + latent_avg + the lazily built decoder, in the chosen dtype.
         name: the file name in ``models/e4e``.
         device_choice: ``"auto"`` (ComfyUI's device) or ``"cpu"``.
+        precision_note: a sentence for Invert Face's info when the precision was chosen automatically or an
+            fp16/bf16 request runs in fp32 (the device would only emulate it), else "".
     """
 
     inverter: E4EInverter
@@ -51,11 +52,21 @@ class LoadedE4E:
     device_choice: str
     encoder_patcher: comfy.model_patcher.ModelPatcher
     decoder_patcher: comfy.model_patcher.ModelPatcher | None = field(default=None)
+    precision_note: str = ""
 
     @classmethod
-    def load(cls, path: Path, name: str, device_choice: str, dtype: torch.dtype) -> LoadedE4E:
-        inverter = load_e4e(path).to("cpu", dtype)
-        return cls(inverter, name, device_choice, _patcher("encoder", inverter.encoder, device_choice))
+    def load(cls, path: Path, name: str, device_choice: str, precision: str) -> LoadedE4E:
+        """Read the file; ``precision`` (auto/fp32/fp16/bf16) is resolved for the device the encoder will run on."""
+        run_device = torch.device("cpu") if device_choice == "cpu" else comfy.model_management.get_torch_device()
+        resolved = resolve_precision(precision, run_device)
+        inverter = load_e4e(path).to("cpu", resolved.dtype)
+        patcher = _patcher("encoder", inverter.encoder, device_choice)
+        return cls(inverter, name, device_choice, patcher, precision_note=resolved.note)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype the encoder runs in."""
+        return self.inverter.dtype
 
     def encoder(self) -> E4EInverter:
         """The inverter with its encoder on the load device (ComfyUI frees memory for it)."""

@@ -17,11 +17,12 @@ from ..models.images import fit_square, split_alpha, to_rgb_uint8
 from ..models.inversion.align import RECIPES
 from ..models.inversion.codes import WPlusCodes
 from ..models.inversion.pipeline import WHITENING_CHOICES, invert_face, resolve_whitening
+from ..models.inversion.precision import PRECISIONS
 from ..models.preview.live import remember_wplus
 from ..models.pstf.preprocess import recipe_landmarks
 from ..models.validation import check_wplus
 from .checks import node_id, wplus_in
-from .e4e_runtime import DTYPES, LoadedE4E, preview_images
+from .e4e_runtime import LoadedE4E, preview_images
 from .face_common import FACE_SELECTION_INPUTS, NO_FACE_INPUT, DetectedFaces, faces_for, policy_warning
 from .folders import file_choices, search_paths, validate_file
 from .sockets import E4EModel, FaceAnalyzerType, Faces, WPlus
@@ -60,10 +61,12 @@ class LikenessLoadE4E(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "dtype",
-                    options=list(DTYPES),
-                    default="fp32",
+                    options=list(PRECISIONS),
+                    default="auto",
                     advanced=True,
-                    tooltip="Compute precision. fp16/bf16 halve memory on GPU; W+ outputs are always float32.",
+                    tooltip="Compute precision. auto = fp16 on a GPU, bf16 on a CPU with native bf16 (AVX512-BF16 or "
+                    "AMX), else fp32. fp16/bf16 on a device that would only emulate them (minutes per face) run in "
+                    "fp32 instead; Invert Face's info says which was used. W+ outputs are always float32.",
                 ),
             ],
             outputs=[E4EModel.Output("e4e", tooltip="The encoder, for Invert Face and Preview W+.")],
@@ -76,9 +79,11 @@ class LikenessLoadE4E(io.ComfyNode):
     @classmethod
     def execute(cls, e4e_name: str, device: str, dtype: str) -> io.NodeOutput:
         path = find_file("e4e", e4e_name, search_paths())
-        loaded = LoadedE4E.load(path, e4e_name, device, DTYPES[dtype])
+        loaded = LoadedE4E.load(path, e4e_name, device, dtype)
         decoder = "with" if loaded.inverter.has_decoder else "WITHOUT (no previews)"
         text = f"{path.name}: e4e encoder {decoder} StyleGAN2 decoder; device {device}, {dtype}"
+        if loaded.precision_note:
+            text += f"\n{loaded.precision_note}"
         return io.NodeOutput(loaded, ui=node_ui(cls, text))
 
 
@@ -183,7 +188,7 @@ class LikenessInvertFace(io.ComfyNode):
         plan = resolve_whitening(whitening, recipe, search_paths())
         jobs = [(i, n, face) for i in kept for n, face in enumerate(chosen[i] if selection == "all" else chosen[i][:1])]
         codes, crops, lines, hashes, labels = _invert_jobs(e4e, image, jobs, recipe, plan, selection == "all")
-        info = "\n".join([report.summary(), *lines])
+        info = "\n".join([report.summary(), *([e4e.precision_note] if e4e.precision_note else []), *lines])
         warnings = tuple(report.summary().splitlines()[1:])
         meta = {"source_sha256": hashes, "recipe": recipe, "model": e4e.name, "whitening": plan.method}
         for k, code in enumerate(codes):

@@ -29,6 +29,7 @@ other values only produce a logged warning.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..e4e import Encoder4Editing
+from ..e4e_fused import FusedE4E, fuse_e4e
 from ..errors import CheckpointError, a_or_an
 from ..files.checkpoints import flatten, load_file, unflatten_prefix, validate_shapes
 from ..stylegan2 import Generator
@@ -183,6 +185,8 @@ def e4e_from_checkpoint(ckpt: Any, source: str | Path = "checkpoint") -> E4EInve
         encoder = Encoder4Editing(STYLEGAN_SIZE)
     encoder.load_state_dict(unflatten_prefix(flat, "state_dict.encoder"), strict=True, assign=True)
     encoder.float().eval().requires_grad_(False)
+    # BatchNorms folded, style heads stacked (models/e4e_fused.py); the file's tensors are released with `encoder`
+    encoder = fuse_e4e(encoder)
     decoder_state = unflatten_prefix(flat, "state_dict.decoder") if has_decoder else None
     if not has_decoder:
         logger.info("e4e: %s has no decoder weights; inversion works, previews are unavailable", source)
@@ -203,7 +207,8 @@ class E4EInverter:
     """e4e encoder + latent_avg, with a lazily built StyleGAN2-1024 decoder for previews.
 
     Args:
-        encoder: an eval-mode :class:`Encoder4Editing` (18 rows).
+        encoder: an eval-mode :class:`Encoder4Editing` or its inference form
+            :class:`~.e4e_fused.FusedE4E` (what :func:`load_e4e` builds); 18 rows.
         latent_avg: [18, 512] float32.
         decoder_state: the decoder's state dict (rosinality names) or None.
         opts: the checkpoint's training options (advisory).
@@ -229,12 +234,16 @@ class E4EInverter:
     @property
     def device(self) -> torch.device:
         """Device of the encoder's weights (a host such as ComfyUI may move them between calls)."""
-        return next(self.encoder.parameters()).device
+        return self._first_tensor().device
 
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype of the networks; outputs are always float32."""
-        return next(self.encoder.parameters()).dtype
+        return self._first_tensor().dtype
+
+    def _first_tensor(self) -> torch.Tensor:
+        # FusedE4E holds only buffers (no trainable parameters); the reference encoder has parameters
+        return next(itertools.chain(self.encoder.parameters(), self.encoder.buffers()))
 
     @property
     def has_decoder(self) -> bool:
@@ -253,9 +262,7 @@ class E4EInverter:
         device = torch.device(device) if device is not None else self.device
         dtype = dtype or self.dtype
         self.encoder.to(device=device, dtype=dtype)
-        if device.type == "cpu":
-            # oneDNN convolutions are faster in NHWC; changes W+ by ~3e-6 (fp32), see bench/bench_inversion.py
-            self.encoder.to(memory_format=torch.channels_last)
+        self._prepare(device)
         self.latent_avg = self.latent_avg.to(device, torch.float32)
         if self._decoder is not None:
             self._decoder.to(device=device, dtype=dtype)
@@ -263,16 +270,16 @@ class E4EInverter:
 
     @property
     def encode_stages(self) -> int:
-        """Number of ``progress`` calls one :meth:`encode` makes (the 24 backbone units and the style blocks)."""
-        return len(self.encoder.body) + len(self.encoder.styles)
+        """Number of ``progress`` calls :meth:`encode` makes for one face (backbone units, then style heads)."""
+        return len(self._stages())
 
     def encode(self, images: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Aligned faces -> absolute W+ (encoder output + latent_avg).
 
         Args:
             images: [B, 3, 256, 256] RGB in [-1, 1] (FFHQ-aligned, see :mod:`.align`).
-            progress: called as ``progress(done, total)`` after each backbone unit and style block
-                (``total`` = :attr:`encode_stages`); an exception it raises (e.g. an interruption) stops the encode.
+            progress: called as ``progress(done, total)`` after each backbone unit and style block (``total`` =
+                :attr:`encode_stages` at batch 1); an exception it raises (e.g. an interruption) stops the encode.
 
         Returns:
             [B, 18, 512] float32 on :attr:`device`.
@@ -286,16 +293,21 @@ class E4EInverter:
             logger.warning("e4e: input has no negative values; expected RGB in [-1, 1], not [0, 1]")
         device = self.device
         x = images.to(device, self.dtype)
-        if device.type == "cpu":
+        if isinstance(self.encoder, FusedE4E):
+            # a host (ComfyUI's ModelPatcher) may have moved the weights, which unpacks them; packing again is a no-op
+            # when they are still packed
+            self.encoder.pack_for_cpu()
+        if device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
         hooks = []
         if progress is not None:
-            stages = [*self.encoder.body, *self.encoder.styles]
+            stages = self._stages()
+            total = len(stages) * self._slices(x.shape[0])
             done = [0]
 
             def tick(*_):
                 done[0] += 1
-                progress(done[0], len(stages))
+                progress(done[0], total)
 
             hooks = [m.register_forward_hook(tick) for m in stages]
         try:
@@ -305,6 +317,26 @@ class E4EInverter:
             for hook in hooks:
                 hook.remove()
         return offsets.float() + self.latent_avg.to(device).unsqueeze(0)
+
+    def _stages(self) -> list[torch.nn.Module]:
+        """The modules whose completion :meth:`encode` reports: the 24 backbone units, then the style heads."""
+        if isinstance(self.encoder, FusedE4E):
+            return [*self.encoder.body, self.encoder.coarse, self.encoder.middle, self.encoder.fine]
+        return [*self.encoder.body, *self.encoder.styles]
+
+    def _slices(self, batch: int) -> int:
+        """How many forwards one batch takes (the fused encoder runs a CPU batch in slices)."""
+        if isinstance(self.encoder, FusedE4E) and self.device.type == "cpu":
+            return -(-batch // self.encoder.max_batch)
+        return 1
+
+    def _prepare(self, device: torch.device) -> None:
+        """Channels-last activations and weights on CPU/CUDA; on the CPU the fused encoder's weights packed once."""
+        if device.type in ("cpu", "cuda"):
+            # oneDNN and cuDNN convolutions are faster in NHWC; W+ moves by ~1e-6 (fp32)
+            self.encoder.to(memory_format=torch.channels_last)
+        if isinstance(self.encoder, FusedE4E):
+            self.encoder.pack_for_cpu()  # CPU only: convolution weights in oneDNN's layout, not re-ordered per call
 
     def decoder(self) -> Generator:
         """The StyleGAN2-1024 decoder, built (strictly) from the kept weights on first use.

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..attention.diffusers_host import text_cross_attention
 from ..attention.sdpa import AttentionFn
-from .attention import residual_wplus_attention
+from .attention import FoldedWPlus, fold_wplus_query, folded_wplus_attention, residual_wplus_attention
 
 __all__ = ["WPlusSiteLayer", "WPlusAttnProcessor"]
 
@@ -69,6 +69,15 @@ class WPlusSiteLayer(nn.Module):
     ) -> torch.Tensor:
         """``h_t + scale * MHA(to_q_wplus(h_t), k, v)``; see :func:`~.attention.residual_wplus_attention`."""
         return residual_wplus_attention(h_t, k, v, self.to_q_wplus, heads, scale, attention_fn)
+
+    def fold(self, tokens: torch.Tensor, heads: int) -> FoldedWPlus:
+        """This site's W+ keys and values for ``tokens`` [B, T, ctx] with ``to_q_wplus`` folded in.
+
+        See :func:`~.attention.fold_wplus_query`; a host whose tokens do not change
+        over the steps computes it once per sampling run.
+        """
+        k, v = self.project_tokens(tokens)
+        return fold_wplus_query(self.to_q_wplus, k, v, heads)
 
 
 class WPlusAttnProcessor(WPlusSiteLayer):
@@ -135,7 +144,8 @@ class WPlusAttnProcessor(WPlusSiteLayer):
 
         scale = self.scale
         if not (isinstance(scale, (int, float)) and float(scale) == 0.0):
-            k_w, v_w = self.project_tokens(wplus)
-            h_t = residual_wplus_attention(h_t, k_w, v_w, self.to_q_wplus, attn.heads, scale)
+            # the query projection is folded into the 4 W+ keys (attention.fold_wplus_query): same values,
+            # an [N, C] x [C, 8*4] product instead of [N, C] x [C, C]
+            h_t = folded_wplus_attention(h_t, self.fold(wplus, attn.heads), scale)
 
         return finish(h_t)

@@ -4,9 +4,15 @@ The W+ adapter is installed as one attn2 *replace* per cross-attention site.
 ComfyUI hands the replace the already projected q, k, v; the text attention ``h_t`` is computed exactly as ComfyUI
 would (or by a replace already sitting on that key, which we wrap and never
 mutate), and the residual W+ branch is added by the shared
-:func:`models.wplus_adapter.attention.residual_wplus_attention`. ComfyUI applies
+:func:`models.wplus_adapter.attention.folded_wplus_attention`. ComfyUI applies
 ``to_out`` afterwards. Nothing here mutates the input MODEL: callers pass a
 clone.
+
+The W+ tokens do not change over the steps, so each site projects them and folds
+its ``to_q_wplus`` into the 4 keys once (:meth:`WPlusPatch.folded`): per call the
+branch costs two thin matrix products, not a full ``[N, C] x [C, C]`` projection.
+The 4-token attention is computed directly (softmax in float32), not by the
+attention backend ComfyUI picked for the text attention, which stays untouched.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import torch
 
 from ...models.attention.schedule import StepWindow, tokens_for_chunks
 from ...models.errors import LikenessError
-from ...models.wplus_adapter.attention import residual_wplus_attention
+from ...models.wplus_adapter.attention import FoldedWPlus, folded_wplus_attention
 from ...models.wplus_adapter.model import WPlusAdapter
+from ...models.wplus_adapter.sites import WPlusSite
 from .sites import (
     StepGate,
     WrappingReplace,
@@ -72,6 +79,7 @@ class WPlusPatch:
     present: torch.Tensor | None = None
     _tokens: dict = field(default_factory=dict)
     _gate: StepGate | None = None
+    _folded: dict = field(default_factory=dict)
 
     @property
     def adapter(self) -> WPlusAdapter:
@@ -83,23 +91,57 @@ class WPlusPatch:
             self._gate = StepGate(self.window)
         return self._gate.active(extra_options)
 
-    def tokens(self, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Per-row W+ tokens ``[B,4,ctx]`` for this call's cond/uncond chunks."""
+    def _site_tokens(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cond ``[Bw,4,ctx]`` and uncond ``[1,4,ctx]`` tokens on ``device`` in ``dtype`` (computed once per pair)."""
         key = (device, dtype)
         if key not in self._tokens:
             with torch.no_grad():
                 cond = self.adapter.tokens(self.wplus)
                 uncond = self.adapter.uncond_tokens(1)
             self._tokens[key] = (cond.to(device, dtype), uncond.to(device, dtype))
-        cond, uncond = self._tokens[key]
-        chunks = extra_options["cond_or_uncond"]
+        return self._tokens[key]
+
+    @staticmethod
+    def _check_rows(codes: int, batch: int, chunks) -> None:
         rows = batch // max(1, len(chunks))
-        if cond.shape[0] not in (1, rows):
+        if codes not in (1, rows):
             raise LikenessError(
-                f"The W+ input holds {cond.shape[0]} codes but the latent batch is {rows}. Use a single W+ code, "
-                f"or a latent batch of {cond.shape[0]} (one image per code, e.g. for an attribute sweep)."
+                f"The W+ input holds {codes} codes but the latent batch is {rows}. Use a single W+ code, "
+                f"or a latent batch of {codes} (one image per code, e.g. for an attribute sweep)."
             )
-        return tokens_for_chunks(cond, uncond, chunks, batch)
+
+    def folded(
+        self, site: WPlusSite, extra_options: dict, batch: int, device: torch.device, dtype: torch.dtype, heads: int
+    ) -> FoldedWPlus:
+        """The site's W+ keys/values with ``to_q_wplus`` folded in, one row per batch row (cached).
+
+        W+ tokens are constant over the steps, so each site folds them once per
+        (device, dtype, heads) and keeps the cond and uncond sets; the per-call
+        arrangement for the chunk order and batch (``cond_or_uncond``) is cached too.
+        The cache lives in this patch object, which the MODEL's clones share; a
+        new Apply W+ Adapter run makes a new patch (new W+, new cache).
+        """
+        chunks = tuple(int(c) for c in extra_options["cond_or_uncond"])
+        key = (site.index, device, dtype, heads, chunks, batch)
+        found = self._folded.get(key)
+        if found is None:
+            pair_key = (site.index, device, dtype, heads)
+            pair = self._folded.get(pair_key)
+            if pair is None:
+                layer = self.adapter.layer(site)
+                cond, uncond = self._site_tokens(device, dtype)
+                with torch.no_grad():
+                    pair = (layer.fold(cond, heads), layer.fold(uncond, heads))
+                self._folded[pair_key] = pair
+            cond, uncond = pair
+            self._check_rows(cond.batch, batch, chunks)
+            found = FoldedWPlus(
+                tokens_for_chunks(cond.logits, uncond.logits, chunks, batch),
+                tokens_for_chunks(cond.values, uncond.values, chunks, batch),
+                heads,
+            )
+            self._folded[key] = found
+        return found
 
     def scale(self, extra_options: dict, batch: int, tokens: int, ref: torch.Tensor) -> float | torch.Tensor:
         """λ, or ``[B,N or 1,1]`` λ·mask (resized to this block's token grid)·present."""
@@ -121,15 +163,13 @@ class WPlusSiteReplace(WrappingReplace):
     """The attn2 replace installed at one site; wraps a replace already there (IPAdapter and others)."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
-        h_t, attention = self.text_attention(q, k, v, extra_options)
+        h_t, _ = self.text_attention(q, k, v, extra_options)
         if self.patch.weight == 0 or not self.patch.active(extra_options):
             return h_t
-        layer = self.patch.adapter.layer(self.site)
-        tokens = self.patch.tokens(extra_options, q.shape[0], q.device, q.dtype)
-        k_w, v_w = layer.project_tokens(tokens)
-        scale = self.patch.scale(extra_options, q.shape[0], q.shape[1], q)
         heads = extra_options["n_heads"]
-        return residual_wplus_attention(h_t, k_w, v_w, layer.to_q_wplus, heads, scale, attention_fn=attention)
+        folded = self.patch.folded(self.site, extra_options, q.shape[0], q.device, q.dtype, heads)
+        scale = self.patch.scale(extra_options, q.shape[0], q.shape[1], q)
+        return folded_wplus_attention(h_t, folded, scale)
 
 
 def apply_wplus_adapter(

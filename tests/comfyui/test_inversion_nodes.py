@@ -146,3 +146,18 @@ def test_no_face_policies_on_a_blank_image(e4e, photos, sd15_checkpoint, tmp_pat
     assert out_model is model and "NOT applied" in warning
     patched, warning = LikenessApplyWPlusAdapter.execute(model, adapter, mixed[0], 1.0, 0.2, 1.0).args
     assert patched is not model and "latent(s) [0] have no W+ code" in warning
+
+
+def test_bf16_on_a_cpu_without_native_bf16_runs_fp32_and_says_so(comfy_env, photos, monkeypatch):
+    from likeness.models.inversion import precision
+    from likeness.nodes.inversion_nodes import LikenessLoadE4E
+
+    monkeypatch.setattr(precision, "cpu_low_precision_support", lambda: {"bf16": False, "fp16": False})
+    e4e = LikenessLoadE4E.execute("e4e_ffhq_encode.pt", "cpu", "bf16").args[0]
+    assert e4e.dtype == torch.float32
+    wplus, _, _, info = _invert(e4e, photos[0])
+    assert "e4e precision bf16 requested" in info and "ran in fp32" in info
+    assert wplus.codes.dtype == torch.float32 and torch.isfinite(wplus.codes).all()
+    monkeypatch.setattr(precision, "cpu_low_precision_support", lambda: {"bf16": True, "fp16": False})
+    auto = LikenessLoadE4E.execute("e4e_ffhq_encode.pt", "cpu", "auto").args[0]
+    assert auto.dtype == torch.bfloat16 and "auto: bf16" in auto.precision_note

@@ -222,3 +222,37 @@ def test_replace_follows_the_dtype_and_device_of_the_unet_activations(sd15, load
     )
     assert out.dtype == torch.bfloat16 and out.shape == (2, 4, 1280) and torch.isfinite(out.float()).all()
     assert loaded_adapter.adapter.dtype == torch.float32  # the stored weights are not converted in place
+
+
+def test_folded_w_plus_keys_are_cached_per_site_and_equal_the_unfolded_branch(sd15, loaded_adapter):
+    from comfy.ldm.modules.attention import optimized_attention
+
+    from likeness.models.attention.schedule import tokens_for_chunks
+    from likeness.models.wplus_adapter.attention import residual_wplus_attention
+    from likeness.nodes.patching import apply_wplus_adapter
+
+    codes = _wplus(2, seed=5)
+    patched, patch = apply_wplus_adapter(sd15, loaded_adapter, codes, 1.0, 0.0, 1.0)
+    replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 64, 320, generator=g) for _ in range(3))
+    options = {"n_heads": 8, "cond_or_uncond": [1, 0], "sigmas": SIGMAS[5].repeat(4), "sample_sigmas": SIGMAS}
+    out = replace(q, k, v, options)
+    cached = dict(patch._folded)
+    assert len(cached) == 2  # the site's cond/uncond pair, and its arrangement for this chunk order
+    assert torch.equal(replace(q, k, v, options), out)
+    assert all(patch._folded[key] is value for key, value in cached.items()) and len(patch._folded) == 2
+    # the folded branch is the official maths: h_t + MHA(to_q_wplus(h_t), k_w, v_w), uncond rows first
+    adapter = loaded_adapter.adapter
+    layer = adapter.layer(replace.site)
+    with torch.no_grad():
+        tokens = tokens_for_chunks(adapter.tokens(codes), adapter.uncond_tokens(1), [1, 0], 4)
+        k_w, v_w = layer.project_tokens(tokens)
+        ref = residual_wplus_attention(optimized_attention(q, k, v, 8), k_w, v_w, layer.to_q_wplus, 8, 1.0)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # another chunk order reuses the pair and arranges it anew; another dtype folds anew
+    swapped = replace(q, k, v, dict(options, cond_or_uncond=[0, 1]))
+    assert len(patch._folded) == 3 and not torch.allclose(swapped, out, atol=1e-3)
+    low = replace(q.bfloat16(), k.bfloat16(), v.bfloat16(), options)
+    assert low.dtype == torch.bfloat16 and len(patch._folded) == 5
+    assert (low.float() - out).abs().max() < 0.1

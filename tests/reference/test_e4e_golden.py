@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from likeness.models.e4e import Encoder4Editing
+from likeness.models.e4e_fused import fuse_e4e
 from likeness.models.inversion.e4e_model import default_e4e_opts, e4e_from_checkpoint, load_e4e
 from likeness.models.stylegan2 import Generator
 
@@ -85,6 +86,26 @@ def test_encoder_bf16_autocast_is_close(encoder, golden):
     # bf16 has an 8-bit mantissa; observed about 1e-2 on values up to 1.05
     assert err <= 0.05, f"bf16 autocast max abs diff {err:.3g}"
     cos = torch.nn.functional.cosine_similarity(w.float().flatten(), ref.flatten(), dim=0).item()
+    assert cos >= 0.999
+
+
+def test_fused_encoder_matches_the_golden(encoder, golden):
+    """The inference form load_e4e builds (BatchNorms folded, heads stacked), fp32 and channels-last."""
+    g = golden[0]
+    fused = fuse_e4e(encoder).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        w = fused(g["in.images"].contiguous(memory_format=torch.channels_last))
+        ref = encoder(g["in.images"])
+    assert w.shape == (2, 18, 512) and w.dtype == torch.float32
+    assert (w - g["out.wplus_no_avg"]).abs().max().item() <= 1e-5
+    assert (w - ref).abs().max().item() <= 1e-5
+    # bf16 weights and activations (Load e4e precision bf16/auto on a CPU with native bf16): its own parity figure
+    low = fused.to(torch.bfloat16)
+    with torch.inference_mode():
+        wb = low(g["in.images"][1:].to(torch.bfloat16)).float()
+    err = (wb - g["out.wplus_no_avg"][1:]).abs().max().item()
+    assert err <= 0.05, f"bf16 fused max abs diff {err:.3g}"
+    cos = torch.nn.functional.cosine_similarity(wb.flatten(), g["out.wplus_no_avg"][1:].flatten(), dim=0).item()
     assert cos >= 0.999
 
 

@@ -91,3 +91,41 @@ def test_generator_bf16_autocast_is_close(tiny_gen):
             low = tiny_gen(w)
     assert torch.isfinite(low).all()
     assert (low.float() - ref).abs().max().item() <= 0.05 * max(1.0, ref.abs().max().item())
+
+
+def _official_modconv(conv, x, w):
+    """rosinality's fused path: one demodulated weight per sample and a grouped (transposed) convolution."""
+    import torch.nn.functional as F
+
+    b, c, h, wd = x.shape
+    k = conv.kernel_size
+    style = conv.modulation(w).view(b, 1, c, 1, 1)
+    weight = conv.scale * conv.weight * style
+    if conv.demodulate:
+        weight = weight * torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8).view(b, conv.out_channel, 1, 1, 1)
+    x = x.reshape(1, b * c, h, wd)
+    if conv.upsample:
+        weight = weight.transpose(1, 2).reshape(b * c, conv.out_channel, k, k)
+        out = F.conv_transpose2d(x, weight, padding=0, stride=2, groups=b)
+        return conv.blur(out.view(b, conv.out_channel, out.shape[2], out.shape[3]))
+    out = F.conv2d(x, weight.reshape(b * conv.out_channel, c, k, k), padding=conv.padding, groups=b)
+    return out.view(b, conv.out_channel, out.shape[2], out.shape[3])
+
+
+@pytest.mark.parametrize("side", [6, 40])  # 6: the style scales the input; 40: it scales the weight
+@pytest.mark.parametrize(("upsample", "demodulate", "k"), [(False, True, 3), (True, True, 3), (False, False, 1)])
+def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demodulate, k, side):
+    from likeness.models.stylegan2_ops import ModulatedConv2d
+
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(12, 10, k, 16, demodulate=demodulate, upsample=upsample).eval()
+    x, w = torch.randn(3, 12, side, side), torch.randn(3, 16)
+    with torch.no_grad():
+        ref = _official_modconv(conv, x, w)
+        out = conv(x, w)
+        # the cached weight energy follows an in-place change of the weight
+        conv.weight.mul_(2.0)
+        again = conv(x, w)
+        ref2 = _official_modconv(conv, x, w)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(again, ref2, atol=2e-5, rtol=1e-5)

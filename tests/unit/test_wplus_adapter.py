@@ -13,7 +13,7 @@ from likeness.models.attention.sdpa import sdpa_attention
 from likeness.models.errors import CheckpointError, MissingModelError
 from likeness.models.files.checkpoints import flatten
 from likeness.models.wplus_adapter import processor as wplus_processor
-from likeness.models.wplus_adapter.attention import residual_wplus_attention
+from likeness.models.wplus_adapter.attention import fold_wplus_query, folded_wplus_attention, residual_wplus_attention
 from likeness.models.wplus_adapter.model import (
     WPlusAdapter,
     WPlusAttnProcessor,
@@ -108,6 +108,39 @@ def test_residual_rejects_mismatched_widths_and_batches():
         residual_wplus_attention(h_t, k[..., :8], v[..., :8], to_q, 4, 1.0)
     with pytest.raises(ValueError, match="batch 3 but the attention batch is 2"):
         residual_wplus_attention(h_t, k.repeat(2, 1, 1)[:3], v, to_q, 4, 1.0)
+
+
+def test_folded_query_gives_the_residual_of_the_unfolded_maths():
+    h_t, k, v, to_q = _residual_inputs()
+    folded = fold_wplus_query(to_q, k, v, heads=4)
+    assert folded.logits.shape == (2, 16, 16) and folded.values.shape == (2, 16, 16)
+    # block-diagonal values: token t of head h only feeds head h's 4 columns
+    assert torch.equal(folded.values[:, 4:8, :4], torch.zeros(2, 4, 4))
+    for scale in (1.0, 0.3, torch.tensor([0.0, 0.7]), torch.rand(2, 6, 1, generator=_gen(5))):
+        ref = residual_wplus_attention(h_t, k, v, to_q, heads=4, scale=scale)
+        torch.testing.assert_close(folded_wplus_attention(h_t, folded, scale), ref, atol=2e-6, rtol=0)
+    assert folded_wplus_attention(h_t, folded, 0) is h_t
+    # one token set shared by every row (batch 1) equals the same set tiled
+    shared = fold_wplus_query(to_q.weight, k[:1], v[:1], heads=4)
+    ref = residual_wplus_attention(h_t, k[:1], v[:1], to_q, heads=4, scale=0.8)
+    torch.testing.assert_close(folded_wplus_attention(h_t, shared, 0.8), ref, atol=2e-6, rtol=0)
+
+
+def test_folded_attention_keeps_the_activation_dtype_and_checks_shapes():
+    h_t, k, v, to_q = _residual_inputs()
+    folded = fold_wplus_query(to_q, k.bfloat16(), v.bfloat16(), heads=4)
+    out = folded_wplus_attention(h_t.bfloat16(), folded, 1.0)
+    assert out.dtype == torch.bfloat16
+    ref = residual_wplus_attention(h_t, k, v, to_q, heads=4, scale=1.0)
+    assert (out.float() - ref).abs().max() < 0.05
+    with pytest.raises(ValueError, match="width 16 but the layer width is 8"):
+        folded_wplus_attention(h_t[..., :8], fold_wplus_query(to_q, k, v, 4), 1.0)
+    with pytest.raises(ValueError, match="batch 2 but the attention batch is 3"):
+        folded_wplus_attention(h_t.repeat(2, 1, 1)[:3], fold_wplus_query(to_q, k, v, 4), 1.0)
+    with pytest.raises(ValueError, match="do not belong to one attention site"):
+        fold_wplus_query(to_q, k, v[..., :8], 4)
+    with pytest.raises(ValueError, match="not divisible by heads=5"):
+        fold_wplus_query(to_q, k, v, 5)
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -302,9 +335,9 @@ def test_unet_scale_zero_is_bit_identical_and_nonzero_changes(tiny, monkeypatch)
 
         monkeypatch.setattr(WPlusAttnProcessor, "__call__", counting)
         branch = []
-        real_residual = wplus_processor.residual_wplus_attention
+        real_residual = wplus_processor.folded_wplus_attention
         monkeypatch.setattr(
-            wplus_processor, "residual_wplus_attention", lambda *a, **k: branch.append(1) or real_residual(*a, **k)
+            wplus_processor, "folded_wplus_attention", lambda *a, **k: branch.append(1) or real_residual(*a, **k)
         )
         assert set_wplus_scale(unet, 1.0) == 4
         patched = _predict(unet, x["sample"], context)
