@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from likeness.tools.workflows.shipped import TITLES, WORKFLOW_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+# Data-driven: every template in the shipped-workflow table (tools/workflows/shipped.py), so a workflow added
+# there is opened, run and checked here with no change to this file.
+TEMPLATES = sorted(TITLES.values())
 # Logged by ComfyUI 0.33 + frontend 1.49.6 themselves while the page starts, before any workflow or extension
 # code runs: index.html links /user.css (no such route), a Vue computed reads app.rootGraph before it exists,
 # and settings POSTs made during start-up are cancelled by the frontend.
@@ -86,6 +90,11 @@ def test_frontend_starts_and_registers_the_extension(frontend):
     assert frontend.take_problems() == []
 
 
+def test_the_table_lists_every_template_file():
+    on_disk = sorted(p.stem for p in (ROOT / WORKFLOW_DIR).glob("*.json"))
+    assert on_disk == TEMPLATES, "tools/workflows/shipped.py TITLES and the files in example_workflows/ differ"
+
+
 def test_every_template_has_a_thumbnail(frontend, module_name):
     for name in TEMPLATES:
         answer = frontend.page.evaluate(
@@ -133,7 +142,25 @@ def _png(data: bytes) -> Image.Image:
     return img
 
 
+_SHOWN = """async ([id, count]) => {
+  // the bytes of the image on the node once the picker has shown its count-th preview
+  while (window.LikenessPicker.previews < count) await new Promise((r) => setTimeout(r, 50));
+  const w = window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'likeness_live_preview');
+  const bytes = new Uint8Array(await (await fetch(w.img.src)).arrayBuffer());
+  return [Array.from(bytes, (b) => String.fromCharCode(b)).join(''), w.status.textContent];
+}"""
+
+
+def _shown(frontend, node_id: int, count: int) -> tuple[bytes, str]:
+    text, status = frontend.page.evaluate(_SHOWN, [node_id, count])
+    return text.encode("latin-1"), status
+
+
 def test_live_preview_follows_a_strength_change(frontend, module_name):
+    """Run the portrait once, then move the age slider: each move answers a new 256 px PNG, shown on the node.
+
+    The bytes are checked twice: as Chromium received them (Playwright's response body: empty if the picker
+    drained the answer into a Blob, the cause of an earlier failure) and as the node shows them."""
     from likeness.tools.workflows.browser import FAST_WIDGETS
 
     portrait = next(t for t in TEMPLATES if "portrait" in t.lower())
@@ -141,14 +168,20 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     edit_id = frontend.page.evaluate(
         "() => window.app.graph.nodes.find((n) => n.type === 'Likeness_EditAttributes').id"
     )
+    shown_before = frontend.page.evaluate("() => window.LikenessPicker.previews")
     is_preview = lambda r: r.url.endswith("/likeness/preview") and r.request.method == "POST"  # noqa: E731
     with frontend.page.expect_response(is_preview, timeout=600_000) as first:
         assert frontend.run(FAST_WIDGETS)["status"] == "success"  # Edit Attributes ran: a preview follows
     assert first.value.status == 200, f"first preview after the run: {first.value.status} {first.value.text()[:300]}"
     assert first.value.headers.get("content-type") == "image/png", first.value.text()[:300]
-    bodies = [first.value.body()]
-    for value in (-4.0, 4.0):
-        with frontend.page.expect_response(is_preview, timeout=120_000) as answer:
+    answers = [first.value.body()]
+    shown = [_shown(frontend, edit_id, shown_before + 1)]
+    for n, value in enumerate((-4.0, 4.0), start=2):
+
+        def moved(r, value=value):
+            return is_preview(r) and (r.request.post_data_json or {}).get("edits", [{}])[0].get("strength") == value
+
+        with frontend.page.expect_response(moved, timeout=120_000) as answer:
             frontend.page.evaluate(
                 """([id, value]) => {
                   const node = window.app.graph.getNodeById(id);
@@ -161,20 +194,17 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
         assert answer.value.status == 200, answer.value.text()
         sent = answer.value.request.post_data_json
         assert sent["edits"][0] == {"attribute": "age", "strength": value, "rows": "default"}, sent
-        bodies.append(answer.value.body())
-    images = [_png(b) for b in bodies]
+        answers.append(answer.value.body())
+        shown.append(_shown(frontend, edit_id, shown_before + n))
+    assert [len(a) for a in answers] == [len(b) for b, _ in shown], "Chromium and the node saw different bytes"
+    assert answers == [b for b, _ in shown]
+    images = [_png(b) for b in answers]
     assert all(img.size == (256, 256) for img in images)
-    assert len({b for b in bodies}) == 3, "the preview must change with the strength"
-    shown = frontend.page.evaluate(
-        """(id) => {
-          const w = window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'likeness_live_preview');
-          return [w.img.src.startsWith('blob:'), w.status.textContent];
-        }""",
-        edit_id,
-    )
-    assert shown[0] and "age +4.00" in shown[1], shown
+    assert len(set(answers)) == 3, "the preview must change with the strength"
+    assert "age +4.00" in shown[-1][1] and "age -4.00" in shown[1][1], [s for _, s in shown]
     kind = frontend.page.evaluate(
         """(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').type""", edit_id
     )
     assert kind == "slider"
+    assert frontend.page.evaluate("() => window.LikenessPicker.errors") == []
     assert frontend.take_problems() == []
