@@ -142,18 +142,18 @@ def _png(data: bytes) -> Image.Image:
     return img
 
 
-_SHOWN = """async ([id, count]) => {
-  // the bytes of the image on the node once the picker has shown its count-th preview
-  while (window.LikenessPicker.previews < count) await new Promise((r) => setTimeout(r, 50));
-  const w = window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'likeness_live_preview');
-  const bytes = new Uint8Array(await (await fetch(w.img.src)).arrayBuffer());
-  return [Array.from(bytes, (b) => String.fromCharCode(b)).join(''), w.status.textContent];
+_SHOWN = """async ([id, strength]) => {
+  // the newest preview the picker put on the node for this age strength: its PNG bytes and the node's status
+  const find = () => window.LikenessPicker.shown.findLast((s) => s.node === id && s.edits[0]?.strength === strength);
+  for (const start = Date.now(); !find(); await new Promise((r) => setTimeout(r, 50)))
+    if (Date.now() - start > 60000)
+      throw new Error(`no preview shown for age ${strength}: ${JSON.stringify(window.LikenessPicker.errors)}`);
+  return Array.from(find().png, (b) => String.fromCharCode(b)).join('');
 }"""
 
 
-def _shown(frontend, node_id: int, count: int) -> tuple[bytes, str]:
-    text, status = frontend.page.evaluate(_SHOWN, [node_id, count])
-    return text.encode("latin-1"), status
+def _shown(frontend, node_id: int, strength: float) -> bytes:
+    return frontend.page.evaluate(_SHOWN, [node_id, strength]).encode("latin-1")
 
 
 def test_live_preview_follows_a_strength_change(frontend, module_name):
@@ -168,15 +168,18 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     edit_id = frontend.page.evaluate(
         "() => window.app.graph.nodes.find((n) => n.type === 'Likeness_EditAttributes').id"
     )
-    shown_before = frontend.page.evaluate("() => window.LikenessPicker.previews")
+    age = frontend.page.evaluate(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').value", edit_id
+    )
+    assert age not in (-4.0, 4.0), "the template's age strength must differ from the values moved to below"
     is_preview = lambda r: r.url.endswith("/likeness/preview") and r.request.method == "POST"  # noqa: E731
     with frontend.page.expect_response(is_preview, timeout=600_000) as first:
         assert frontend.run(FAST_WIDGETS)["status"] == "success"  # Edit Attributes ran: a preview follows
     assert first.value.status == 200, f"first preview after the run: {first.value.status} {first.value.text()[:300]}"
     assert first.value.headers.get("content-type") == "image/png", first.value.text()[:300]
     answers = [first.value.body()]
-    shown = [_shown(frontend, edit_id, shown_before + 1)]
-    for n, value in enumerate((-4.0, 4.0), start=2):
+    shown = [_shown(frontend, edit_id, age)]
+    for value in (-4.0, 4.0):
 
         def moved(r, value=value):
             return is_preview(r) and (r.request.post_data_json or {}).get("edits", [{}])[0].get("strength") == value
@@ -195,13 +198,20 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
         sent = answer.value.request.post_data_json
         assert sent["edits"][0] == {"attribute": "age", "strength": value, "rows": "default"}, sent
         answers.append(answer.value.body())
-        shown.append(_shown(frontend, edit_id, shown_before + n))
-    assert [len(a) for a in answers] == [len(b) for b, _ in shown], "Chromium and the node saw different bytes"
-    assert answers == [b for b, _ in shown]
+        shown.append(_shown(frontend, edit_id, value))
+    assert [len(a) for a in answers] == [len(b) for b in shown], "Chromium and the node saw different bytes"
+    assert answers == shown
     images = [_png(b) for b in answers]
     assert all(img.size == (256, 256) for img in images)
     assert len(set(answers)) == 3, "the preview must change with the strength"
-    assert "age +4.00" in shown[-1][1] and "age -4.00" in shown[1][1], [s for _, s in shown]
+    status = frontend.page.wait_for_function(
+        """(id) => {
+          const w = window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'likeness_live_preview');
+          return w.img.src.startsWith('blob:') && w.status.textContent.startsWith('age +4.00') && w.status.textContent;
+        }""",
+        arg=edit_id,
+    )
+    assert "age +4.00" in status.json_value()
     kind = frontend.page.evaluate(
         """(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').type""", edit_id
     )

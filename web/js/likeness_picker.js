@@ -22,7 +22,9 @@ const PREVIEW_SIZE = 256;
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 // Read by the browser tests: what was loaded and what the previews did.
-const state = { catalog: { sets: [], problems: [] }, loaded: false, previews: 0, errors: [] };
+// `shown`: the last few previews put on a node ({node, edits, png: the bytes}), newest last.
+const state = { catalog: { sets: [], problems: [] }, loaded: false, previews: 0, errors: [], shown: [] };
+const SHOWN_KEPT = 8;
 window.LikenessPicker = state;
 
 async function loadCatalog() {
@@ -206,7 +208,8 @@ async function runPreview(node) {
   const summary = body.edits.map((e) => `${e.attribute} ${e.strength >= 0 ? "+" : ""}${e.strength.toFixed(2)}`);
   w.status.textContent = `${summary.join(", ") || "no edits"}  (${Math.round(performance.now() - started)} ms)`;
   state.previews += 1;
-  node.likenessPreviewBytes = blob.size;
+  state.shown.push({ node: node.id, edits: body.edits, png: bytes });
+  if (state.shown.length > SHOWN_KEPT) state.shown.shift();
 }
 
 // Debounced; one request in flight per node; changes made meanwhile trigger one more run with the newest values.
