@@ -17,8 +17,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from likeness.tools.workflows.shipped import TITLES, WORKFLOW_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+# Data-driven: every template in the shipped-workflow table (tools/workflows/shipped.py), so a workflow added
+# there is opened, run and checked here with no change to this file.
+TEMPLATES = sorted(TITLES.values())
 # Logged by ComfyUI 0.33 + frontend 1.49.6 themselves while the page starts, before any workflow or extension
 # code runs: index.html links /user.css (no such route), a Vue computed reads app.rootGraph before it exists,
 # and settings POSTs made during start-up are cancelled by the frontend.
@@ -86,6 +90,11 @@ def test_frontend_starts_and_registers_the_extension(frontend):
     assert frontend.take_problems() == []
 
 
+def test_the_table_lists_every_template_file():
+    on_disk = sorted(p.stem for p in (ROOT / WORKFLOW_DIR).glob("*.json"))
+    assert on_disk == TEMPLATES, "tools/workflows/shipped.py TITLES and the files in example_workflows/ differ"
+
+
 def test_every_template_has_a_thumbnail(frontend, module_name):
     for name in TEMPLATES:
         answer = frontend.page.evaluate(
@@ -133,7 +142,25 @@ def _png(data: bytes) -> Image.Image:
     return img
 
 
+_SHOWN = """async ([id, strength]) => {
+  // the newest preview the picker put on the node for this age strength: its PNG bytes and the node's status
+  const find = () => window.LikenessPicker.shown.findLast((s) => s.node === id && s.edits[0]?.strength === strength);
+  for (const start = Date.now(); !find(); await new Promise((r) => setTimeout(r, 50)))
+    if (Date.now() - start > 60000)
+      throw new Error(`no preview shown for age ${strength}: ${JSON.stringify(window.LikenessPicker.errors)}`);
+  return Array.from(find().png, (b) => String.fromCharCode(b)).join('');
+}"""
+
+
+def _shown(frontend, node_id: int, strength: float) -> bytes:
+    return frontend.page.evaluate(_SHOWN, [node_id, strength]).encode("latin-1")
+
+
 def test_live_preview_follows_a_strength_change(frontend, module_name):
+    """Run the portrait once, then move the age slider: each move answers a new 256 px PNG, shown on the node.
+
+    The bytes are checked twice: as Chromium received them (Playwright's response body: empty if the picker
+    drained the answer into a Blob, the cause of an earlier failure) and as the node shows them."""
     from likeness.tools.workflows.browser import FAST_WIDGETS
 
     portrait = next(t for t in TEMPLATES if "portrait" in t.lower())
@@ -141,14 +168,23 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     edit_id = frontend.page.evaluate(
         "() => window.app.graph.nodes.find((n) => n.type === 'Likeness_EditAttributes').id"
     )
+    age = frontend.page.evaluate(
+        "(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').value", edit_id
+    )
+    assert age not in (-4.0, 4.0), "the template's age strength must differ from the values moved to below"
     is_preview = lambda r: r.url.endswith("/likeness/preview") and r.request.method == "POST"  # noqa: E731
     with frontend.page.expect_response(is_preview, timeout=600_000) as first:
         assert frontend.run(FAST_WIDGETS)["status"] == "success"  # Edit Attributes ran: a preview follows
     assert first.value.status == 200, f"first preview after the run: {first.value.status} {first.value.text()[:300]}"
     assert first.value.headers.get("content-type") == "image/png", first.value.text()[:300]
-    bodies = [first.value.body()]
+    answers = [first.value.body()]
+    shown = [_shown(frontend, edit_id, age)]
     for value in (-4.0, 4.0):
-        with frontend.page.expect_response(is_preview, timeout=120_000) as answer:
+
+        def moved(r, value=value):
+            return is_preview(r) and (r.request.post_data_json or {}).get("edits", [{}])[0].get("strength") == value
+
+        with frontend.page.expect_response(moved, timeout=120_000) as answer:
             frontend.page.evaluate(
                 """([id, value]) => {
                   const node = window.app.graph.getNodeById(id);
@@ -161,20 +197,24 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
         assert answer.value.status == 200, answer.value.text()
         sent = answer.value.request.post_data_json
         assert sent["edits"][0] == {"attribute": "age", "strength": value, "rows": "default"}, sent
-        bodies.append(answer.value.body())
-    images = [_png(b) for b in bodies]
+        answers.append(answer.value.body())
+        shown.append(_shown(frontend, edit_id, value))
+    assert [len(a) for a in answers] == [len(b) for b in shown], "Chromium and the node saw different bytes"
+    assert answers == shown
+    images = [_png(b) for b in answers]
     assert all(img.size == (256, 256) for img in images)
-    assert len({b for b in bodies}) == 3, "the preview must change with the strength"
-    shown = frontend.page.evaluate(
+    assert len(set(answers)) == 3, "the preview must change with the strength"
+    status = frontend.page.wait_for_function(
         """(id) => {
           const w = window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'likeness_live_preview');
-          return [w.img.src.startsWith('blob:'), w.status.textContent];
+          return w.img.src.startsWith('blob:') && w.status.textContent.startsWith('age +4.00') && w.status.textContent;
         }""",
-        edit_id,
+        arg=edit_id,
     )
-    assert shown[0] and "age +4.00" in shown[1], shown
+    assert "age +4.00" in status.json_value()
     kind = frontend.page.evaluate(
         """(id) => window.app.graph.getNodeById(id).widgets.find((x) => x.name === 'edits.strength_1').type""", edit_id
     )
     assert kind == "slider"
+    assert frontend.page.evaluate("() => window.LikenessPicker.errors") == []
     assert frontend.take_problems() == []

@@ -211,12 +211,13 @@ class Browser:
                   .map((b) => [b[0], b[1], b[0] + b[2], b[1] + b[3]]));
               const x0 = Math.min(...boxes.map((b) => b[0])), y0 = Math.min(...boxes.map((b) => b[1]));
               const x1 = Math.max(...boxes.map((b) => b[2])), y1 = Math.max(...boxes.map((b) => b[3]));
-              const [left, top] = [70, 50];
+              const [left, top] = [70, 100]; // below the tab bar and the floating Graph / Run toolbars
               const scale = Math.min((innerWidth - left - 20) / (x1 - x0), (innerHeight - top - 20) / (y1 - y0));
               c.low_quality_zoom_threshold = 0.1;
               c.ds.scale = scale;
               c.ds.offset = [left / scale - x0, top / scale - y0];
               c.setDirty(true, true);
+              document.querySelectorAll('.p-toast-message').forEach((t) => t.remove()); // "Job queued" and the like
             }"""
         )
         self.page.wait_for_timeout(1500)

@@ -19,9 +19,12 @@ const SOURCE_NODES = new Set(["Likeness_InvertFace", "Likeness_LoadWPlus", "Like
 const ATTRIBUTE = /(^|[._])attribute(_\w+)?$/;
 const DEBOUNCE_MS = 150;
 const PREVIEW_SIZE = 256;
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 // Read by the browser tests: what was loaded and what the previews did.
-const state = { catalog: { sets: [], problems: [] }, loaded: false, previews: 0, errors: [] };
+// `shown`: the last few previews put on a node ({node, edits, png: the bytes}), newest last.
+const state = { catalog: { sets: [], problems: [] }, loaded: false, previews: 0, errors: [], shown: [] };
+const SHOWN_KEPT = 8;
 window.LikenessPicker = state;
 
 async function loadCatalog() {
@@ -155,6 +158,12 @@ async function sourceReady(found) {
   return found.source.node in (await res.json()).nodes;
 }
 
+function showFailure(w, message) {
+  state.errors.push(message);
+  w.status.textContent = `live preview failed: ${message}`;
+  w.status.style.color = "#f88";
+}
+
 async function runPreview(node) {
   const w = previewWidget(node);
   const found = findSource(node);
@@ -183,19 +192,24 @@ async function runPreview(node) {
   });
   if (!res.ok) {
     const message = (await res.json().catch(() => ({}))).error || `HTTP ${res.status}`;
-    state.errors.push(message);
-    w.status.textContent = `live preview failed: ${message}`;
-    w.status.style.color = "#f88";
-    return;
+    return showFailure(w, message);
   }
-  const blob = await res.blob();
+  // Read as bytes, not res.blob(): Chromium keeps no copy of a body drained into a Blob, so DevTools (and
+  // Playwright's response.body()) would see it empty. The signature check turns a proxy's HTML page into an error.
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (!PNG_SIGNATURE.every((b, i) => bytes[i] === b)) {
+    const message = `the answer is not a PNG (${res.headers.get("content-type")}, ${bytes.length} bytes)`;
+    return showFailure(w, message);
+  }
+  const blob = new Blob([bytes], { type: "image/png" });
   if (w.img.src.startsWith("blob:")) URL.revokeObjectURL(w.img.src);
   w.img.src = URL.createObjectURL(blob);
   w.status.style.color = "#bbb";
   const summary = body.edits.map((e) => `${e.attribute} ${e.strength >= 0 ? "+" : ""}${e.strength.toFixed(2)}`);
   w.status.textContent = `${summary.join(", ") || "no edits"}  (${Math.round(performance.now() - started)} ms)`;
   state.previews += 1;
-  node.likenessPreviewBytes = blob.size;
+  state.shown.push({ node: node.id, edits: body.edits, png: bytes });
+  if (state.shown.length > SHOWN_KEPT) state.shown.shift();
 }
 
 // Debounced; one request in flight per node; changes made meanwhile trigger one more run with the newest values.
