@@ -81,7 +81,10 @@ def prepare_crops(images: torch.Tensor, analyzer, opts: TrainOptions) -> tuple[l
     chosen, reasons = select_batch(found.faces, "largest", 0)
     kept, report = apply_policy(chosen, opts.on_no_face, found.sizes, reasons=reasons, backend=found.backend)
     if not kept:
-        raise LikenessError(f"no reference photo has a usable face, nothing to train on.\n{report.summary()}")
+        raise LikenessError(
+            "no face found in any reference photo, so there is nothing to train on. Give photos with one clear face."
+            f"\n{report.summary()}"
+        )
     crops = [
         build_reference_crop(
             images[i],

@@ -132,10 +132,11 @@ def fold_wplus_query(
         raise ValueError(f"attention width {channels} is not divisible by heads={heads}")
     head_dim = channels // heads
     dtype = w_tokens_k.dtype
-    wq = weight.detach().to(device=w_tokens_k.device, dtype=torch.float32).view(heads, head_dim, channels)
-    k = w_tokens_k.detach().float().view(batch, tokens, heads, head_dim)
-    logits = torch.einsum("hdc,bthd->bcht", wq, k).mul_(head_dim**-0.5).reshape(batch, channels, heads * tokens)
-    v = w_tokens_v.detach().view(batch, tokens, heads, head_dim)
+    # differentiable (the trainers backpropagate through it); hosts that fold once per run call it under no_grad
+    wq = weight.to(device=w_tokens_k.device, dtype=torch.float32).view(heads, head_dim, channels)
+    k = w_tokens_k.float().view(batch, tokens, heads, head_dim)
+    logits = torch.einsum("hdc,bthd->bcht", wq, k).mul(head_dim**-0.5).reshape(batch, channels, heads * tokens)
+    v = w_tokens_v.view(batch, tokens, heads, head_dim)
     eye = torch.eye(heads, device=v.device, dtype=v.dtype)
     values = torch.einsum("bthd,hg->bhtgd", v, eye).reshape(batch, heads * tokens, channels)
     return FoldedWPlus(logits.to(dtype).contiguous(), values.contiguous(), heads)

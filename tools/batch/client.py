@@ -13,6 +13,7 @@ gives: HTTP 4xx, or not JSON), :class:`PromptRejected` (HTTP 400 or ``node_error
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import time
@@ -209,7 +210,11 @@ class ComfyClient:
         return self.request("GET", path, params=params or None)
 
     def post(self, path: str, body: Any) -> Any:
-        return self.request("POST", path, json=body)
+        """POST ``body`` as JSON. NaN and infinities are sent as Python's ``json`` writes them (``NaN``), which
+        ComfyUI reads back: the node that gets such a value refuses it with its own message, instead of the
+        client failing before the server sees the prompt."""
+        data = json.dumps(body, allow_nan=True)
+        return self.request("POST", path, data=data, headers={"Content-Type": "application/json"})
 
     def object_info(self) -> dict[str, Any]:
         return self.get("/object_info")
