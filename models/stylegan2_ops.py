@@ -230,9 +230,14 @@ class ModulatedConv2d(nn.Module):
         self._energy: tuple[tuple, torch.Tensor] | None = None
 
     def _weight_energy(self) -> torch.Tensor:
-        """``sum_k W[o,i,k]^2`` as [out, in] float32, recomputed only when the weight tensor changes."""
+        """``sum_k W[o,i,k]^2`` as [out, in] float32, recomputed only when the weight tensor changes.
+
+        Inference tensors (weights loaded under ``torch.inference_mode``, as ComfyUI loads them) have no
+        version counter, and cannot be changed in place outside inference mode: their key is their identity.
+        """
         w = self.weight
-        key = (id(w), w._version, w.data_ptr(), w.device, w.dtype)
+        version = 0 if w.is_inference() else w._version
+        key = (id(w), version, w.data_ptr(), w.device, w.dtype)
         if self._energy is None or self._energy[0] != key:
             with torch.no_grad():
                 self._energy = (key, w[0].float().square().sum((2, 3)))

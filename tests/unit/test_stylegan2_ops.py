@@ -129,3 +129,23 @@ def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demod
         ref2 = _official_modconv(conv, x, w)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(again, ref2, atol=2e-5, rtol=1e-5)
+
+
+def test_modulated_conv_with_weights_made_under_inference_mode():
+    """ComfyUI loads and runs models under inference_mode: such weights have no version counter."""
+    from likeness.models.stylegan2_ops import ModulatedConv2d
+
+    torch.manual_seed(0)
+    plain = ModulatedConv2d(8, 8, 3, 16)
+    with torch.inference_mode():
+        frozen = ModulatedConv2d(8, 8, 3, 16)
+        frozen.load_state_dict(plain.state_dict())
+    x, w = torch.randn(2, 8, 8, 8), torch.randn(2, 16)
+    with torch.inference_mode():
+        got = frozen(x, w)
+        again = frozen(x, w)  # the cached weight energy is reused
+    with torch.no_grad():
+        want = plain(x, w)
+    assert frozen.weight.is_inference()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
