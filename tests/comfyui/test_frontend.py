@@ -10,6 +10,7 @@ Skips when COMFYUI_PATH, Chromium or the Python package playwright is absent (se
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -17,12 +18,29 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from likeness.tools.workflows.shipped import TITLES, WORKFLOW_DIR
+from likeness.tools.workflows.shipped import (
+    SDXL_NODES,
+    SDXL_SMOKE_NAMES,
+    TITLES,
+    WORKFLOW_DIR,
+    api_path,
+    smoke_prompt,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # Data-driven: every template in the shipped-workflow table (tools/workflows/shipped.py), so a workflow added
 # there is opened, run and checked here with no change to this file.
 TEMPLATES = sorted(TITLES.values())
+
+
+def _needs_sdxl(title: str) -> bool:
+    api = json.loads(api_path(ROOT / WORKFLOW_DIR / f"{title}.json").read_text())
+    return any(node["class_type"] in SDXL_NODES for node in api.values())
+
+
+# InstantID / PSTF templates run on their own server with the SDXL smoke model (run last: one SDXL server at a time)
+SDXL_TEMPLATES = [t for t in TEMPLATES if _needs_sdxl(t)]
+SD15_TEMPLATES = [t for t in TEMPLATES if t not in SDXL_TEMPLATES]
 # Logged by ComfyUI 0.33 + frontend 1.49.6 themselves while the page starts, before any workflow or extension
 # code runs: index.html links /user.css (no such route), a Vue computed reads app.rootGraph before it exists,
 # and settings POSTs made during start-up are cancelled by the frontend.
@@ -105,8 +123,12 @@ def test_every_template_has_a_thumbnail(frontend, module_name):
     assert frontend.take_problems() == []
 
 
-@pytest.mark.parametrize("name", TEMPLATES)
+@pytest.mark.parametrize("name", SD15_TEMPLATES)
 def test_template_opens_runs_and_shows_its_results_on_the_nodes(frontend, module_name, name):
+    _open_run_and_check(frontend, module_name, name)
+
+
+def _open_run_and_check(frontend, module_name: str, name: str) -> None:
     from likeness.tools.workflows.browser import FAST_WIDGETS
 
     frontend.load_template(module_name, name)
@@ -218,3 +240,34 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     assert kind == "slider"
     assert frontend.page.evaluate("() => window.LikenessPicker.errors") == []
     assert frontend.take_problems() == []
+
+
+@pytest.fixture(scope="module")
+def sdxl_frontend(workflow_server, reference_dir):
+    """A browser on the SDXL server, whose shipped SDXL checkpoint name opens the SDXL smoke model."""
+    from likeness.models.errors import LikenessError
+    from likeness.tools.workflows.browser import Browser
+
+    first = json.loads(api_path(ROOT / WORKFLOW_DIR / f"{SDXL_TEMPLATES[0]}.json").read_text())
+    server = workflow_server(smoke_prompt(first))
+    for (folder, shipped), smoke in SDXL_SMOKE_NAMES.items():  # on the shared server these open the SD1.5 one
+        alias = server.base / "shipped_names" / folder / shipped
+        alias.unlink(missing_ok=True)
+        alias.symlink_to(server.models / folder / smoke)
+    try:
+        browser = Browser(server.url)
+    except LikenessError as exc:
+        pytest.skip(f"browser tests: {exc}")
+    try:
+        browser.open()
+        yield browser
+    finally:
+        browser.close()
+        workflow_server({})  # back to the shared SD1.5 server for the modules after this one
+
+
+@pytest.mark.parametrize("name", SDXL_TEMPLATES)
+def test_sdxl_template_opens_runs_and_shows_its_results_on_the_nodes(sdxl_frontend, name):
+    names = sdxl_frontend.template_names()
+    module = next(m for m, templates in names.items() if name in templates)
+    _open_run_and_check(sdxl_frontend, module, name)
