@@ -20,11 +20,9 @@ from PIL import Image
 
 from likeness.tools.workflows.shipped import (
     SDXL_NODES,
-    SDXL_SMOKE_NAMES,
     TITLES,
     WORKFLOW_DIR,
     api_path,
-    smoke_prompt,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,34 +238,3 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     assert kind == "slider"
     assert frontend.page.evaluate("() => window.LikenessPicker.errors") == []
     assert frontend.take_problems() == []
-
-
-@pytest.fixture(scope="module")
-def sdxl_frontend(workflow_server, reference_dir):
-    """A browser on the SDXL server, whose shipped SDXL checkpoint name opens the SDXL smoke model."""
-    from likeness.models.errors import LikenessError
-    from likeness.tools.workflows.browser import Browser
-
-    first = json.loads(api_path(ROOT / WORKFLOW_DIR / f"{SDXL_TEMPLATES[0]}.json").read_text())
-    server = workflow_server(smoke_prompt(first))
-    for (folder, shipped), smoke in SDXL_SMOKE_NAMES.items():  # on the shared server these open the SD1.5 one
-        alias = server.base / "shipped_names" / folder / shipped
-        alias.unlink(missing_ok=True)
-        alias.symlink_to(server.models / folder / smoke)
-    try:
-        browser = Browser(server.url)
-    except LikenessError as exc:
-        pytest.skip(f"browser tests: {exc}")
-    try:
-        browser.open()
-        yield browser
-    finally:
-        browser.close()
-        workflow_server({})  # back to the shared SD1.5 server for the modules after this one
-
-
-@pytest.mark.parametrize("name", SDXL_TEMPLATES)
-def test_sdxl_template_opens_runs_and_shows_its_results_on_the_nodes(sdxl_frontend, name):
-    names = sdxl_frontend.template_names()
-    module = next(m for m, templates in names.items() if name in templates)
-    _open_run_and_check(sdxl_frontend, module, name)
