@@ -321,3 +321,23 @@ def _iter_ok(root: Path, method: str) -> Iterator[DatasetItem]:
         if missing:
             raise LikenessError(f"{folder / 'item.safetensors'} lacks the tensor(s) {missing}; prepare it again.")
         yield DatasetItem(rec.id, folder, tuple(rec.caption), tensors)
+
+
+def validation_item(
+    face_id: str, data: str | Path, validation_data: str | Path | None, method: str
+) -> DatasetItem | None:
+    """The dataset item ``face_id`` of ``validation_data`` (or of ``data``) for validation images; None when unset.
+
+    Raises:
+        LikenessError: no item has that id (the message lists a few that exist).
+    """
+    if not face_id:
+        return None
+    root = validation_data or data
+    items = load_items(root, method)
+    for item in items:
+        if item.id == face_id:
+            return item
+    raise LikenessError(
+        f"--validation-face {face_id!r} is not an item of {root}; items are e.g. {[i.id for i in items[:5]]}."
+    )

@@ -34,7 +34,7 @@ from ..pstf.diffusers_unet import apply_pstf_to_unet
 from ..pstf.model import PSTFAdapter, load_pstf_adapter
 from ..pstf.sites import SDXL_SITES, SDXL_TRANSFORMERS
 from .base import BaseModels, load_base
-from .dataset import DatasetItem, load_items
+from .dataset import DatasetItem, load_items, validation_item
 from .pstf_data import EDIT_KEYS, PSTFSamples, kps_tensor, render_edit_targets
 from .sample import ddim_sample, decode_latents, save_strip
 from .state import cpu_state, load_into
@@ -218,7 +218,7 @@ class PSTFTrainer:
         self.opts, self.base, self.controlnet = opts, base_models, controlnet_model
         self.num_items = len(self.items)
         self.deltas = _load_deltas(opts.deltas) if opts.deltas is not None else None
-        self.validation_item = _validation_item(opts)
+        self.validation_item = validation_item(opts.validation_face, opts.data, opts.validation_data, "pstf")
         self.acc: Any = None
 
     def fingerprint(self) -> dict[str, Any]:
@@ -374,16 +374,3 @@ def _load_deltas(path: Path) -> dict[str, Any]:
             "from rishubhpar/PreciseControl."
         )
     return {k: directions[k] for k in EDIT_KEYS}
-
-
-def _validation_item(opts: PSTFOptions) -> DatasetItem | None:
-    if not opts.validation_face:
-        return None
-    items = load_items(opts.validation_data or opts.data, "pstf")
-    for item in items:
-        if item.id == opts.validation_face:
-            return item
-    raise LikenessError(
-        f"--validation-face {opts.validation_face!r} is not an item of {opts.validation_data or opts.data}; "
-        f"items are e.g. {[i.id for i in items[:5]]}."
-    )

@@ -34,7 +34,7 @@ from ..wplus_adapter.model import WProjModel
 from ..wplus_adapter.processor import WPlusAttnProcessor
 from ..wplus_adapter.sites import SD15_WPLUS_SITES, WPlusSite
 from .base import BaseModels, load_base
-from .dataset import DatasetItem, load_items
+from .dataset import DatasetItem, load_items, validation_item
 from .sample import ddim_sample, decode_latents, save_strip
 from .state import cpu_state, load_into
 from .wplus_data import DirectionBank, WPlusSamples, perturb_wplus
@@ -184,7 +184,7 @@ class WPlusTrainer:
         self.opts, self.base = opts, base_models
         self.num_items = len(self.items)
         self.bank = _load_bank(opts) if opts.stage == 2 else None
-        self.validation_item = _validation_item(opts)
+        self.validation_item = validation_item(opts.validation_face, opts.data, opts.validation_data, "wplus")
         self.acc: Any = None
 
     def fingerprint(self) -> dict[str, Any]:
@@ -314,16 +314,3 @@ def _load_bank(opts: WPlusOptions) -> DirectionBank | None:
         )
         return None
     return DirectionBank(linear, ganspace)
-
-
-def _validation_item(opts: WPlusOptions) -> DatasetItem | None:
-    if not opts.validation_face:
-        return None
-    items = load_items(opts.validation_data or opts.data, "wplus")
-    for item in items:
-        if item.id == opts.validation_face:
-            return item
-    raise LikenessError(
-        f"--validation-face {opts.validation_face!r} is not an item of {opts.validation_data or opts.data}; "
-        f"items are e.g. {[i.id for i in items[:5]]}."
-    )
