@@ -82,7 +82,7 @@ def test_texts_and_step_windows_are_refused_before_the_graph_runs(comfy_server):
                                                                  "alpha": 0.5, "rows": "0-40"}},
         "3": {"class_type": "Likeness_SaveWPlus", "inputs": {"wplus": ["2", 0], "filename_prefix": "x"}},
     }  # fmt: skip
-    with pytest.raises(PromptRejected, match="W\\+ rows must be between 0 and 17"):
+    with pytest.raises(PromptRejected, match="0-40. is not a row between 0 and 17"):
         client.run(prompt, timeout=60)
 
 
@@ -93,11 +93,11 @@ def test_validate_inputs_of_the_nodes(comfy_env):
 
     assert LikenessEditAttributes.validate_inputs({"edits": "2"}, "smile -1 0-7") is True
     assert "Cannot read the W+ rows 'x-y'" in LikenessEditAttributes.validate_inputs({"edits": "1"}, "smile -1 x-y")
-    assert "extra_edits line 2" in LikenessEditAttributes.validate_inputs(None, "age 1\nsmile")
-    assert "from 1 to 8, got '9'" in LikenessEditAttributes.validate_inputs({"edits": "9"}, "")
+    assert "input 'extra_edits', line 2 'smile'" in LikenessEditAttributes.validate_inputs(None, "age 1\nsmile")
+    assert "'9' is not a number of sliders between 1 and 8" in LikenessEditAttributes.validate_inputs({"edits": "9"}, "")
     assert LikenessAttributeSweep.validate_inputs("-4:4:2", "default", "-1,0,1", "fine") is True
     assert "step" in LikenessAttributeSweep.validate_inputs("-4:4:-2", "default", "1", "default")
     assert LikenessMixIdentities.validate_inputs(None) is True  # linked: checked when it runs
-    assert "below end_at" in LikenessApplyWPlusAdapter.validate_inputs(0.8, 0.2)
-    assert LikenessApplyWPlusAdapter.validate_inputs(0.2, 1.0) is True
+    assert "below end_at" in LikenessApplyWPlusAdapter.validate_inputs(start_at=0.8, end_at=0.2)
+    assert LikenessApplyWPlusAdapter.validate_inputs(1.0, 0.2, 1.0) is True
     assert sanitize_prefix("../../etc/pass:wd") == "etc/pass_wd" and sanitize_prefix(" / .. ") == "identity"
