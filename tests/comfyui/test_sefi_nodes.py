@@ -57,16 +57,28 @@ def test_slot_encoder_and_training_denoiser_carry_gradients(sd15_all):
     assert slots.grad is not None and slots.grad[0].abs().sum() > 0 and slots.grad[1].abs().sum() > 0
 
 
-def test_learn_save_load_apply_round_trip(sd15_all, identities_dir, monkeypatch):
+@pytest.fixture()
+def inference_sigmas(sd15_all):
+    """The sigma buffer as an inference tensor, as a server loads it; the original is put back after.
+
+    Not ``monkeypatch.setattr``: pytest 9 restores an instance attribute by deleting it from ``__dict__``,
+    and on an ``nn.Module`` that deletes the buffer itself.
+    """
+    sampling = sd15_all[0].get_model_object("model_sampling")
+    original = sampling.sigmas
+    with torch.inference_mode():  # a server loads checkpoints under inference mode: its buffers are inference tensors
+        sampling.sigmas = original.clone()
+    yield
+    sampling.sigmas = original
+
+
+def test_learn_save_load_apply_round_trip(sd15_all, identities_dir, inference_sigmas):
     from likeness.nodes.patching.sefi_text import COND_KEY, word_embedding
     from likeness.nodes.sefi_learn_node import LikenessLearnIDTokens
     from likeness.nodes.sefi_nodes import LikenessApplyIDTokens, LikenessLoadIDTokens, LikenessSaveIDTokens
 
     model, clip, vae = sd15_all
-    sampling = model.get_model_object("model_sampling")
-    with torch.inference_mode():  # a server loads checkpoints under inference mode: its buffers are inference tensors
-        inference_sigmas = sampling.sigmas.clone()
-    monkeypatch.setattr(sampling, "sigmas", inference_sigmas)
+    assert model.get_model_object("model_sampling").sigmas.is_inference()
     before = {k: v.clone() for k, v in list(model.model.diffusion_model.state_dict().items())[:3]}
     with torch.inference_mode():  # as ComfyUI's executor runs nodes
         out = LikenessLearnIDTokens.execute(model, clip, vae, _photo(), 3, 7, "center", resolution=64)
