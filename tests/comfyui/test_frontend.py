@@ -183,7 +183,7 @@ def test_live_preview_follows_a_strength_change(frontend, module_name):
     drained the answer into a Blob, the cause of an earlier failure) and as the node shows them."""
     from likeness.tools.workflows.browser import FAST_WIDGETS
 
-    portrait = next(t for t in TEMPLATES if "portrait" in t.lower())
+    portrait = TITLES["likeness_portrait"]  # by key: sorted titles now start with the SDXL InstantID portrait
     frontend.load_template(module_name, portrait)
     edit_id = frontend.page.evaluate(
         "() => window.app.graph.nodes.find((n) => n.type === 'Likeness_EditAttributes').id"
