@@ -59,14 +59,25 @@ def _free_port() -> int:
 _STARTED: list[ComfyServer] = []
 
 
+SDXL_SERVER_ARGS = ("--fp8_e4m3fn-unet", "--fp8_e4m3fn-text-enc")
+
+
 def free_servers() -> None:
-    """Ask every server this session started to unload its models and drop its caches (memory for the next one)."""
+    """Release the memory of every server this session started, for an in-process model that needs it.
+
+    SDXL servers stop (up to 12.6 GB each, and a process does not hand freed memory back to the system;
+    ``workflow_server`` starts them again on demand); the others unload their models and drop their caches.
+    """
     for server in _STARTED:
-        if server.proc is not None and server.proc.poll() is None:
-            try:
-                server.client().post("/free", {"unload_models": True, "free_memory": True})
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass  # a server that cannot answer holds nothing we can free
+        if server.proc is None or server.proc.poll() is not None:
+            continue
+        if set(SDXL_SERVER_ARGS) <= set(server.extra_args):
+            server.stop()
+            continue
+        try:
+            server.client().post("/free", {"unload_models": True, "free_memory": True})
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass  # a server that cannot answer holds nothing we can free
 
 
 class ComfyServer:
@@ -213,9 +224,6 @@ def comfy_server(tmp_path_factory, smoke_models_dir) -> ComfyServer:
 def free_comfy_servers():
     """``free_comfy_servers()`` asks the servers this session started to release their models (memory)."""
     return free_servers
-
-
-SDXL_SERVER_ARGS = ("--fp8_e4m3fn-unet", "--fp8_e4m3fn-text-enc")
 
 
 def uses_sdxl(prompt: dict) -> bool:
