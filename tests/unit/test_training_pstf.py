@@ -9,6 +9,8 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
+from training_runs import assert_learns, mean, smoke_run  # noqa: E402
+
 from likeness.models.errors import CheckpointError, LikenessError  # noqa: E402
 from likeness.models.face.types import Face  # noqa: E402
 from likeness.models.files.checkpoints import load_file  # noqa: E402
@@ -23,27 +25,17 @@ from likeness.tools.cli import main  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _mean(values) -> float:
-    return float(np.mean(values))
-
-
 @pytest.fixture(scope="module")
 def pstf_run(tmp_path_factory, one_thread):
-    out = tmp_path_factory.mktemp("pstf") / "run"
-    assert main(["train-pstf", "--smoke", "--out", str(out)]) == 0
-    return out
+    return smoke_run(tmp_path_factory, "train-pstf")
 
 
 def test_smoke_pstf_learns_and_writes_the_official_layout(pstf_run, tmp_path):
     log = read_log(pstf_run)
     assert [r["step"] for r in log] == list(range(1, 31))
     assert all(r["lr"] == {"image_style_proj": 3e-3, "style_kv": 3e-3} for r in log)
-    first, last = _mean([r["loss"] for r in log[:5]]), _mean([r["loss"] for r in log[-5:]])
-    assert last < first - 0.3, f"the W+ stream did not learn: first 5 {first:.3f}, last 5 {last:.3f}"
-    assert 0 < _mean([r["parts"]["edited"] for r in log]) < 0.6, "the W+ augmentation ran on some samples"
-    control = tmp_path / "control"
-    assert main(["train-pstf", "--smoke", "--out", str(control), "--lr", "1e-9", "--validate-every", "1000"]) == 0
-    assert _mean([r["loss"] for r in read_log(control)][-5:]) > last + 0.4
+    assert_learns("train-pstf", pstf_run, tmp_path / "control", "the W+ stream")
+    assert 0 < mean([r["parts"]["edited"] for r in log]) < 0.6, "the W+ augmentation ran on some samples"
 
     sites = pstf_sites_of(tiny_unet("sdxl"), smoke=True)
     ckpt = pstf_run / "checkpoint-000030" / "pytorch_model.bin"
