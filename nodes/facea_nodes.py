@@ -5,9 +5,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..models.errors import LikenessError
-from ..models.facea import CLASS_WORDS, LOCAL_TASKS, FaceARecipe, feat_token_count
+from ..models.facea import CLASS_WORDS, LOCAL_TASKS, feat_token_count
 from .facea_schema import ATTRIBUTES, CATEGORY, OUTPUTS, common_inputs, outputs, train_inputs
-from .facea_train import MAX_PHOTOS, TrainOptions, run_facea_training
+from .facea_train import MAX_PHOTOS, run_facea_training, train_options
 from .sockets import FaceAIdentityType
 
 
@@ -60,15 +60,6 @@ class LikenessTrainFaceA(io.ComfyNode):
         vae,
         images,
         class_word,
-        steps,
-        batch_size,
-        seed,
-        lora_lr,
-        feat_lr,
-        loss_region,
-        training_dtype,
-        gradient_checkpointing,
-        on_no_face,
         rank,
         feat_tokens,
         train_eye_left,
@@ -80,30 +71,19 @@ class LikenessTrainFaceA(io.ComfyNode):
         crop_factor,
         mask_grow,
         face_analyzer=None,
+        **common,
     ) -> io.NodeOutput:
         chosen = [train_eye_left, train_eye_right, train_nose, train_mouth]
-        local = tuple(t for t, on in zip(LOCAL_TASKS, chosen, strict=True) if on)
-        recipe = FaceARecipe(
-            steps=steps,
-            batch_size=batch_size,
-            lora_lr=lora_lr,
-            feat_lr=feat_lr,
-            local_tasks=local,
-            loss_region=loss_region,
+        opts = train_options(
+            common,
+            local_tasks=tuple(t for t, on in zip(LOCAL_TASKS, chosen, strict=True) if on),
             rank=rank,
-        )
-        opts = TrainOptions(
-            recipe,
-            seed,
-            class_word,
-            feat_token_count(class_word, feat_tokens),
-            resolution,
-            crop_factor,
-            mask_grow,
-            lora_targets,
-            training_dtype,
-            gradient_checkpointing,
-            on_no_face,
+            class_word=class_word,
+            feat_tokens=feat_token_count(class_word, feat_tokens),
+            resolution=resolution,
+            crop_factor=crop_factor,
+            mask_grow=mask_grow,
+            lora_targets=lora_targets,
         )
         return outputs(run_facea_training(model, clip, vae, images, face_analyzer, opts))
 
@@ -141,51 +121,22 @@ class LikenessTransplantFaceAAttribute(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        identity,
-        model,
-        vae,
-        images,
-        attribute,
-        steps,
-        batch_size,
-        seed,
-        lora_lr,
-        feat_lr,
-        loss_region,
-        training_dtype,
-        gradient_checkpointing,
-        on_no_face,
-        face_analyzer=None,
-    ) -> io.NodeOutput:
+    def execute(cls, identity, model, vae, images, attribute, face_analyzer=None, **common) -> io.NodeOutput:
         tasks = ATTRIBUTES[attribute]
         if not set(tasks) <= set(identity.tasks):
             raise LikenessError(f"this identity has no prompt for {attribute!r} (it has {list(identity.tasks)})")
-        prev = identity.meta.get("recipe", {})
-        rank = int(identity.meta.get("lora", {}).get("rank", 48))
-        recipe = FaceARecipe(
-            steps=steps,
-            batch_size=batch_size,
-            lora_lr=lora_lr,
-            feat_lr=feat_lr,
+        prev, lora = identity.meta.get("recipe", {}), identity.meta.get("lora", {})
+        opts = train_options(  # crop settings and LoRA as the identity was trained
+            common,
             global_task=False,
             local_tasks=tasks,
-            loss_region=loss_region,
-            rank=rank,
-        )
-        opts = TrainOptions(
-            recipe,
-            seed,
-            identity.class_word,
-            identity.slots["face"].count,
-            int(prev.get("resolution", 512)),
-            float(prev.get("crop_factor", 2.0)),
-            int(prev.get("mask_grow", 8)),
-            identity.meta.get("lora", {}).get("targets", "attention"),
-            training_dtype,
-            gradient_checkpointing,
-            on_no_face,
+            rank=int(lora.get("rank", 48)),
+            class_word=identity.class_word,
+            feat_tokens=identity.slots["face"].count,
+            resolution=int(prev.get("resolution", 512)),
+            crop_factor=float(prev.get("crop_factor", 2.0)),
+            mask_grow=int(prev.get("mask_grow", 8)),
+            lora_targets=lora.get("targets", "attention"),
         )
         return outputs(run_facea_training(model, None, vae, images, face_analyzer, opts, init=identity))
 

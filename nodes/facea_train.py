@@ -36,7 +36,7 @@ from .face_common import detect_batch
 from .finetune_common import TrainingProgress, comfy_interruption, should_stop
 from .patching.facea import LoRATraining, check_sd15, training_unet
 
-__all__ = ["TrainOptions", "TrainResult", "prepare_crops", "encode_prompts", "run_facea_training"]
+__all__ = ["TrainOptions", "TrainResult", "train_options", "prepare_crops", "encode_prompts", "run_facea_training"]
 
 logger = logging.getLogger(__name__)
 MAX_PHOTOS = 10
@@ -57,6 +57,24 @@ class TrainOptions:
     training_dtype: str = "auto"
     gradient_checkpointing: bool = True
     on_no_face: str = "error"
+
+
+def train_options(common: dict, *, local_tasks: tuple, rank: int, global_task: bool = True, **node) -> TrainOptions:
+    """The options of one run from the inputs ``facea_schema.common_inputs`` declares (``common``: steps,
+    batch_size, seed, lora_lr, feat_lr, loss_region, training_dtype, gradient_checkpointing, on_no_face) and the
+    node's own (``node``: class_word, feat_tokens, resolution, crop_factor, mask_grow, lora_targets)."""
+    recipe = FaceARecipe(
+        steps=common["steps"],
+        batch_size=common["batch_size"],
+        lora_lr=common["lora_lr"],
+        feat_lr=common["feat_lr"],
+        global_task=global_task,
+        local_tasks=local_tasks,
+        loss_region=common["loss_region"],
+        rank=rank,
+    )
+    run = {k: common[k] for k in ("seed", "training_dtype", "gradient_checkpointing", "on_no_face")}
+    return TrainOptions(recipe, **run, **node)
 
 
 @dataclass
