@@ -16,6 +16,7 @@ parity errors.
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import logging
 from collections import Counter
@@ -49,10 +50,20 @@ SDXL_DIFFUSERS_CONFIG = {
 }
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it for the process otherwise)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return
+    libc.malloc_trim(0)
+
+
 @pytest.fixture(scope="module")
 def sdxl(comfy_env, free_comfy_servers):
     """ComfyUI's model of the smoke SDXL checkpoint (UNet only, fp32), loaded once for this module."""
     import comfy.model_base
+    import comfy.model_management
     import comfy.sd
 
     from likeness.tools.smoke.writers import SMOKE_SDXL_CHECKPOINT
@@ -63,7 +74,9 @@ def sdxl(comfy_env, free_comfy_servers):
     assert isinstance(model.model, comfy.model_base.SDXL), f"{path.name} was detected as {type(model.model).__name__}"
     yield model
     del model
+    comfy.model_management.unload_all_models()
     gc.collect()
+    release_freed_memory()
 
 
 def _loaded(comfy_env, name: str, fp32: bool = False):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_server_imports_the_pack_without_errors(comfy_server):
-    log = comfy_server.log()
+    log = comfy_server.startup_log()
     assert "comfyui-likeness" in log, log[-3000:]
     bad = [line for line in log.splitlines() if "IMPORT FAILED" in line or ("Traceback" in line)]
     assert bad == [], log[-5000:]
@@ -94,7 +94,9 @@ def test_validate_inputs_of_the_nodes(comfy_env):
     assert LikenessEditAttributes.validate_inputs({"edits": "2"}, "smile -1 0-7") is True
     assert "Cannot read the W+ rows 'x-y'" in LikenessEditAttributes.validate_inputs({"edits": "1"}, "smile -1 x-y")
     assert "input 'extra_edits', line 2 'smile'" in LikenessEditAttributes.validate_inputs(None, "age 1\nsmile")
-    assert "'9' is not a number of sliders between 1 and 8" in LikenessEditAttributes.validate_inputs({"edits": "9"}, "")
+    assert "'9' is not a number of sliders between 1 and 8" in LikenessEditAttributes.validate_inputs(
+        {"edits": "9"}, ""
+    )
     assert LikenessAttributeSweep.validate_inputs("-4:4:2", "default", "-1,0,1", "fine") is True
     assert "step" in LikenessAttributeSweep.validate_inputs("-4:4:-2", "default", "1", "default")
     assert LikenessMixIdentities.validate_inputs(None) is True  # linked: checked when it runs
