@@ -136,8 +136,10 @@ def test_learning_is_seedable_uses_free_vectors_and_records_its_settings():
     _, _, start, a, reports = _learn(0.5, steps=8, seed=3)
     _, _, _, b, _ = _learn(0.5, steps=8, seed=3)
     _, _, _, c, _ = _learn(0.5, steps=8, seed=4)
-    # same seed: the same timesteps and noise (CPU conv kernels may differ in the last float bits)
-    assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+    # same seed: the same timesteps and noise. CPU kernels are not bitwise repeatable (vectorised reductions
+    # depend on buffer alignment), and Adam's first steps divide a gradient by its own size: same-seed runs
+    # differ by up to ~1e-5 (7e-6 measured, more on a loaded machine), another seed by ~0.4
+    assert torch.allclose(a.keys, b.keys, atol=1e-4) and torch.allclose(a.values, b.values, atol=1e-4)
     assert (a.keys - c.keys).abs().max() > 1e-2
     changed = [(not torch.equal(a.keys[i], start.keys[i])) for i in range(5)]
     assert any(changed) and torch.equal(a.init_embedding, start.init_embedding)
