@@ -127,16 +127,13 @@ def test_template_opens_runs_and_shows_its_results_on_the_nodes(frontend, module
 
 
 def _open_run_and_check(frontend, module_name: str, name: str) -> None:
+    from likeness.tools.batch.client import ComfyClient
     from likeness.tools.workflows.browser import FAST_WIDGETS
 
     # Each template runs on an emptied executor cache, as on a fresh server: late in two full-tier runs the
     # three loaders of the face-refine template (run after six templates sharing them) showed no text; it never
     # happened in this module alone. Suspected: ComfyUI's default cache, which evicts by RAM pressure.
-    freed = frontend.page.evaluate(
-        """() => fetch('/api/free', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                 body: JSON.stringify({unload_models: false, free_memory: true})}).then((r) => r.status)"""
-    )
-    assert freed == 200
+    ComfyClient(frontend.base_url).post("/free", {"unload_models": False, "free_memory": True})
     frontend.load_template(module_name, name)
     assert frontend.take_problems() == [], f"opening {name}"
     missing = frontend.page.evaluate("() => document.body.innerText.includes('Missing Models')")
