@@ -13,6 +13,8 @@ import io
 import json
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,14 +70,21 @@ IMAGE_NODES = {"Likeness_InvertFace", "Likeness_PreviewWPlus", "SaveImage"}
 
 @pytest.fixture(scope="module")
 def frontend(comfy_server, reference_dir):
-    from likeness.models.errors import LikenessError
-    from likeness.tools.workflows.browser import Browser
-
     inputs = comfy_server.base / "input"
     shutil.copy(reference_dir / "faces" / "astronaut.png", inputs / "likeness_face.png")
     shutil.copy(reference_dir / "faces" / "grace_hopper.png", inputs / "likeness_expression.png")
+    with browser_on(comfy_server.url) as browser:
+        yield browser
+
+
+@contextmanager
+def browser_on(url: str) -> Iterator:
+    """A Chromium page on the frontend at ``url``, closed after; skips the test when no browser can start."""
+    from likeness.models.errors import LikenessError
+    from likeness.tools.workflows.browser import Browser
+
     try:
-        browser = Browser(comfy_server.url)
+        browser = Browser(url)
     except LikenessError as exc:
         pytest.skip(f"browser tests: {exc}")
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_frontend import ROOT, SDXL_TEMPLATES, _open_run_and_check  # tests/comfyui is on sys.path
+from test_frontend import ROOT, SDXL_TEMPLATES, _open_run_and_check, browser_on  # tests/comfyui is on sys.path
 
 from likeness.tools.workflows.shipped import SDXL_SMOKE_NAMES, WORKFLOW_DIR, api_path, smoke_prompt
 
@@ -17,9 +17,6 @@ from likeness.tools.workflows.shipped import SDXL_SMOKE_NAMES, WORKFLOW_DIR, api
 @pytest.fixture(scope="module")
 def sdxl_frontend(workflow_server):
     """A browser on the SDXL server, whose shipped SDXL checkpoint name opens the SDXL smoke model."""
-    from likeness.models.errors import LikenessError
-    from likeness.tools.workflows.browser import Browser
-
     first = json.loads(api_path(ROOT / WORKFLOW_DIR / f"{SDXL_TEMPLATES[0]}.json").read_text())
     server = workflow_server(smoke_prompt(first))
     try:
@@ -27,15 +24,8 @@ def sdxl_frontend(workflow_server):
             alias = server.base / "shipped_names" / folder / shipped
             alias.unlink(missing_ok=True)
             alias.symlink_to(server.models / folder / smoke)
-        try:
-            browser = Browser(server.url)
-        except LikenessError as exc:
-            pytest.skip(f"browser tests: {exc}")
-        try:
-            browser.open()
+        with browser_on(server.url) as browser:
             yield browser
-        finally:
-            browser.close()
     finally:
         workflow_server({})  # back to the shared SD1.5 server for the modules after this one
 
