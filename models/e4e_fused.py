@@ -14,13 +14,12 @@ fused one is what inversion runs. What changes, all exact in real arithmetic
 * Squeeze-and-excitation runs as two small matrix products on the pooled
   vector (not four 1x1 convolutions on a 1x1 image), and its rescale and the
   residual sum are one ``addcmul`` (no temporary).
-* The 18 style heads run as stacked matrix products instead of 98 separate
-  3x3 stride-2 convolutions: the heads of a group that read the same feature
-  map (3 on ``c3``, 4 on ``p2``, 11 on ``p1``) share one convolution with their
-  weights concatenated, and each later level of a group is one batched product
-  over its heads on 3x3 patches (``baddbmm``). The separate convolutions on
-  8x8 and smaller maps cost more than their arithmetic; on a GPU the change also
-  saves kernel launches.
+* The 18 style heads run as 15 convolutions instead of 98: the heads of a group
+  that read the same feature map (3 on ``c3``, 4 on ``p2``, 11 on ``p1``) share
+  one convolution with their weights concatenated, and each later level of a
+  group is one grouped convolution (``groups`` = its heads), the leaky ReLU fused
+  into each. Separate convolutions on 8x8 and smaller maps cost more than their
+  arithmetic; on a GPU the change also saves kernel launches.
 * On the CPU the convolution weights are packed once into oneDNN's layout
   (:meth:`FusedE4E.pack_for_cpu`, see :class:`_Conv`), activations are
   channels-last, and a batch runs in slices of :attr:`FusedE4E.max_batch`.
@@ -72,9 +71,11 @@ class _Conv(nn.Module):
     ``.to()`` unpacks first, so the module moves between devices and dtypes as usual.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int, groups: int = 1
+    ) -> None:
         super().__init__()
-        self.stride, self.padding = stride, padding
+        self.stride, self.padding, self.groups = stride, padding, groups
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("bias", bias)
 
@@ -84,7 +85,7 @@ class _Conv(nn.Module):
 
     def pack(self) -> None:
         if not self.packed:
-            args = ([self.padding] * 2, [self.stride] * 2, [1, 1], 1)
+            args = ([self.padding] * 2, [self.stride] * 2, [1, 1], self.groups)
             self.weight = torch.ops.mkldnn._reorder_convolution_weight(self.weight.contiguous(), *args)
 
     def unpack(self) -> None:
@@ -99,7 +100,7 @@ class _Conv(nn.Module):
         """A copy with a plain weight, packed again when this one is (oneDNN tensors cannot be deep-copied)."""
         weight = self.weight.to_dense() if self.packed else self.weight
         bias = None if self.bias is None else self.bias.clone()
-        twin = _Conv(weight.clone(), bias, self.stride, self.padding)
+        twin = _Conv(weight.clone(), bias, self.stride, self.padding, self.groups)
         if self.packed:
             twin.pack()
         return twin
@@ -110,9 +111,9 @@ class _Conv(nn.Module):
             attr, scalars = ("leaky_relu", [slope]) if slope is not None else ("none", [])
             pad, stride = [self.padding] * 2, [self.stride] * 2
             return torch.ops.mkldnn._convolution_pointwise(
-                x, self.weight, self.bias, pad, stride, [1, 1], 1, attr, scalars, ""
+                x, self.weight, self.bias, pad, stride, [1, 1], self.groups, attr, scalars, ""
             )
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         return y if slope is None else F.leaky_relu_(y, slope)
 
 
@@ -151,24 +152,27 @@ class _FusedUnit(nn.Module):
 class _HeadGroup(nn.Module):
     """The style heads that read one feature map, run together (see the module docstring).
 
-    Buffers: ``first`` (a :class:`_Conv` [n*512, C, 3, 3], the heads' first convs concatenated),
-    ``w{l}`` [n, 9*512, 512] / ``b{l}`` [n, 1, 512] for the later levels (patch order
-    ky, kx, channel), ``lin_w`` [n, 512, 512] (scaled, transposed) / ``lin_b`` [n, 1, 512].
+    ``levels[0]`` is the heads' first convolutions concatenated ([n*512, C, 3, 3]); every later
+    level is one grouped convolution ([n*512, 512, 3, 3], ``groups=n``), all 3x3 stride 2 with the
+    leaky ReLU fused. The last level maps a map of at most 2x2 to 1x1, so its top and left taps
+    only ever meet zero padding: it keeps the other 2x2 taps (5/9 less weight to hold and read)
+    and pads the input at the bottom and right instead. ``lin_w`` [n, 512, 512] (scaled,
+    transposed) / ``lin_b`` [n, 1, 512] are the heads' final equalised linear layers.
     """
 
     def __init__(self, blocks: list[nn.Module], dtype: torch.dtype) -> None:
         super().__init__()
         self.n = len(blocks)
         convs = [[m for m in b.convs if isinstance(m, nn.Conv2d)] for b in blocks]
-        self.levels = len(convs[0])
         self.out_c = blocks[0].out_c
-        w0 = torch.cat([c[0].weight.detach() for c in convs]).to(dtype)
-        self.first = _Conv(w0, torch.cat([c[0].bias.detach() for c in convs]).to(dtype), 2, 1)
-        for level in range(1, self.levels):
-            w = torch.stack([c[level].weight.detach().permute(2, 3, 1, 0).reshape(-1, self.out_c) for c in convs])
-            b = torch.stack([c[level].bias.detach() for c in convs]).unsqueeze(1)
-            self.register_buffer(f"w{level}", w.to(dtype).contiguous())
-            self.register_buffer(f"b{level}", b.to(dtype))
+        self.levels = nn.ModuleList()
+        last = len(convs[0]) - 1
+        for level in range(last + 1):
+            w = torch.cat([c[level].weight.detach() for c in convs]).to(dtype)
+            b = torch.cat([c[level].bias.detach() for c in convs]).to(dtype)
+            if level == last:
+                w = w[:, :, 1:, 1:].contiguous()
+            self.levels.append(_Conv(w, b, 2, 0 if level == last else 1, groups=1 if level == 0 else self.n))
         lin_w = torch.stack([(b.linear.weight.detach().double() * b.linear.scale).t() for b in blocks])
         lin_b = torch.stack([b.linear.bias.detach().double() * b.linear.lr_mul for b in blocks]).unsqueeze(1)
         self.register_buffer("lin_w", lin_w.to(dtype).contiguous())
@@ -176,21 +180,15 @@ class _HeadGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, S, S] (shared by the heads) -> [n, B, 512]."""
-        batch = x.shape[0]
-        y = self.first(x, _SLOPE)  # [B, n*512, S/2, S/2]
-        size = y.shape[-1]
-        # [B, n*512, h, w] -> [n, B, h, w, 512], padded by one pixel for the next 3x3 stride-2 level
-        y = y.view(batch, self.n, self.out_c, size, size).permute(1, 0, 3, 4, 2)
-        for level in range(1, self.levels):
-            padded = F.pad(y, (0, 0, 1, 1, 1, 1))
-            size = (size + 1) // 2
-            sn, sb, sh, sw, _ = padded.stride()
-            patches = padded.as_strided(
-                (self.n, batch, size, size, 3, 3, self.out_c), (sn, sb, 2 * sh, 2 * sw, sh, sw, 1)
-            ).reshape(self.n, batch * size * size, 9 * self.out_c)
-            out = torch.baddbmm(getattr(self, f"b{level}"), patches, getattr(self, f"w{level}"))
-            y = F.leaky_relu_(out, _SLOPE).view(self.n, batch, size, size, self.out_c)
-        return torch.baddbmm(self.lin_b, y.reshape(self.n, batch, self.out_c), self.lin_w)
+        for conv in self.levels[:-1]:
+            x = conv(x, _SLOPE)  # [B, n*512, S/2, S/2], ...
+        if x.shape[-1] > 2 or x.shape[-2] > 2:
+            raise ValueError(
+                f"e4e's style heads end on a map of at most 2x2, got {list(x.shape[-2:])}: use 256 px images"
+            )
+        x = self.levels[-1](F.pad(x, (0, 1, 0, 1)), _SLOPE)  # [B, n*512, 1, 1]
+        y = x.reshape(x.shape[0], self.n, self.out_c).transpose(0, 1)
+        return torch.baddbmm(self.lin_b, y, self.lin_w)
 
 
 class FusedE4E(nn.Module):

@@ -60,7 +60,7 @@ def test_head_group_equals_the_separate_style_blocks(spatial):
     torch.manual_seed(4)
     blocks = [GradualStyleBlock(8, 16, spatial).eval() for _ in range(3)]
     group = _HeadGroup(blocks, torch.float32)
-    assert group.levels == spatial.bit_length() - 1
+    assert len(group.levels) == spatial.bit_length() - 1
     x = torch.randn(2, 8, spatial, spatial)
     with torch.inference_mode():
         out = group(x)
@@ -90,3 +90,16 @@ def test_packed_convolution_equals_f_conv2d_and_unpacks_exactly_on_to():
     conv.to(torch.float64)  # any .to() unpacks first, then applies
     assert not conv.packed and conv.weight.dtype == torch.float64
     assert torch.equal(conv.weight.float(), weight)
+
+
+def test_head_group_last_level_keeps_only_the_taps_that_meet_the_map():
+    """The last level holds 2x2 of the 3x3 taps; maps smaller than planned still match, larger ones are refused."""
+    torch.manual_seed(6)
+    blocks = [GradualStyleBlock(8, 16, 8).eval() for _ in range(2)]
+    group = _HeadGroup(blocks, torch.float32)
+    assert group.levels[-1].weight.shape == (2 * 16, 16, 2, 2) and group.levels[0].weight.shape[-1] == 3
+    small = torch.randn(1, 8, 4, 4)  # reaches 1x1 a level early, as e4e on a 64 px image
+    with torch.inference_mode():
+        torch.testing.assert_close(group(small), torch.stack([b(small) for b in blocks]), atol=1e-5, rtol=0)
+        with pytest.raises(ValueError, match="at most 2x2, got \\[4, 4\\]: use 256 px images"):
+            group(torch.randn(1, 8, 16, 16))
