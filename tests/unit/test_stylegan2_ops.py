@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from likeness.models.stylegan2 import Generator
-from likeness.models.stylegan2_ops import fused_leaky_relu, make_kernel, upfirdn2d
+from likeness.models.stylegan2_ops import conv_transpose_stride2, fused_leaky_relu, make_kernel, upfirdn2d
 
 
 def test_upfirdn2d_is_a_true_convolution():
@@ -26,6 +26,17 @@ def test_upfirdn2d_upsampling_keeps_a_constant_image():
     torch.testing.assert_close(out[:, :, 2:-2, 2:-2], torch.ones(1, 3, 8, 8))
     down = upfirdn2d(torch.ones(1, 1, 8, 8), make_kernel([1, 3, 3, 1]), down=2, pad=(1, 1))
     assert down.shape == (1, 1, 4, 4)
+
+
+@pytest.mark.parametrize(("groups", "side"), [(1, 5), (3, 4)])
+def test_transposed_convolution_as_four_plain_ones_equals_conv_transpose2d(groups, side):
+    torch.manual_seed(1)
+    x = torch.randn(2, 6 * groups, side, side + 1)
+    weight = torch.randn(6 * groups, 4, 3, 3)  # [in, out/groups, 3, 3], asymmetric taps
+    out = conv_transpose_stride2(x, weight, groups)
+    ref = torch.nn.functional.conv_transpose2d(x, weight, stride=2, groups=groups)
+    assert out.shape == ref.shape == (2, 4 * groups, 2 * side + 1, 2 * side + 3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_fused_leaky_relu_inference_path_equals_autograd_path():
@@ -113,13 +124,16 @@ def _official_modconv(conv, x, w):
 
 
 @pytest.mark.parametrize("side", [6, 40])  # 6: the style scales the input; 40: it scales the weight
-@pytest.mark.parametrize(("upsample", "demodulate", "k"), [(False, True, 3), (True, True, 3), (False, False, 1)])
-def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demodulate, k, side):
+@pytest.mark.parametrize(
+    ("upsample", "demodulate", "k", "in_c"),
+    [(False, True, 3, 12), (True, True, 3, 12), (True, True, 3, 512), (False, False, 1, 12)],
+)  # 512 input channels: the upsampling runs as four plain convolutions
+def test_modulated_conv_equals_the_per_sample_weight_formulation(upsample, demodulate, k, in_c, side):
     from likeness.models.stylegan2_ops import ModulatedConv2d
 
     torch.manual_seed(0)
-    conv = ModulatedConv2d(12, 10, k, 16, demodulate=demodulate, upsample=upsample).eval()
-    x, w = torch.randn(3, 12, side, side), torch.randn(3, 16)
+    conv = ModulatedConv2d(in_c, 10, k, 16, demodulate=demodulate, upsample=upsample).eval()
+    x, w = torch.randn(3, in_c, side, side), torch.randn(3, 16)
     with torch.no_grad():
         ref = _official_modconv(conv, x, w)
         out = conv(x, w)
