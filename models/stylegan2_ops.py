@@ -21,6 +21,7 @@ __all__ = [
     "fused_leaky_relu",
     "upfirdn2d",
     "conv_transpose_stride2",
+    "stride2_phase_kernels",
     "make_kernel",
     "PixelNorm",
     "EqualLinear",
@@ -99,29 +100,42 @@ def upfirdn2d(
     return x
 
 
-def conv_transpose_stride2(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
-    """``F.conv_transpose2d(x, weight, stride=2, groups=groups)`` for a 3x3 kernel, as four plain convolutions.
+_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
 
-    Output pixel (2i+r, 2j+s) only meets the kernel taps of parity (r, s): the 2x2, 2x1, 1x2
-    and 1x1 corners of the flipped kernel, applied to the input at its own resolution. The same
-    multiplications as the transposed convolution, but oneDNN runs plain convolutions about
-    1.1-1.5x faster than its transposed one on a CPU.
 
-    Args:
-        x: [B, in, H, W].
-        weight: [in, out/groups, 3, 3] (``conv_transpose2d``'s layout).
+def stride2_phase_kernels(weight: torch.Tensor, groups: int = 1) -> list[torch.Tensor]:
+    """A 3x3 transposed-convolution weight [in, out/groups, 3, 3] -> the 4 plain conv kernels of its output parities.
 
-    Returns:
-        [B, out, 2H+1, 2W+1].
+    Output pixel (2i+r, 2j+s) only meets the taps of parity (r, s) of the flipped kernel:
+    [out, in/groups, 2 or 1, 2 or 1], contiguous, in the order (0,0), (0,1), (1,0), (1,1).
     """
     cin, cout_g = weight.shape[0], weight.shape[1]
     flipped = (
         weight.view(groups, cin // groups, cout_g, 3, 3).transpose(1, 2).reshape(groups * cout_g, cin // groups, 3, 3)
     ).flip(2, 3)
+    return [flipped[:, :, r::2, s::2].contiguous() for r, s in _PHASES]
+
+
+def conv_transpose_stride2(
+    x: torch.Tensor, weight: torch.Tensor, groups: int = 1, phases: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """``F.conv_transpose2d(x, weight, stride=2, groups=groups)`` for a 3x3 kernel, as four plain convolutions.
+
+    The same multiplications as the transposed convolution (see :func:`stride2_phase_kernels`),
+    but oneDNN runs plain convolutions 1.2-1.5x faster than its transposed one on wide inputs.
+
+    Args:
+        x: [B, in, H, W].
+        weight: [in, out/groups, 3, 3] (``conv_transpose2d``'s layout).
+        phases: ``stride2_phase_kernels(weight, groups)`` when the caller keeps them.
+
+    Returns:
+        [B, out, 2H+1, 2W+1].
+    """
+    phases = stride2_phase_kernels(weight, groups) if phases is None else phases
     b, _, h, w = x.shape
-    out = x.new_empty(b, groups * cout_g, 2 * h + 1, 2 * w + 1)
-    for r, s in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        taps = flipped[:, :, r::2, s::2]  # rows 0, 2 (r=0) or 1 (r=1); columns likewise
+    out = x.new_empty(b, phases[0].shape[0], 2 * h + 1, 2 * w + 1)
+    for (r, s), taps in zip(_PHASES, phases, strict=True):
         out[:, :, r::2, s::2] = F.conv2d(x, taps, padding=(1 - r, 1 - s), groups=groups)
     return out
 
@@ -258,10 +272,10 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
-        self._energy: tuple[tuple, torch.Tensor] | None = None
+        self._cache: dict[str, tuple[tuple, object]] = {}
 
-    def _weight_energy(self) -> torch.Tensor:
-        """``sum_k W[o,i,k]^2`` as [out, in] float32, recomputed only when the weight tensor changes.
+    def _cached(self, name: str, make):  # noqa: ANN001, ANN202 - a derived value of the weight
+        """``make(weight)`` computed once per weight tensor (recomputed when it changes), under no_grad.
 
         Inference tensors (weights loaded under ``torch.inference_mode``, as ComfyUI loads them) have no
         version counter, and cannot be changed in place outside inference mode: their key is their identity.
@@ -269,10 +283,15 @@ class ModulatedConv2d(nn.Module):
         w = self.weight
         version = 0 if w.is_inference() else w._version
         key = (id(w), version, w.data_ptr(), w.device, w.dtype)
-        if self._energy is None or self._energy[0] != key:
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != key:
             with torch.no_grad():
-                self._energy = (key, w[0].float().square().sum((2, 3)))
-        return self._energy[1]
+                hit = self._cache[name] = (key, make(w))
+        return hit[1]
+
+    def _weight_energy(self) -> torch.Tensor:
+        """``sum_k W[o,i,k]^2`` as [out, in] float32 (cached per weight tensor)."""
+        return self._cached("energy", lambda w: w[0].float().square().sum((2, 3)))
 
     def modulated(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution with the style applied, and the demodulation factors if still to apply.
@@ -302,7 +321,7 @@ class ModulatedConv2d(nn.Module):
             weight = weight.to(x.dtype)
             demod = None if demod is None else demod.to(x.dtype).view(b, self.out_channel, 1, 1)
             if self.upsample:
-                return self.blur(self._transposed(x, weight.transpose(0, 1), 1)), demod
+                return self.blur(self._transposed(x, weight.transpose(0, 1), 1, fixed=True)), demod
             return F.conv2d(x, weight, padding=self.padding), demod
         factor = style[:, None, :]  # [B, 1, in]
         if demod is not None:
@@ -317,15 +336,21 @@ class ModulatedConv2d(nn.Module):
         out = F.conv2d(x, weight.reshape(b * self.out_channel, c, k, k), padding=self.padding, groups=b)
         return out.view(b, self.out_channel, out.shape[2], out.shape[3]), None
 
-    def _transposed(self, x: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    def _transposed(self, x: torch.Tensor, weight: torch.Tensor, groups: int, fixed: bool = False) -> torch.Tensor:
         """The 2x upsampling transposed convolution; weight [in, out/groups, k, k] -> [B, out, 2H+1, 2W+1].
 
         On 512-channel inputs (the 8-64 px layers) it runs as four plain convolutions (measured
-        1.2-1.5x faster on a CPU with oneDNN); on narrower ones oneDNN's transposed kernel is faster.
+        1.2-1.5x faster on a CPU with oneDNN; their kernels are kept when ``fixed``, i.e. the
+        layer's own weight); on narrower ones oneDNN's transposed kernel is faster.
         """
-        if self.kernel_size == 3 and self.in_channel >= 512:
-            return conv_transpose_stride2(x, weight, groups)
-        return F.conv_transpose2d(x, weight, padding=0, stride=2, groups=groups)
+        if self.kernel_size != 3 or self.in_channel < 512:
+            return F.conv_transpose2d(x, weight, padding=0, stride=2, groups=groups)
+        phases = None
+        if fixed and not torch.is_grad_enabled():
+            phases = self._cached(
+                f"phases_{x.dtype}", lambda w: stride2_phase_kernels(w[0].transpose(0, 1).to(x.dtype))
+            )
+        return conv_transpose_stride2(x, weight, groups, phases)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x [B, in, H, W], w [B, style_dim] -> [B, out, H', W'] (H' = 2H when upsampling)."""
