@@ -139,9 +139,15 @@ class Generator(nn.Module):
         ):
             if res >= stop:
                 break
+            if res * 2 >= 256 and out.device.type == "cpu":
+                # Maps of 256 px and up (128 channels or fewer): oneDNN's convolutions, transposed
+                # convolution, blur and 1x1 ToRGB run 1.3-5x faster channels-last (measured on a CPU).
+                # Not below: no gain there, and the layers' fixed 512x512 weights would be copied into
+                # that layout on every call.
+                out = out.contiguous(memory_format=torch.channels_last)
             out = conv_up(out, w[:, i], noise1)
             out = conv(out, w[:, i + 1], noise2)
             skip = to_rgb(out, w[:, i + 2], skip)
             i += 2
             res *= 2
-        return skip
+        return skip.contiguous()

@@ -232,6 +232,15 @@ class Blur(nn.Module):
         return upfirdn2d(x, self.kernel, pad=self.pad)
 
 
+def _unbatch(out: torch.Tensor, batch: int) -> torch.Tensor:
+    """[1, B*C, H, W] of a grouped convolution over the batch -> [B, C, H, W].
+
+    B = 1 is left as it is: a view would give the size-1 batch a new stride, and PyTorch would
+    then no longer see a channels-last tensor as channels-last.
+    """
+    return out if batch == 1 else out.view(batch, -1, out.shape[2], out.shape[3])
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated (and optionally demodulated, 2x upsampling) convolution.
 
@@ -328,13 +337,14 @@ class ModulatedConv2d(nn.Module):
             factor = factor * demod.to(style.dtype)[:, :, None]  # [B, out, in]
         weight = (weight * factor[..., None, None]).to(x.dtype)  # [B, out, in, k, k]
         k = self.kernel_size
-        x = x.reshape(1, b * c, h, wd)
+        if b > 1:  # one grouped convolution over the batch
+            x = x.reshape(1, b * c, h, wd)
         if self.upsample:
             weight = weight.transpose(1, 2).reshape(b * c, self.out_channel, k, k)
             out = self._transposed(x, weight, b)
-            return self.blur(out.view(b, self.out_channel, out.shape[2], out.shape[3])), None
+            return self.blur(_unbatch(out, b)), None
         out = F.conv2d(x, weight.reshape(b * self.out_channel, c, k, k), padding=self.padding, groups=b)
-        return out.view(b, self.out_channel, out.shape[2], out.shape[3]), None
+        return _unbatch(out, b), None
 
     def _transposed(self, x: torch.Tensor, weight: torch.Tensor, groups: int, fixed: bool = False) -> torch.Tensor:
         """The 2x upsampling transposed convolution; weight [in, out/groups, k, k] -> [B, out, 2H+1, 2W+1].
