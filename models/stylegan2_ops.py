@@ -357,9 +357,8 @@ class ModulatedConv2d(nn.Module):
             return F.conv_transpose2d(x, weight, padding=0, stride=2, groups=groups)
         phases = None
         if fixed and not torch.is_grad_enabled():
-            phases = self._cached(
-                f"phases_{x.dtype}", lambda w: stride2_phase_kernels(w[0].transpose(0, 1).to(x.dtype))
-            )
+            kept = self._cached("phases", lambda w: stride2_phase_kernels(w[0].transpose(0, 1)))
+            phases = [p.to(x.dtype) for p in kept]  # no copy when x has the weight's dtype, as in the Generator
         return conv_transpose_stride2(x, weight, groups, phases)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
